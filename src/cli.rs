@@ -1,0 +1,51 @@
+//! Command-line definitions only; `main.rs` dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub const DEFAULT_INVENTORY: &str = "hosts/inventory.toml";
+pub const DEFAULT_OUT: &str = "generated";
+
+#[derive(Debug, Parser)]
+#[command(name = "iac", version, about = "One host inventory → every configuration a NixOS + k3s estate needs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the inventory and write every generated file (atomically).
+    Render(RenderArgs),
+    /// Print every flow the estate admits: host, chain, source, destination, ports and why.
+    Flows(FlowsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InventoryArg {
+    /// The inventory file.
+    #[arg(long, default_value = DEFAULT_INVENTORY, env = "IAC_INVENTORY")]
+    pub inventory: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    /// Output directory.
+    #[arg(long, default_value = DEFAULT_OUT)]
+    pub out: PathBuf,
+    /// Render in memory and compare: exit 0 when OUT is up to date, 1 with a diff when not.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FlowsArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    /// Only this host's flows.
+    #[arg(long)]
+    pub host: Option<String>,
+}

@@ -1,0 +1,269 @@
+//! The TOML schema of `hosts/inventory.toml`, exactly as a user writes it.
+//!
+//! Every struct denies unknown fields so a typo is an error, not a silently ignored key.
+//! Values that validation inspects later (addresses, CIDRs, references) stay `Spanned<String>`
+//! so an error can point at the line that holds them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string together with where it stood in the file.
+pub type Text = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryFile {
+    pub site: SiteSection,
+    #[serde(default)]
+    pub networks: BTreeMap<Text, NetworkSection>,
+    pub access: AccessSection,
+    pub dns: DnsSection,
+    pub cluster: Option<Spanned<ClusterSection>>,
+    pub hosts: Spanned<BTreeMap<Text, HostSection>>,
+    #[serde(default)]
+    pub databases: BTreeMap<Text, DatabaseSection>,
+    pub pipeline: Option<Spanned<PipelineSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSection {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    pub cidr: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    /// CIDRs allowed to SSH into every host (the deploy path), reach the k3s API and the databases.
+    pub admin: Spanned<Vec<Text>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    pub upstream: Spanned<Vec<Text>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub pod_cidr: Text,
+    pub service_cidr: Text,
+    /// Whether pod traffic leaving the cluster is masqueraded to the node address (k3s default).
+    #[serde(default = "default_true")]
+    pub masquerade: bool,
+    /// Path, on every k3s node, of the file that holds the cluster join token.
+    pub token_file: String,
+    /// Packaged k3s components to switch off (`--disable`), e.g. traefik.
+    #[serde(default)]
+    pub disable: Vec<String>,
+    /// Destinations outside the cluster that pods may reach besides DNS and declared databases.
+    #[serde(default)]
+    pub egress: Vec<EgressSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSection {
+    pub to: Spanned<Vec<Text>>,
+    pub proto: Protocol,
+    pub ports: Spanned<Vec<u16>>,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    pub address: Text,
+    pub roles: Spanned<Vec<RoleName>>,
+    #[serde(default = "default_ssh_user")]
+    pub ssh_user: String,
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: Spanned<u16>,
+    #[serde(default = "default_system")]
+    pub system: String,
+    /// For a k3s agent or additional server: the server it joins (defaults to the first server).
+    pub join: Option<Text>,
+    #[serde(default)]
+    pub firewall: FirewallSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+pub enum RoleName {
+    #[serde(rename = "k3s-server")]
+    K3sServer,
+    #[serde(rename = "k3s-agent")]
+    K3sAgent,
+    #[serde(rename = "postgresql")]
+    Postgresql,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallSection {
+    /// Sources dropped before any accept. Must not cover an admin network.
+    #[serde(default)]
+    pub block: Vec<Text>,
+    /// Extra services this host offers.
+    #[serde(default)]
+    pub allow: Vec<AllowSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowSection {
+    /// CIDRs, host names, or the words `admin` / `cluster`.
+    pub from: Spanned<Vec<Text>>,
+    pub proto: Protocol,
+    pub ports: Spanned<Vec<u16>>,
+    pub why: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    pub host: Text,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    pub owner: String,
+    /// Path, on the database host, of the file that holds the owner's password.
+    pub password_file: String,
+    /// Who may connect: `cluster` (the k3s pods), `admin`, host names or CIDRs.
+    pub clients: Spanned<Vec<Text>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    pub database: Text,
+    pub topic: String,
+    pub table: String,
+    /// Where `iac apply` reads the database password when it creates the Kubernetes Secret.
+    #[serde(default = "default_password_env")]
+    pub password_env: String,
+    #[serde(default)]
+    pub kafka: KafkaSection,
+    #[serde(default)]
+    pub connect: ConnectSection,
+    #[serde(default)]
+    pub producer: ProducerSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    #[serde(default = "default_kafka_image")]
+    pub image: String,
+    #[serde(default = "default_one")]
+    pub replicas: u16,
+    #[serde(default = "default_kafka_storage")]
+    pub storage: String,
+    #[serde(default = "default_storage_class")]
+    pub storage_class: String,
+    /// A stable KRaft cluster id (22 characters of base64url).
+    #[serde(default = "default_cluster_id")]
+    pub cluster_id: String,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self {
+            image: default_kafka_image(),
+            replicas: 1,
+            storage: default_kafka_storage(),
+            storage_class: default_storage_class(),
+            cluster_id: default_cluster_id(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectSection {
+    #[serde(default = "default_connect_image")]
+    pub image: String,
+    #[serde(default = "default_connector_name")]
+    pub connector: String,
+}
+
+impl Default for ConnectSection {
+    fn default() -> Self {
+        Self { image: default_connect_image(), connector: default_connector_name() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerSection {
+    #[serde(default = "default_messages")]
+    pub messages: u32,
+}
+
+impl Default for ProducerSection {
+    fn default() -> Self {
+        Self { messages: default_messages() }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_one() -> u16 {
+    1
+}
+fn default_ssh_user() -> String {
+    "root".into()
+}
+fn default_ssh_port() -> Spanned<u16> {
+    Spanned::new(0..0, 22)
+}
+fn default_system() -> String {
+    "x86_64-linux".into()
+}
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_namespace() -> String {
+    "kafka-pipeline".into()
+}
+fn default_password_env() -> String {
+    "IAC_PG_PASSWORD".into()
+}
+fn default_kafka_image() -> String {
+    "apache/kafka:4.1.1".into()
+}
+fn default_kafka_storage() -> String {
+    "5Gi".into()
+}
+fn default_storage_class() -> String {
+    "local-path".into()
+}
+fn default_cluster_id() -> String {
+    "iacKRaftCluster0000001".into()
+}
+fn default_connect_image() -> String {
+    "apache/kafka:4.1.1".into()
+}
+fn default_connector_name() -> String {
+    "postgres-sink".into()
+}
+fn default_messages() -> u32 {
+    10
+}

@@ -1,0 +1,55 @@
+//! The `iac` command: parse the command line, run one command, report errors for people.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use iac::cli::{Cli, Command, FlowsArgs, RenderArgs};
+use iac::{Error, load_site, output, render};
+
+/// Exit codes: 0 success, 1 failure or drift, 2 invalid inventory.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Render(args) => render_command(&args),
+        Command::Flows(args) => flows_command(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                Error::Inventory(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn render_command(args: &RenderArgs) -> Result<ExitCode, Error> {
+    let site = load_site(&args.inventory.inventory)?;
+    let tree = render::render(&site)?;
+    if args.check {
+        return Ok(match output::diff_tree(&args.out, &tree)? {
+            None => {
+                println!("{} is up to date ({} files)", args.out.display(), tree.len());
+                ExitCode::SUCCESS
+            }
+            Some(diff) => {
+                print!("{diff}");
+                eprintln!("{} is stale: run `iac render`", args.out.display());
+                ExitCode::FAILURE
+            }
+        });
+    }
+    output::write_tree(&args.out, &tree)?;
+    println!("wrote {} files to {}", tree.len(), args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn flows_command(args: &FlowsArgs) -> Result<ExitCode, Error> {
+    let site = load_site(&args.inventory.inventory)?;
+    let flows = render::flows(&site);
+    print!("{}", iac::policy::table(&flows, args.host.as_deref()));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,421 @@
+//! Inventory schema → validated `Site`. Every rule that can be checked without rendering lives
+//! here, and every error names file, line and key. All errors are collected, not just the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use ipnet::Ipv4Net;
+use toml::Spanned;
+
+use crate::error::{InventoryError, InventoryErrors};
+use crate::inventory::Source;
+use crate::inventory::schema::{self as schema, InventoryFile, RoleName, Text};
+
+use super::{Allow, Client, Cluster, Connect, Database, Egress, Host, Kafka, Network, Pipeline, Role, Site};
+
+/// Names that would collide with directories `iac render` writes next to the host directories.
+const RESERVED_HOST_NAMES: &[&str] = &["k8s"];
+
+pub fn validate(source: &Source, file: InventoryFile) -> Result<Site, InventoryErrors> {
+    let mut v = Validator { source, errors: Vec::new() };
+    let site = v.site(file);
+    if v.errors.is_empty() { Ok(site) } else { Err(InventoryErrors(v.errors)) }
+}
+
+struct Validator<'a> {
+    source: &'a Source,
+    errors: Vec<InventoryError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let e = self.source.error(span, key, message);
+        self.errors.push(e);
+    }
+
+    fn site(&mut self, file: InventoryFile) -> Site {
+        let networks = self.networks(&file.networks);
+        let admin = self.admin(&file.access.admin);
+        let dns_upstream = self.addresses(&file.dns.upstream, "dns.upstream");
+        let cluster = file.cluster.as_ref().map(|c| self.cluster(c.get_ref()));
+        self.no_overlaps(&file, &networks, cluster.as_ref());
+
+        let k3s_names: BTreeSet<String> = file
+            .hosts
+            .get_ref()
+            .iter()
+            .filter(|(_, h)| h.roles.get_ref().iter().any(|r| matches!(r, RoleName::K3sServer | RoleName::K3sAgent)))
+            .map(|(n, _)| n.get_ref().clone())
+            .collect();
+        let host_names: BTreeSet<String> = file.hosts.get_ref().keys().map(|k| k.get_ref().clone()).collect();
+        let refs = Refs { hosts: &host_names, k3s: &k3s_names, has_cluster: cluster.is_some() };
+
+        let hosts = self.hosts(&file, &networks, &admin, &refs);
+        self.cluster_has_server(&file, &hosts, cluster.is_some());
+        let databases = self.databases(&file, &hosts, &refs);
+        let pipeline = file.pipeline.as_ref().map(|p| self.pipeline(p, &databases));
+        let cluster = cluster.map(|c| Cluster { egress: self.egress(&file), ..c });
+
+        Site { name: file.site.name, networks, admin, dns_upstream, cluster, hosts, databases, pipeline }
+    }
+
+    fn cidr(&mut self, text: &Text, key: &str) -> Option<Ipv4Net> {
+        let raw = text.get_ref().trim();
+        let parsed = if raw.contains('/') {
+            raw.parse::<Ipv4Net>().map_err(|_| ())
+        } else {
+            raw.parse::<Ipv4Addr>().map(Ipv4Net::from).map_err(|_| ())
+        };
+        match parsed {
+            Ok(net) if net.trunc() != net => {
+                self.error(text.span(), key, format!("`{raw}` has host bits set; did you mean `{}`?", net.trunc()));
+                None
+            }
+            Ok(net) => Some(net),
+            Err(()) if raw.contains(':') => {
+                self.error(text.span(), key, format!("`{raw}` is IPv6; iac supports IPv4 networks only for now"));
+                None
+            }
+            Err(()) => {
+                self.error(text.span(), key, format!("`{raw}` is not a valid IPv4 CIDR (like 172.22.0.0/24)"));
+                None
+            }
+        }
+    }
+
+    fn address(&mut self, text: &Text, key: &str) -> Option<Ipv4Addr> {
+        let raw = text.get_ref().trim();
+        match raw.parse::<Ipv4Addr>() {
+            Ok(a) => Some(a),
+            Err(_) if raw.contains(':') => {
+                self.error(text.span(), key, format!("`{raw}` is IPv6; iac supports IPv4 addresses only for now"));
+                None
+            }
+            Err(_) => {
+                self.error(text.span(), key, format!("`{raw}` is not a valid IPv4 address"));
+                None
+            }
+        }
+    }
+
+    fn addresses(&mut self, list: &Spanned<Vec<Text>>, key: &str) -> Vec<Ipv4Addr> {
+        list.get_ref().iter().enumerate().filter_map(|(i, t)| self.address(t, &format!("{key}[{i}]"))).collect()
+    }
+
+    fn name(&mut self, text: &Text, key: &str, what: &str) {
+        let n = text.get_ref();
+        let ok = !n.is_empty()
+            && n.len() <= 63
+            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !n.starts_with('-')
+            && !n.ends_with('-');
+        if !ok {
+            self.error(text.span(), key, format!("{what} name `{n}` must be a DNS label: lowercase letters, digits and '-'"));
+        }
+    }
+
+    fn networks(&mut self, networks: &BTreeMap<Text, schema::NetworkSection>) -> Vec<Network> {
+        let mut out = Vec::new();
+        for (name, net) in networks {
+            let key = format!("networks.{}", name.get_ref());
+            self.name(name, &key, "network");
+            if let Some(cidr) = self.cidr(&net.cidr, &format!("{key}.cidr")) {
+                out.push(Network { name: name.get_ref().clone(), cidr });
+            }
+        }
+        if networks.is_empty() {
+            self.error(0..0, "networks", "no network declared: every host must sit in a declared [networks.NAME]");
+        }
+        out
+    }
+
+    fn admin(&mut self, admin: &Spanned<Vec<Text>>) -> Vec<Ipv4Net> {
+        if admin.get_ref().is_empty() {
+            self.error(admin.span(), "access.admin", "no admin network: SSH, the deploy path, would be closed on every host");
+        }
+        admin.get_ref().iter().enumerate().filter_map(|(i, t)| self.cidr(t, &format!("access.admin[{i}]"))).collect()
+    }
+
+    fn cluster(&mut self, c: &schema::ClusterSection) -> Cluster {
+        let pod = self.cidr(&c.pod_cidr, "cluster.pod_cidr");
+        let svc = self.cidr(&c.service_cidr, "cluster.service_cidr");
+        if !c.token_file.starts_with('/') {
+            self.error(c.pod_cidr.span(), "cluster.token_file", "must be an absolute path on the k3s nodes");
+        }
+        Cluster {
+            pod_cidr: pod.unwrap_or_default(),
+            service_cidr: svc.unwrap_or_default(),
+            masquerade: c.masquerade,
+            token_file: c.token_file.clone(),
+            disable: c.disable.clone(),
+            egress: Vec::new(),
+        }
+    }
+
+    fn egress(&mut self, file: &InventoryFile) -> Vec<Egress> {
+        let Some(cluster) = &file.cluster else { return Vec::new() };
+        let mut out = Vec::new();
+        for (i, e) in cluster.get_ref().egress.iter().enumerate() {
+            let key = format!("cluster.egress[{i}]");
+            let to = e.to.get_ref().iter().enumerate().filter_map(|(j, t)| self.cidr(t, &format!("{key}.to[{j}]"))).collect();
+            let ports = self.ports(&e.ports, &format!("{key}.ports"));
+            out.push(Egress { to, proto: e.proto, ports, why: e.why.clone() });
+        }
+        out
+    }
+
+    fn ports(&mut self, ports: &Spanned<Vec<u16>>, key: &str) -> Vec<u16> {
+        if ports.get_ref().is_empty() || ports.get_ref().contains(&0) {
+            self.error(ports.span(), key, "needs at least one port, each between 1 and 65535");
+        }
+        let mut p = ports.get_ref().clone();
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+
+    /// Declared networks, the pod CIDR and the service CIDR must be disjoint: an overlap makes
+    /// routing ambiguous and the firewall sets meaningless.
+    fn no_overlaps(&mut self, file: &InventoryFile, networks: &[Network], cluster: Option<&Cluster>) {
+        let mut named: Vec<(String, Ipv4Net, Range<usize>)> = networks
+            .iter()
+            .map(|n| {
+                let span = file.networks.iter().find(|(k, _)| k.get_ref() == &n.name).map_or(0..0, |(_, v)| v.cidr.span());
+                (format!("networks.{}.cidr", n.name), n.cidr, span)
+            })
+            .collect();
+        if let (Some(c), Some(cs)) = (cluster, &file.cluster) {
+            named.push(("cluster.pod_cidr".into(), c.pod_cidr, cs.get_ref().pod_cidr.span()));
+            named.push(("cluster.service_cidr".into(), c.service_cidr, cs.get_ref().service_cidr.span()));
+        }
+        for (i, (ka, a, _)) in named.iter().enumerate() {
+            for (kb, b, span) in &named[i + 1..] {
+                if overlaps(*a, *b) {
+                    self.error(span.clone(), kb.clone(), format!("{b} overlaps {ka} ({a})"));
+                }
+            }
+        }
+    }
+
+    fn hosts(&mut self, file: &InventoryFile, networks: &[Network], admin: &[Ipv4Net], refs: &Refs) -> Vec<Host> {
+        if file.hosts.get_ref().is_empty() {
+            self.error(file.hosts.span(), "hosts", "no host declared");
+        }
+        let mut seen: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (name_t, h) in file.hosts.get_ref() {
+            let name = name_t.get_ref().clone();
+            let key = format!("hosts.{name}");
+            self.name(name_t, &key, "host");
+            if RESERVED_HOST_NAMES.contains(&name.as_str()) {
+                self.error(name_t.span(), &key, format!("`{name}` is reserved: iac writes generated/{name}/ itself"));
+            }
+            let address = self.address(&h.address, &format!("{key}.address"));
+            let mut network = String::new();
+            if let Some(addr) = address {
+                if let Some(other) = seen.insert(addr, name.clone()) {
+                    self.error(h.address.span(), format!("{key}.address"), format!("{addr} is already the address of host `{other}`"));
+                }
+                match networks.iter().find(|n| n.cidr.contains(&addr)) {
+                    Some(n) => network = n.name.clone(),
+                    None => self.error(h.address.span(), format!("{key}.address"), format!("{addr} is outside every declared network")),
+                }
+            }
+            let roles = self.roles(&h.roles, &key);
+            if *h.ssh_port.get_ref() == 0 {
+                self.error(h.ssh_port.span(), format!("{key}.ssh_port"), "0 is not a port");
+            }
+            let join = h.join.as_ref().map(|j| {
+                if !refs.k3s.contains(j.get_ref()) || j.get_ref() == &name {
+                    self.error(j.span(), format!("{key}.join"), format!("`{}` is not another k3s node of this inventory", j.get_ref()));
+                } else if !file.hosts.get_ref().iter().any(|(n, o)| n.get_ref() == j.get_ref() && o.roles.get_ref().contains(&RoleName::K3sServer)) {
+                    self.error(j.span(), format!("{key}.join"), format!("`{}` is not a k3s server", j.get_ref()));
+                }
+                if !roles.iter().any(|r| matches!(r, Role::K3sServer | Role::K3sAgent)) {
+                    self.error(j.span(), format!("{key}.join"), "only k3s nodes join a server");
+                }
+                j.get_ref().clone()
+            });
+            let block = self.block(&h.firewall.block, admin, &key);
+            let allow = self.allow(&h.firewall.allow, refs, &key);
+            out.push(Host {
+                name,
+                address: address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                network,
+                roles,
+                ssh_user: h.ssh_user.clone(),
+                ssh_port: *h.ssh_port.get_ref(),
+                system: h.system.clone(),
+                join,
+                block,
+                allow,
+            });
+        }
+        out
+    }
+
+    fn roles(&mut self, roles: &Spanned<Vec<RoleName>>, key: &str) -> Vec<Role> {
+        let mut out: Vec<Role> = roles
+            .get_ref()
+            .iter()
+            .map(|r| match r {
+                RoleName::K3sServer => Role::K3sServer,
+                RoleName::K3sAgent => Role::K3sAgent,
+                RoleName::Postgresql => Role::Postgresql,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        if out.contains(&Role::K3sServer) && out.contains(&Role::K3sAgent) {
+            self.error(roles.span(), format!("{key}.roles"), "a host is a k3s server or a k3s agent, not both");
+        }
+        out
+    }
+
+    /// A block that covers any part of an admin network would cut the deploy path.
+    fn block(&mut self, block: &[Text], admin: &[Ipv4Net], key: &str) -> Vec<Ipv4Net> {
+        let mut out = Vec::new();
+        for (i, t) in block.iter().enumerate() {
+            let k = format!("{key}.firewall.block[{i}]");
+            let Some(net) = self.cidr(t, &k) else { continue };
+            if let Some(a) = admin.iter().find(|a| overlaps(**a, net)) {
+                self.error(t.span(), k, format!("blocking {net} would cut SSH from admin network {a}, the deploy path"));
+            }
+            out.push(net);
+        }
+        out
+    }
+
+    fn allow(&mut self, allow: &[schema::AllowSection], refs: &Refs, key: &str) -> Vec<Allow> {
+        let mut out = Vec::new();
+        for (i, a) in allow.iter().enumerate() {
+            let k = format!("{key}.firewall.allow[{i}]");
+            let from = self.clients(&a.from, refs, &format!("{k}.from"));
+            let ports = self.ports(&a.ports, &format!("{k}.ports"));
+            out.push(Allow { from, proto: a.proto, ports, why: a.why.clone() });
+        }
+        out
+    }
+
+    fn clients(&mut self, list: &Spanned<Vec<Text>>, refs: &Refs, key: &str) -> Vec<Client> {
+        if list.get_ref().is_empty() {
+            self.error(list.span(), key, "needs at least one source");
+        }
+        let mut out = Vec::new();
+        for (i, t) in list.get_ref().iter().enumerate() {
+            let k = format!("{key}[{i}]");
+            let word = t.get_ref().as_str();
+            let client = match word {
+                "admin" => Some(Client::Admin),
+                "cluster" if refs.has_cluster => Some(Client::Cluster),
+                "cluster" => {
+                    self.error(t.span(), k, "`cluster` needs a [cluster] section");
+                    None
+                }
+                w if refs.hosts.contains(w) => Some(Client::Host(w.to_string())),
+                w if w.chars().next().is_some_and(|c| c.is_ascii_digit()) || w.contains(':') => self.cidr(t, &k).map(Client::Cidr),
+                w => {
+                    self.error(t.span(), k, format!("unknown host `{w}` (expected a host name, a CIDR, `admin` or `cluster`)"));
+                    None
+                }
+            };
+            out.extend(client);
+        }
+        out
+    }
+
+    fn cluster_has_server(&mut self, file: &InventoryFile, hosts: &[Host], has_cluster: bool) {
+        let any_k3s = hosts.iter().any(Host::is_k3s_node);
+        let any_server = hosts.iter().any(|h| h.has(Role::K3sServer));
+        if has_cluster && !any_server {
+            let span = file.cluster.as_ref().map_or(0..0, Spanned::span);
+            self.error(span, "hosts", "the [cluster] has no host with role `k3s-server`");
+        }
+        if any_k3s && !has_cluster {
+            self.error(file.hosts.span(), "cluster", "hosts have k3s roles but there is no [cluster] section");
+        }
+    }
+
+    fn databases(&mut self, file: &InventoryFile, hosts: &[Host], refs: &Refs) -> Vec<Database> {
+        let mut out = Vec::new();
+        for (name_t, d) in &file.databases {
+            let name = name_t.get_ref().clone();
+            let key = format!("databases.{name}");
+            self.sql_identifier(name_t.get_ref(), name_t.span(), &key, "database");
+            self.sql_identifier(&d.owner, name_t.span(), &format!("{key}.owner"), "owner");
+            match hosts.iter().find(|h| &h.name == d.host.get_ref()) {
+                None => self.error(d.host.span(), format!("{key}.host"), format!("unknown host `{}`", d.host.get_ref())),
+                Some(h) if !h.has(Role::Postgresql) => {
+                    self.error(d.host.span(), format!("{key}.host"), format!("host `{}` has no `postgresql` role", h.name))
+                }
+                Some(_) => {}
+            }
+            if !d.password_file.starts_with('/') {
+                self.error(name_t.span(), format!("{key}.password_file"), "must be an absolute path on the database host");
+            }
+            let clients = self.clients(&d.clients, refs, &format!("{key}.clients"));
+            out.push(Database {
+                name,
+                host: d.host.get_ref().clone(),
+                port: d.port,
+                owner: d.owner.clone(),
+                password_file: d.password_file.clone(),
+                clients,
+            });
+        }
+        out
+    }
+
+    /// Database and role names go into pg_hba lines and SQL; keep them plain identifiers.
+    fn sql_identifier(&mut self, name: &str, span: Range<usize>, key: &str, what: &str) {
+        let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && name.len() <= 63;
+        if !ok {
+            self.error(span, key, format!("{what} `{name}` must be a lowercase SQL identifier (a-z, 0-9, _)"));
+        }
+    }
+
+    fn pipeline(&mut self, p: &Spanned<schema::PipelineSection>, databases: &[Database]) -> Pipeline {
+        let s = p.get_ref();
+        if !databases.iter().any(|d| &d.name == s.database.get_ref()) {
+            self.error(s.database.span(), "pipeline.database", format!("unknown database `{}`", s.database.get_ref()));
+        }
+        let ns = Spanned::new(p.span(), s.namespace.clone());
+        self.name(&ns, "pipeline.namespace", "namespace");
+        self.sql_identifier(&s.table, p.span(), "pipeline.table", "table");
+        if s.topic.is_empty() || !s.topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            self.error(p.span(), "pipeline.topic", format!("`{}` is not a valid Kafka topic name", s.topic));
+        }
+        if s.kafka.replicas == 0 {
+            self.error(p.span(), "pipeline.kafka.replicas", "needs at least one broker");
+        }
+        Pipeline {
+            namespace: s.namespace.clone(),
+            database: s.database.get_ref().clone(),
+            topic: s.topic.clone(),
+            table: s.table.clone(),
+            password_env: s.password_env.clone(),
+            kafka: Kafka {
+                image: s.kafka.image.clone(),
+                replicas: s.kafka.replicas,
+                storage: s.kafka.storage.clone(),
+                storage_class: s.kafka.storage_class.clone(),
+                cluster_id: s.kafka.cluster_id.clone(),
+            },
+            connect: Connect { image: s.connect.image.clone(), connector: s.connect.connector.clone() },
+            producer_messages: s.producer.messages,
+        }
+    }
+}
+
+struct Refs<'a> {
+    hosts: &'a BTreeSet<String>,
+    k3s: &'a BTreeSet<String>,
+    has_cluster: bool,
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}

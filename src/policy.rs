@@ -1,0 +1,373 @@
+//! Site → Flows: who talks to whom, on what, and why. This is the one place that knows the
+//! k3s/flannel/kube-proxy/PostgreSQL traffic facts; the nftables rules and the pg_hba lines are
+//! both printed from these flows, so they cannot disagree.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::model::{Client, Cluster, Host, Protocol, Role, Site};
+
+pub const K3S_API_PORT: u16 = 6443;
+pub const KUBELET_PORT: u16 = 10250;
+pub const FLANNEL_VXLAN_PORT: u16 = 8472;
+pub const ETCD_PORTS: PortRange = PortRange { first: 2379, last: 2380 };
+pub const DNS_PORT: u16 = 53;
+
+/// The netfilter base chain a flow is admitted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Chain {
+    /// Traffic addressed to the host itself.
+    Input,
+    /// Traffic the host routes, here: pod traffic through cni0 and flannel.1.
+    Forward,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn single(port: u16) -> Self {
+        Self { first: port, last: port }
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+/// A named list of addresses; it becomes an nftables named set of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrSet {
+    pub name: String,
+    /// Sorted, free of duplicates and of members another member covers.
+    pub members: Vec<Ipv4Net>,
+}
+
+impl AddrSet {
+    /// Members are aggregated: a network that another member covers is dropped and adjacent
+    /// networks merge, because nftables interval sets reject overlapping elements.
+    fn new(name: impl Into<String>, members: impl IntoIterator<Item = Ipv4Net>) -> Self {
+        let members: Vec<Ipv4Net> = members.into_iter().collect();
+        Self { name: name.into(), members: Ipv4Net::aggregate(&members) }
+    }
+
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        self.members.iter().any(|m| m.contains(&addr))
+    }
+}
+
+/// A database permission that travels with a flow, so pg_hba admits exactly the flow's sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub database: String,
+    pub user: String,
+}
+
+/// One admitted flow: `from` → `host` (or `to`, when forwarded) on `proto`/`ports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flow {
+    /// The host whose ruleset admits it.
+    pub host: String,
+    pub chain: Chain,
+    /// Short label, printed in rule comments.
+    pub name: String,
+    pub from: AddrSet,
+    /// Destination, for forwarded flows; input flows go to the host itself.
+    pub to: Option<AddrSet>,
+    /// `None` admits every protocol.
+    pub proto: Option<Protocol>,
+    /// Empty admits every port.
+    pub ports: Vec<PortRange>,
+    /// Admit only connections kube-proxy has DNATed (Service traffic).
+    pub dnat_only: bool,
+    pub why: String,
+    pub grant: Option<Grant>,
+}
+
+/// Every flow of the estate, in a stable order (host, chain, declaration order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flows(pub Vec<Flow>);
+
+impl Flows {
+    pub fn for_host<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Flow> + 'a {
+        self.0.iter().filter(move |f| f.host == host)
+    }
+
+    pub fn in_chain<'a>(&'a self, host: &'a str, chain: Chain) -> impl Iterator<Item = &'a Flow> + 'a {
+        self.for_host(host).filter(move |f| f.chain == chain)
+    }
+}
+
+/// Derive every flow the estate needs from the site.
+pub fn flows(site: &Site) -> Flows {
+    let mut out = Vec::new();
+    for host in &site.hosts {
+        let mut b = HostFlows { site, host, out: &mut out };
+        b.ssh();
+        if let Some(cluster) = &site.cluster {
+            if host.is_k3s_node() {
+                b.k3s_input(cluster);
+                b.k3s_forward(cluster);
+            }
+        }
+        b.databases();
+        b.allows();
+    }
+    Flows(out)
+}
+
+/// Where traffic from the cluster's pods arrives at `target`: a k3s node sees its own pods
+/// from the pod CIDR and other nodes' pods masqueraded to their node address; any other host
+/// sees node addresses when masquerade is on and pod addresses when it is off.
+pub fn cluster_sources(site: &Site, target: &Host) -> Vec<Ipv4Net> {
+    let Some(cluster) = &site.cluster else { return Vec::new() };
+    let nodes = node_nets(site);
+    if target.is_k3s_node() {
+        nodes.into_iter().chain([cluster.pod_cidr]).collect()
+    } else if cluster.masquerade {
+        nodes
+    } else {
+        vec![cluster.pod_cidr]
+    }
+}
+
+fn node_nets(site: &Site) -> Vec<Ipv4Net> {
+    site.k3s_nodes().map(|h| Ipv4Net::from(h.address)).collect()
+}
+
+fn resolve(site: &Site, target: &Host, clients: &[Client]) -> Vec<Ipv4Net> {
+    clients
+        .iter()
+        .flat_map(|c| match c {
+            Client::Admin => site.admin.clone(),
+            Client::Cluster => cluster_sources(site, target),
+            Client::Host(name) => site.host(name).map(|h| Ipv4Net::from(h.address)).into_iter().collect(),
+            Client::Cidr(net) => vec![*net],
+        })
+        .collect()
+}
+
+/// nftables identifiers allow letters, digits and '_'.
+pub fn set_ident(raw: &str) -> String {
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+}
+
+struct HostFlows<'a> {
+    site: &'a Site,
+    host: &'a Host,
+    out: &'a mut Vec<Flow>,
+}
+
+impl HostFlows<'_> {
+    fn push(&mut self, chain: Chain, name: &str, from: AddrSet, to: Option<AddrSet>, proto: Option<Protocol>, ports: Vec<PortRange>, why: String) {
+        self.out.push(Flow {
+            host: self.host.name.clone(),
+            chain,
+            name: name.into(),
+            from,
+            to,
+            proto,
+            ports,
+            dnat_only: false,
+            why,
+            grant: None,
+        });
+    }
+
+    fn admin(&self) -> AddrSet {
+        AddrSet::new("admin", self.site.admin.iter().copied())
+    }
+    fn nodes(&self) -> AddrSet {
+        AddrSet::new("k3s_nodes", node_nets(self.site))
+    }
+    fn servers(&self) -> AddrSet {
+        AddrSet::new("k3s_servers", self.site.hosts_with(Role::K3sServer).map(|h| Ipv4Net::from(h.address)))
+    }
+    fn pods(cluster: &Cluster) -> AddrSet {
+        AddrSet::new("pod_cidr", [cluster.pod_cidr])
+    }
+
+    fn ssh(&mut self) {
+        let why = "SSH from the admin networks: the deploy path, never cut".to_string();
+        let port = self.host.ssh_port;
+        self.push(Chain::Input, "ssh", self.admin(), None, Some(Protocol::Tcp), vec![PortRange::single(port)], why);
+    }
+
+    fn k3s_input(&mut self, cluster: &Cluster) {
+        let tcp = Some(Protocol::Tcp);
+        let api = vec![PortRange::single(K3S_API_PORT)];
+        if self.host.has(Role::K3sServer) {
+            let vip = cluster.api_service_ip();
+            self.push(Chain::Input, "k3s-api", self.admin(), None, tcp, api.clone(), "kubectl and iac apply from the admin networks".into());
+            self.push(
+                Chain::Input,
+                "k3s-api",
+                self.nodes(),
+                None,
+                tcp,
+                api.clone(),
+                format!("nodes join the server; pods on other nodes reach the API VIP {vip}:443, DNATed to 6443 and masqueraded to their node address"),
+            );
+            self.push(
+                Chain::Input,
+                "k3s-api",
+                Self::pods(cluster),
+                None,
+                tcp,
+                api,
+                format!("pods on this node reach the API VIP {vip}:443, DNATed to this node's 6443"),
+            );
+            if self.site.hosts_with(Role::K3sServer).count() > 1 {
+                self.push(Chain::Input, "etcd", self.servers(), None, tcp, vec![ETCD_PORTS], "embedded etcd peers and clients between servers".into());
+            }
+        }
+        let kubelet = vec![PortRange::single(KUBELET_PORT)];
+        self.push(Chain::Input, "kubelet", self.nodes(), None, tcp, kubelet.clone(), "the API server and metrics-server reach the kubelet (logs, exec, metrics)".into());
+        self.push(Chain::Input, "kubelet", Self::pods(cluster), None, tcp, kubelet, "metrics-server on this node scrapes the kubelet".into());
+        self.push(
+            Chain::Input,
+            "flannel-vxlan",
+            self.nodes(),
+            None,
+            Some(Protocol::Udp),
+            vec![PortRange::single(FLANNEL_VXLAN_PORT)],
+            "flannel VXLAN overlay between node addresses".into(),
+        );
+    }
+
+    fn k3s_forward(&mut self, cluster: &Cluster) {
+        let pods = Self::pods(cluster);
+        self.push(Chain::Forward, "pod-to-pod", pods.clone(), Some(pods.clone()), None, vec![], "pods talk to each other over cni0 and flannel.1".into());
+        self.out.push(Flow {
+            host: self.host.name.clone(),
+            chain: Chain::Forward,
+            name: "services".into(),
+            from: pods.clone(),
+            to: None,
+            proto: None,
+            ports: vec![],
+            dnat_only: true,
+            why: format!("Service traffic ({}) that kube-proxy DNATed to its endpoints", cluster.service_cidr),
+            grant: None,
+        });
+        let tcp = Some(Protocol::Tcp);
+        self.push(
+            Chain::Forward,
+            "k3s-api",
+            pods.clone(),
+            Some(self.servers()),
+            tcp,
+            vec![PortRange::single(K3S_API_PORT)],
+            "pods reach the API server on a server node".into(),
+        );
+        self.push(
+            Chain::Forward,
+            "kubelet",
+            pods.clone(),
+            Some(self.nodes()),
+            tcp,
+            vec![PortRange::single(KUBELET_PORT)],
+            "metrics-server scrapes the kubelets of other nodes".into(),
+        );
+        if !self.site.dns_upstream.is_empty() {
+            let dns = AddrSet::new("dns_upstream", self.site.dns_upstream.iter().map(|a| Ipv4Net::from(*a)));
+            for proto in [Protocol::Udp, Protocol::Tcp] {
+                self.push(
+                    Chain::Forward,
+                    "dns",
+                    pods.clone(),
+                    Some(dns.clone()),
+                    Some(proto),
+                    vec![PortRange::single(DNS_PORT)],
+                    "CoreDNS forwards queries to the upstream resolver".into(),
+                );
+            }
+        }
+        for db in &self.site.databases {
+            let Some(db_host) = self.site.host(&db.host) else { continue };
+            if db_host.name == self.host.name || !db.clients.contains(&Client::Cluster) {
+                continue;
+            }
+            let to = AddrSet::new(format!("db_{}", set_ident(&db.name)), [Ipv4Net::from(db_host.address)]);
+            self.push(
+                Chain::Forward,
+                "postgresql",
+                pods.clone(),
+                Some(to),
+                tcp,
+                vec![PortRange::single(db.port)],
+                format!("pods reach database `{}` on {}", db.name, db_host.name),
+            );
+        }
+        for (i, e) in cluster.egress.iter().enumerate() {
+            let to = AddrSet::new(format!("egress_{i}"), e.to.iter().copied());
+            let ports = e.ports.iter().map(|p| PortRange::single(*p)).collect();
+            self.push(Chain::Forward, "egress", pods.clone(), Some(to), Some(e.proto), ports, e.why.clone());
+        }
+    }
+
+    fn databases(&mut self) {
+        for db in self.site.databases.iter().filter(|d| d.host == self.host.name) {
+            let from = AddrSet::new(format!("pg_{}_clients", set_ident(&db.name)), resolve(self.site, self.host, &db.clients));
+            self.out.push(Flow {
+                host: self.host.name.clone(),
+                chain: Chain::Input,
+                name: "postgresql".into(),
+                from,
+                to: None,
+                proto: Some(Protocol::Tcp),
+                ports: vec![PortRange::single(db.port)],
+                dnat_only: false,
+                why: format!("clients of database `{}` (user `{}`)", db.name, db.owner),
+                grant: Some(Grant { database: db.name.clone(), user: db.owner.clone() }),
+            });
+        }
+    }
+
+    fn allows(&mut self) {
+        for (i, a) in self.host.allow.iter().enumerate() {
+            let from = AddrSet::new(format!("allow_{i}"), resolve(self.site, self.host, &a.from));
+            let ports = a.ports.iter().map(|p| PortRange::single(*p)).collect();
+            self.push(Chain::Input, "allow", from, None, Some(a.proto), ports, a.why.clone());
+        }
+    }
+}
+
+/// A plain-text table of flows (optionally of one host), for people reviewing a change.
+pub fn table(flows: &Flows, host: Option<&str>) -> String {
+    let mut rows = vec![["HOST".to_string(), "CHAIN".into(), "FROM".into(), "TO".into(), "SERVICE".into(), "WHY".into()]];
+    for f in flows.0.iter().filter(|f| host.is_none_or(|h| f.host == h)) {
+        let members = |s: &AddrSet| format!("@{} ({})", s.name, s.members.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "));
+        let to = f.to.as_ref().map_or_else(|| "this host".to_string(), members);
+        let proto = match f.proto {
+            Some(Protocol::Tcp) => "tcp",
+            Some(Protocol::Udp) => "udp",
+            None => "any",
+        };
+        let ports: Vec<String> =
+            f.ports.iter().map(|r| if r.first == r.last { r.first.to_string() } else { format!("{}-{}", r.first, r.last) }).collect();
+        let mut service = if ports.is_empty() { proto.to_string() } else { format!("{proto}/{}", ports.join(",")) };
+        if f.dnat_only {
+            service.push_str(" (DNATed)");
+        }
+        let chain = match f.chain {
+            Chain::Input => "input",
+            Chain::Forward => "forward",
+        };
+        rows.push([f.host.clone(), chain.into(), members(&f.from), to, service, f.why.clone()]);
+    }
+    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in &rows {
+        for (i, w) in widths.iter().enumerate() {
+            out.push_str(&format!("{:<w$}  ", r[i], w = w));
+        }
+        out.push_str(&r[5]);
+        out.push('\n');
+    }
+    out
+}

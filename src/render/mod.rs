@@ -1,0 +1,81 @@
+//! Renderers: pure functions from the validated site (and its flows) to file contents.
+//! `render` assembles the whole output tree in memory; `output` writes it.
+
+pub mod filters;
+pub mod nft;
+pub mod nixos;
+pub mod postgres;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::error::Error;
+use crate::model::{Role, Site};
+use crate::policy::{self, Flows};
+
+/// Relative path → file content; the complete output of one render.
+pub type Tree = BTreeMap<PathBuf, String>;
+
+/// Written at the top of the output directory; also marks the directory as iac's to replace.
+pub const MARKER: &str = "README.md";
+
+/// Render every file of the estate.
+pub fn render(site: &Site) -> Result<Tree, Error> {
+    let flows = policy::flows(site);
+    let mut tree = Tree::new();
+    tree.insert(PathBuf::from(MARKER), marker_text(site));
+    for host in &site.hosts {
+        let dir = PathBuf::from(&host.name);
+        tree.insert(dir.join("nftables.nft"), nft::standalone(site, &flows, host)?);
+        tree.insert(dir.join("default.nix"), nixos::host_module(site, &flows, host)?);
+        if host.has(Role::Postgresql) {
+            tree.insert(dir.join("postgresql.nix"), postgres::module(site, &flows, host)?);
+        }
+    }
+    check_nix_syntax(&tree)?;
+    Ok(tree)
+}
+
+/// The flows, for commands that show them (`iac flows`) and for tests.
+pub fn flows(site: &Site) -> Flows {
+    policy::flows(site)
+}
+
+fn marker_text(site: &Site) -> String {
+    format!(
+        "# generated/ — written by `iac render` for site `{}`\n\n\
+         Every file here is derived from `hosts/inventory.toml`. Do not edit: change the inventory\n\
+         and run `iac render` (or `nix run .#render`). `iac render --check` fails when this tree\n\
+         is stale. The whole directory is replaced atomically on each render.\n",
+        site.name
+    )
+}
+
+/// Every rendered `.nix` file must parse with a real Nix parser (rnix) before anything is
+/// written: a renderer bug must never reach `nixos-rebuild`.
+fn check_nix_syntax(tree: &Tree) -> Result<(), Error> {
+    for (path, text) in tree.iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "nix")) {
+        let parsed = rnix::Root::parse(text);
+        if let Some(err) = parsed.errors().first() {
+            return Err(Error::Render { file: path.display().to_string(), message: format!("generated Nix does not parse: {err}") });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn template_error(file: &str, e: askama::Error) -> Error {
+    Error::Render { file: file.to_string(), message: e.to_string() }
+}
+
+pub(crate) fn role_names(host: &crate::model::Host) -> String {
+    let names: Vec<&str> = host
+        .roles
+        .iter()
+        .map(|r| match r {
+            Role::K3sServer => "k3s-server",
+            Role::K3sAgent => "k3s-agent",
+            Role::Postgresql => "postgresql",
+        })
+        .collect();
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}

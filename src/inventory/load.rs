@@ -55,10 +55,9 @@ pub fn load(path: &Path) -> Result<(Source, InventoryFile), Error> {
 pub fn parse(source: &Source) -> Result<InventoryFile, InventoryErrors> {
     let deserializer = toml::Deserializer::parse(&source.text).map_err(|e| syntax_error(source, &e))?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = e.path().to_string();
+        let key = dotted_key(e.path());
         let inner = e.into_inner();
         let span = inner.span().unwrap_or(0..0);
-        let key = if key == "." { String::from("(top level)") } else { key };
         InventoryErrors(vec![source.error(span, key, inner.message().trim().to_string())])
     })
 }
@@ -66,4 +65,25 @@ pub fn parse(source: &Source) -> Result<InventoryFile, InventoryErrors> {
 fn syntax_error(source: &Source, e: &toml::de::Error) -> InventoryErrors {
     let span = e.span().unwrap_or(0..0);
     InventoryErrors(vec![source.error(span, "(syntax)", e.message().trim().to_string())])
+}
+
+/// The serde path as a user writes the key: `hosts.hamal.roles[0]`, without the segments
+/// `toml::Spanned` adds internally.
+fn dotted_key(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Map { key: k } | Segment::Enum { variant: k } if k.starts_with("$__serde_spanned") => {}
+            Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(k);
+            }
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Unknown => {}
+        }
+    }
+    if key.is_empty() { "(top level)".into() } else { key }
 }

@@ -2,7 +2,8 @@
 //!
 //! Every struct denies unknown fields so a typo is an error, not a silently ignored key.
 //! Values that validation inspects later (addresses, CIDRs, references) stay `Spanned<String>`
-//! so an error can point at the line that holds them.
+//! so an error can point at the line that holds them. Map keys stay plain `String`s so that
+//! serde_path_to_error can name them in the dotted key of a schema error.
 
 use std::collections::BTreeMap;
 
@@ -17,13 +18,13 @@ pub type Text = Spanned<String>;
 pub struct InventoryFile {
     pub site: SiteSection,
     #[serde(default)]
-    pub networks: BTreeMap<Text, NetworkSection>,
+    pub networks: BTreeMap<String, NetworkSection>,
     pub access: AccessSection,
     pub dns: DnsSection,
     pub cluster: Option<Spanned<ClusterSection>>,
-    pub hosts: Spanned<BTreeMap<Text, HostSection>>,
+    pub hosts: Spanned<BTreeMap<String, HostSection>>,
     #[serde(default)]
-    pub databases: BTreeMap<Text, DatabaseSection>,
+    pub databases: BTreeMap<String, DatabaseSection>,
     pub pipeline: Option<Spanned<PipelineSection>>,
 }
 

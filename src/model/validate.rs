@@ -46,9 +46,9 @@ impl Validator<'_> {
             .get_ref()
             .iter()
             .filter(|(_, h)| h.roles.get_ref().iter().any(|r| matches!(r, RoleName::K3sServer | RoleName::K3sAgent)))
-            .map(|(n, _)| n.get_ref().clone())
+            .map(|(n, _)| n.clone())
             .collect();
-        let host_names: BTreeSet<String> = file.hosts.get_ref().keys().map(|k| k.get_ref().clone()).collect();
+        let host_names: BTreeSet<String> = file.hosts.get_ref().keys().cloned().collect();
         let refs = Refs { hosts: &host_names, k3s: &k3s_names, has_cluster: cluster.is_some() };
 
         let hosts = self.hosts(&file, &networks, &admin, &refs);
@@ -103,25 +103,25 @@ impl Validator<'_> {
         list.get_ref().iter().enumerate().filter_map(|(i, t)| self.address(t, &format!("{key}[{i}]"))).collect()
     }
 
-    fn name(&mut self, text: &Text, key: &str, what: &str) {
-        let n = text.get_ref();
+    /// `span` points at the entry the name belongs to (map keys carry no position).
+    fn name(&mut self, n: &str, span: Range<usize>, key: &str, what: &str) {
         let ok = !n.is_empty()
             && n.len() <= 63
             && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !n.starts_with('-')
             && !n.ends_with('-');
         if !ok {
-            self.error(text.span(), key, format!("{what} name `{n}` must be a DNS label: lowercase letters, digits and '-'"));
+            self.error(span, key, format!("{what} name `{n}` must be a DNS label: lowercase letters, digits and '-'"));
         }
     }
 
-    fn networks(&mut self, networks: &BTreeMap<Text, schema::NetworkSection>) -> Vec<Network> {
+    fn networks(&mut self, networks: &BTreeMap<String, schema::NetworkSection>) -> Vec<Network> {
         let mut out = Vec::new();
         for (name, net) in networks {
-            let key = format!("networks.{}", name.get_ref());
-            self.name(name, &key, "network");
+            let key = format!("networks.{name}");
+            self.name(name, net.cidr.span(), &key, "network");
             if let Some(cidr) = self.cidr(&net.cidr, &format!("{key}.cidr")) {
-                out.push(Network { name: name.get_ref().clone(), cidr });
+                out.push(Network { name: name.clone(), cidr });
             }
         }
         if networks.is_empty() {
@@ -181,7 +181,7 @@ impl Validator<'_> {
         let mut named: Vec<(String, Ipv4Net, Range<usize>)> = networks
             .iter()
             .map(|n| {
-                let span = file.networks.iter().find(|(k, _)| k.get_ref() == &n.name).map_or(0..0, |(_, v)| v.cidr.span());
+                let span = file.networks.get(&n.name).map_or(0..0, |v| v.cidr.span());
                 (format!("networks.{}.cidr", n.name), n.cidr, span)
             })
             .collect();
@@ -204,12 +204,12 @@ impl Validator<'_> {
         }
         let mut seen: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
         let mut out = Vec::new();
-        for (name_t, h) in file.hosts.get_ref() {
-            let name = name_t.get_ref().clone();
+        for (name, h) in file.hosts.get_ref() {
+            let name = name.clone();
             let key = format!("hosts.{name}");
-            self.name(name_t, &key, "host");
+            self.name(&name, h.address.span(), &key, "host");
             if RESERVED_HOST_NAMES.contains(&name.as_str()) {
-                self.error(name_t.span(), &key, format!("`{name}` is reserved: iac writes generated/{name}/ itself"));
+                self.error(h.address.span(), &key, format!("`{name}` is reserved: iac writes generated/{name}/ itself"));
             }
             let address = self.address(&h.address, &format!("{key}.address"));
             let mut network = String::new();
@@ -229,7 +229,7 @@ impl Validator<'_> {
             let join = h.join.as_ref().map(|j| {
                 if !refs.k3s.contains(j.get_ref()) || j.get_ref() == &name {
                     self.error(j.span(), format!("{key}.join"), format!("`{}` is not another k3s node of this inventory", j.get_ref()));
-                } else if !file.hosts.get_ref().iter().any(|(n, o)| n.get_ref() == j.get_ref() && o.roles.get_ref().contains(&RoleName::K3sServer)) {
+                } else if !file.hosts.get_ref().get(j.get_ref()).is_some_and(|o| o.roles.get_ref().contains(&RoleName::K3sServer)) {
                     self.error(j.span(), format!("{key}.join"), format!("`{}` is not a k3s server", j.get_ref()));
                 }
                 if !roles.iter().any(|r| matches!(r, Role::K3sServer | Role::K3sAgent)) {
@@ -339,11 +339,11 @@ impl Validator<'_> {
 
     fn databases(&mut self, file: &InventoryFile, hosts: &[Host], refs: &Refs) -> Vec<Database> {
         let mut out = Vec::new();
-        for (name_t, d) in &file.databases {
-            let name = name_t.get_ref().clone();
+        for (name, d) in &file.databases {
+            let name = name.clone();
             let key = format!("databases.{name}");
-            self.sql_identifier(name_t.get_ref(), name_t.span(), &key, "database");
-            self.sql_identifier(&d.owner, name_t.span(), &format!("{key}.owner"), "owner");
+            self.sql_identifier(&name, d.host.span(), &key, "database");
+            self.sql_identifier(&d.owner, d.host.span(), &format!("{key}.owner"), "owner");
             match hosts.iter().find(|h| &h.name == d.host.get_ref()) {
                 None => self.error(d.host.span(), format!("{key}.host"), format!("unknown host `{}`", d.host.get_ref())),
                 Some(h) if !h.has(Role::Postgresql) => {
@@ -352,7 +352,7 @@ impl Validator<'_> {
                 Some(_) => {}
             }
             if !d.password_file.starts_with('/') {
-                self.error(name_t.span(), format!("{key}.password_file"), "must be an absolute path on the database host");
+                self.error(d.host.span(), format!("{key}.password_file"), "must be an absolute path on the database host");
             }
             let clients = self.clients(&d.clients, refs, &format!("{key}.clients"));
             out.push(Database {
@@ -382,8 +382,7 @@ impl Validator<'_> {
         if !databases.iter().any(|d| &d.name == s.database.get_ref()) {
             self.error(s.database.span(), "pipeline.database", format!("unknown database `{}`", s.database.get_ref()));
         }
-        let ns = Spanned::new(p.span(), s.namespace.clone());
-        self.name(&ns, "pipeline.namespace", "namespace");
+        self.name(&s.namespace, p.span(), "pipeline.namespace", "namespace");
         self.sql_identifier(&s.table, p.span(), "pipeline.table", "table");
         if s.topic.is_empty() || !s.topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             self.error(p.span(), "pipeline.topic", format!("`{}` is not a valid Kafka topic name", s.topic));

@@ -1,0 +1,73 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (where Cargo.toml lives).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn iac() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_iac"))
+}
+
+/// Run `iac` with `args` in `dir`.
+pub fn run_iac(dir: &Path, args: &[&str]) -> Output {
+    iac().current_dir(dir).args(args).output().expect("iac runs")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Find an external tool. When it is missing the test is skipped, unless `IAC_REQUIRE_TOOLS`
+/// is set (as `.ci/run` does), where a missing tool fails the test: CI must never pass by
+/// skipping the real-component tests.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    match which::which(name) {
+        Ok(p) => Some(p),
+        Err(_) if std::env::var_os("IAC_REQUIRE_TOOLS").is_some() => {
+            panic!("`{name}` is required (IAC_REQUIRE_TOOLS is set) but not on PATH")
+        }
+        Err(_) => {
+            eprintln!("skipping: `{name}` not on PATH");
+            None
+        }
+    }
+}
+
+/// The bundled inventory's text.
+pub fn bundled_inventory() -> String {
+    std::fs::read_to_string(repo().join("hosts/inventory.toml")).expect("bundled inventory")
+}
+
+/// Write `inventory` into a fresh temp dir as hosts/inventory.toml; return the dir.
+pub fn project_with(inventory: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("hosts")).expect("mkdir");
+    std::fs::write(dir.path().join("hosts/inventory.toml"), inventory).expect("write inventory");
+    dir
+}
+
+/// Every file under `dir` with its content, for before/after comparisons.
+pub fn snapshot_dir(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    if dir.exists() {
+        walk(dir, dir, &mut out);
+    }
+    out.sort();
+    out
+}
+
+fn walk(root: &Path, here: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    for e in std::fs::read_dir(here).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            walk(root, &p, out);
+        } else {
+            out.push((p.strip_prefix(root).expect("prefix").to_path_buf(), std::fs::read(&p).expect("read")));
+        }
+    }
+}

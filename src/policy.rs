@@ -287,21 +287,21 @@ impl HostFlows<'_> {
                 );
             }
         }
-        for db in &self.site.databases {
+        // One rule per database port, whatever the number of databases: the destinations are a set.
+        let mut by_port: std::collections::BTreeMap<u16, Vec<(&str, Ipv4Net)>> = std::collections::BTreeMap::new();
+        for db in self.site.databases.iter().filter(|d| d.clients.contains(&Client::Cluster)) {
             let Some(db_host) = self.site.host(&db.host) else { continue };
-            if db_host.name == self.host.name || !db.clients.contains(&Client::Cluster) {
-                continue;
+            if db_host.name != self.host.name {
+                by_port.entry(db.port).or_default().push((db.name.as_str(), Ipv4Net::from(db_host.address)));
             }
-            let to = AddrSet::new(format!("db_{}", set_ident(&db.name)), [Ipv4Net::from(db_host.address)]);
-            self.push(
-                Chain::Forward,
-                "postgresql",
-                pods.clone(),
-                Some(to),
-                tcp,
-                vec![PortRange::single(db.port)],
-                format!("pods reach database `{}` on {}", db.name, db_host.name),
-            );
+        }
+        let several_ports = by_port.len() > 1;
+        for (port, dbs) in by_port {
+            let name = if several_ports { format!("databases_{port}") } else { "databases".to_string() };
+            let names: Vec<&str> = dbs.iter().map(|(n, _)| *n).collect();
+            let to = AddrSet::new(name, dbs.iter().map(|(_, a)| *a));
+            let why = format!("pods reach the database servers of {}", names.join(", "));
+            self.push(Chain::Forward, "postgresql", pods.clone(), Some(to), tcp, vec![PortRange::single(port)], why);
         }
         for (i, e) in cluster.egress.iter().enumerate() {
             let to = AddrSet::new(format!("egress_{i}"), e.to.iter().copied());

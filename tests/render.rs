@@ -150,7 +150,7 @@ clients = ["cluster"]
     assert!(pg.contains("host metrics grafana 172.22.0.136/32 scram-sha-256"), "{pg}");
     assert!(pg.contains(r#"ALTER DATABASE "metrics" OWNER TO "grafana";"#), "owner differs from db name:\n{pg}");
     let hamal = std::fs::read_to_string(g.join("hamal/nftables.nft")).unwrap();
-    assert!(hamal.contains("set db_metrics"), "pods may reach the new database:\n{hamal}");
+    assert!(hamal.contains("elements = { 172.22.0.133, 172.22.0.140 }"), "pods may reach the new database server:\n{hamal}");
 }
 
 /// No secret value is ever rendered: the inventory only names where the password lives.

@@ -42,7 +42,7 @@
           elements = { 172.22.100.104 }
         }
 
-        set db_kafka {
+        set databases {
           type ipv4_addr
           elements = { 172.22.0.133 }
         }
@@ -86,8 +86,8 @@
           ip saddr @pod_cidr ip daddr @dns_upstream udp dport 53 accept comment "dns"
           # CoreDNS forwards queries to the upstream resolver
           ip saddr @pod_cidr ip daddr @dns_upstream tcp dport 53 accept comment "dns"
-          # pods reach database `kafka` on alkaid
-          ip saddr @pod_cidr ip daddr @db_kafka tcp dport 5432 accept comment "postgresql"
+          # pods reach the database servers of kafka
+          ip saddr @pod_cidr ip daddr @databases tcp dport 5432 accept comment "postgresql"
         }
       '';
     };

@@ -33,6 +33,10 @@ pub fn write_tree(dir: &Path, tree: &Tree) -> Result<(), Error> {
     for (rel, text) in tree {
         write_file(&staging.path().join(rel), text)?;
     }
+    // One syncfs for the whole tree instead of an fsync per file: thousands of fsyncs made a
+    // 1,000-host render take seconds. The swap below happens only once the data is durable.
+    let dir_fd = fs::File::open(staging.path()).map_err(|source| Error::Write { path: staging.path().to_path_buf(), source })?;
+    rustix::fs::syncfs(&dir_fd).map_err(|e| Error::Write { path: staging.path().to_path_buf(), source: e.into() })?;
     if exists {
         rustix::fs::renameat_with(rustix::fs::CWD, staging.path(), rustix::fs::CWD, dir, rustix::fs::RenameFlags::EXCHANGE)
             .map_err(|e| Error::Write { path: dir.to_path_buf(), source: e.into() })?;
@@ -50,8 +54,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), Error> {
         fs::create_dir_all(parent).map_err(err)?;
     }
     let mut f = fs::File::create(path).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)
+    f.write_all(text.as_bytes()).map_err(err)
 }
 
 /// An existing output directory is ours to replace when it is empty or carries the marker.

@@ -55,7 +55,8 @@ pub fn load(path: &Path) -> Result<(Source, InventoryFile), Error> {
 pub fn parse(source: &Source) -> Result<InventoryFile, InventoryErrors> {
     let deserializer = toml::Deserializer::parse(&source.text).map_err(|e| syntax_error(source, &e))?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = e.path().to_string();
+        // `toml::Spanned` shows up in the path as a private marker segment; users never wrote it.
+        let key = e.path().to_string().split('.').filter(|s| *s != "$__serde_spanned_private_value").collect::<Vec<_>>().join(".");
         let inner = e.into_inner();
         let span = inner.span().unwrap_or(0..0);
         let key = if key == "." { String::from("(top level)") } else { key };

@@ -1,8 +1,9 @@
 # Create the topic and write demo messages as JsonConverter envelopes ({"schema", "payload"}),
 # the form the JDBC sink needs to know the columns.
-# Inputs (environment): BOOTSTRAP, TOPIC, PARTITIONS, REPLICATION_FACTOR, MESSAGES.
+# Inputs (environment): BOOTSTRAP, TOPIC, PARTITIONS, REPLICATION_FACTOR, MESSAGES, and
+# KAFKA_BIN (the Kafka scripts, /opt/kafka/bin in the image).
 set -eu
-bin=/opt/kafka/bin
+bin=${KAFKA_BIN:-/opt/kafka/bin}
 
 echo "waiting for Kafka at $BOOTSTRAP"
 until "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1; do

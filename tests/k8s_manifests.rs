@@ -143,7 +143,7 @@ fn the_schema_validator_rejects_a_broken_manifest() {
     let broken = r.out.join("k8s/broken.yaml");
     let kafka = r.file("kafka.yaml");
     std::fs::write(&broken, replace(&kafka, "podManagementPolicy: Parallel", "podManagementPolicy: Parallel\n  bogusField: 1")).unwrap();
-    let out = validate(&[broken.clone()], "1.37.0");
+    let out = validate(std::slice::from_ref(&broken), "1.37.0");
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("bogusField"));
     std::fs::write(&broken, replace(&kafka, "containerPort: 9092", "containerPort: kafka")).unwrap();

@@ -198,7 +198,9 @@ pub fn render(site: &Site, pipeline: &Pipeline) -> Result<Vec<(PathBuf, String)>
     Ok(files.into_iter().map(|(f, text)| (PathBuf::from(f), text)).collect())
 }
 
-/// Several objects of different kinds as one multi-document YAML file.
+/// Several objects of different kinds as one multi-document YAML file. A handful live for the
+/// length of one render, so their differing sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize)]
 #[serde(untagged)]
 pub(crate) enum Object {

@@ -638,3 +638,19 @@ fn the_producer_writes_schema_envelopes() {
         assert_eq!(payload["id"], i as i64 + 1);
     }
 }
+
+/// `render --check` covers k8s/: a hand edit or a missing file is drift.
+#[test]
+fn render_check_covers_the_manifests() {
+    let r = render(&bundled());
+    let inventory = r.out.parent().unwrap().join("inventory.toml");
+    let check = || Command::new(BIN).arg("render").arg("--check").arg("--inventory").arg(&inventory).arg("--out").arg(&r.out).output().unwrap();
+    assert!(check().status.success());
+    let kafka = r.out.join("k8s/kafka.yaml");
+    std::fs::write(&kafka, replace(&r.file("kafka.yaml"), "replicas: 1", "replicas: 2")).unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("k8s/kafka.yaml"));
+    std::fs::remove_file(r.out.join("k8s/connector.json")).unwrap();
+    assert!(String::from_utf8_lossy(&check().stdout).contains("k8s/connector.json"));
+}

@@ -535,3 +535,36 @@ struct Refs<'a> {
 fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids() {
+        assert!(check_cluster_id("iacKRaftCluster0000001").is_ok());
+        assert!(check_cluster_id("5L6g3nShT-eMCtK--X86sw").is_ok());
+        assert!(check_cluster_id("short").is_err());
+        assert!(check_cluster_id("iacKRaftCluster000000+").is_err(), "standard base64, not URL-safe");
+        assert!(check_cluster_id("AAAAAAAAAAAAAAAAAAAAAA").is_err(), "reserved");
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["5Gi", "500Mi", "10G", "1073741824"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "Gi", "5 Gi", "5GB", "-5Gi", "1.5Gi"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(is_topic_name("demo-messages"));
+        assert!(is_topic_name("a.b_c"));
+        for bad in ["", ".", "..", "a b", "a/b", &"x".repeat(250)] {
+            assert!(!is_topic_name(bad), "{bad}");
+        }
+    }
+}

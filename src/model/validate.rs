@@ -517,12 +517,17 @@ fn check_cluster_id(id: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A Kubernetes quantity for a volume size: digits with an optional binary or decimal suffix.
+/// A Kubernetes quantity for a volume size: a plain or decimal number with an optional binary
+/// or decimal suffix (`5Gi`, `1.5Gi`, `500M`).
 fn is_quantity(q: &str) -> bool {
-    let digits = q.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let suffix = &q[digits.len()..];
-    !digits.is_empty()
-        && digits.chars().all(|c| c.is_ascii_digit())
+    let number = q.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &q[number.len()..];
+    let mut parts = number.splitn(2, '.');
+    let whole = parts.next().unwrap_or("");
+    let fraction = parts.next();
+    !whole.is_empty()
+        && whole.chars().all(|c| c.is_ascii_digit())
+        && fraction.is_none_or(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_digit()))
         && ["", "Ki", "Mi", "Gi", "Ti", "Pi", "k", "M", "G", "T", "P"].contains(&suffix)
 }
 
@@ -551,10 +556,10 @@ mod tests {
 
     #[test]
     fn quantities() {
-        for ok in ["5Gi", "500Mi", "10G", "1073741824"] {
+        for ok in ["5Gi", "500Mi", "10G", "1073741824", "1.5Gi"] {
             assert!(is_quantity(ok), "{ok}");
         }
-        for bad in ["", "Gi", "5 Gi", "5GB", "-5Gi", "1.5Gi"] {
+        for bad in ["", "Gi", "5 Gi", "5GB", "-5Gi", "1.Gi", ".5Gi"] {
             assert!(!is_quantity(bad), "{bad}");
         }
     }

@@ -41,6 +41,8 @@ pub enum Error {
     Write { path: PathBuf, source: std::io::Error },
     #[error("rendering {file} failed: {message}")]
     Render { file: String, message: String },
+    #[error(transparent)]
+    K8s(#[from] crate::render::k8s::K8sError),
     #[error("refusing to replace {}: it exists and was not written by iac (no {marker})", path.display())]
     ForeignOutput { path: PathBuf, marker: &'static str },
 }

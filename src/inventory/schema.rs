@@ -202,12 +202,47 @@ pub struct ConnectSection {
     pub image: String,
     #[serde(default = "default_connector_name")]
     pub connector: String,
+    /// `upsert` (default) makes a replay after a crash overwrite the same rows (the primary key
+    /// is topic/partition/offset); `insert` fails the task on such a replay.
+    #[serde(default)]
+    pub insert_mode: InsertMode,
+    /// A small image with `sh` and `curl`: fetches the plugin archive and registers the connector.
+    #[serde(default = "default_curl_image")]
+    pub curl_image: String,
+    /// Where the JDBC sink plugin comes from. Absent: Aiven's release archive, not yet pinned.
+    pub plugin: Option<Spanned<PluginSection>>,
 }
 
 impl Default for ConnectSection {
     fn default() -> Self {
-        Self { image: default_connect_image(), connector: default_connector_name() }
+        Self {
+            image: default_connect_image(),
+            connector: default_connector_name(),
+            insert_mode: InsertMode::default(),
+            curl_image: default_curl_image(),
+            plugin: None,
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InsertMode {
+    Insert,
+    #[default]
+    Upsert,
+}
+
+/// Either a release archive with its sha256 (fetched by an init container), or an image that
+/// already holds the plugin directory (copied by an init container).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    pub url: Option<Text>,
+    pub sha256: Option<Text>,
+    pub image: Option<Text>,
+    /// The plugin directory inside `image`.
+    pub path: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,6 +299,9 @@ fn default_connect_image() -> String {
 }
 fn default_connector_name() -> String {
     "postgres-sink".into()
+}
+fn default_curl_image() -> String {
+    "curlimages/curl:8.11.1".into()
 }
 fn default_messages() -> u32 {
     10

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-pub use crate::inventory::schema::Protocol;
+pub use crate::inventory::schema::{InsertMode, Protocol};
 pub use validate::validate;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +151,23 @@ pub struct Kafka {
 pub struct Connect {
     pub image: String,
     pub connector: String,
+    pub insert_mode: InsertMode,
+    pub curl_image: String,
+    pub plugin: PluginSource,
+}
+
+/// The official Apache-2.0 JDBC sink release used when the inventory names no plugin source.
+pub const DEFAULT_PLUGIN_URL: &str =
+    "https://github.com/Aiven-Open/jdbc-connector-for-apache-kafka/releases/download/v6.10.0/jdbc-connector-for-apache-kafka-6.10.0.tar";
+
+/// Where Kafka Connect's JDBC sink plugin comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// A release archive (.tar, .tar.gz, .tgz or .zip). Without `sha256` the init container
+    /// refuses to install it and prints the digest it saw, so nothing unpinned ever runs.
+    Archive { url: String, sha256: Option<String> },
+    /// An image that holds the plugin directory at `path`.
+    Image { image: String, path: String },
 }
 
 impl Site {

@@ -12,7 +12,9 @@ use crate::error::{InventoryError, InventoryErrors};
 use crate::inventory::Source;
 use crate::inventory::schema::{self as schema, InventoryFile, RoleName, Text};
 
-use super::{Allow, Client, Cluster, Connect, Database, Egress, Host, Kafka, Network, Pipeline, Role, Site};
+use super::{
+    Allow, Client, Cluster, Connect, DEFAULT_PLUGIN_URL, Database, Egress, Host, Kafka, Network, Pipeline, PluginSource, Role, Site,
+};
 
 /// Names that would collide with directories `iac render` writes next to the host directories.
 const RESERVED_HOST_NAMES: &[&str] = &["k8s"];
@@ -54,7 +56,7 @@ impl Validator<'_> {
         let hosts = self.hosts(&file, &networks, &admin, &refs);
         self.cluster_has_server(&file, &hosts, cluster.is_some());
         let databases = self.databases(&file, &hosts, &refs);
-        let pipeline = file.pipeline.as_ref().map(|p| self.pipeline(p, &databases));
+        let pipeline = file.pipeline.as_ref().map(|p| self.pipeline(p, &databases, refs.has_cluster));
         let cluster = cluster.map(|c| Cluster { egress: self.egress(&file), ..c });
 
         Site { name: file.site.name, networks, admin, dns_upstream, cluster, hosts, databases, pipeline }
@@ -377,19 +379,45 @@ impl Validator<'_> {
         }
     }
 
-    fn pipeline(&mut self, p: &Spanned<schema::PipelineSection>, databases: &[Database]) -> Pipeline {
+    fn pipeline(&mut self, p: &Spanned<schema::PipelineSection>, databases: &[Database], has_cluster: bool) -> Pipeline {
         let s = p.get_ref();
-        if !databases.iter().any(|d| &d.name == s.database.get_ref()) {
-            self.error(s.database.span(), "pipeline.database", format!("unknown database `{}`", s.database.get_ref()));
+        if !has_cluster {
+            self.error(p.span(), "pipeline", "the pipeline runs on k3s: it needs a [cluster] section");
+        }
+        match databases.iter().find(|d| &d.name == s.database.get_ref()) {
+            None => self.error(s.database.span(), "pipeline.database", format!("unknown database `{}`", s.database.get_ref())),
+            // Kafka Connect writes from a pod: without `cluster` among the clients, the firewall
+            // and pg_hba of the database host would turn it away.
+            Some(d) if has_cluster && !d.clients.contains(&Client::Cluster) => self.error(
+                s.database.span(),
+                "pipeline.database",
+                format!("database `{}` does not list `cluster` in its clients, so Kafka Connect could not reach it", d.name),
+            ),
+            Some(_) => {}
         }
         self.name(&s.namespace, p.span(), "pipeline.namespace", "namespace");
         self.sql_identifier(&s.table, p.span(), "pipeline.table", "table");
-        if s.topic.is_empty() || !s.topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        if !is_topic_name(&s.topic) {
             self.error(p.span(), "pipeline.topic", format!("`{}` is not a valid Kafka topic name", s.topic));
         }
         if s.kafka.replicas == 0 {
             self.error(p.span(), "pipeline.kafka.replicas", "needs at least one broker");
         }
+        if let Err(why) = check_cluster_id(&s.kafka.cluster_id) {
+            self.error(p.span(), "pipeline.kafka.cluster_id", format!("`{}` {why}", s.kafka.cluster_id));
+        }
+        if !is_quantity(&s.kafka.storage) {
+            self.error(p.span(), "pipeline.kafka.storage", format!("`{}` is not a storage size like 5Gi", s.kafka.storage));
+        }
+        self.name(&s.connect.connector, p.span(), "pipeline.connect.connector", "connector");
+        for (key, image) in [
+            ("pipeline.kafka.image", &s.kafka.image),
+            ("pipeline.connect.image", &s.connect.image),
+            ("pipeline.connect.curl_image", &s.connect.curl_image),
+        ] {
+            self.image(image, p.span(), key);
+        }
+        let plugin = self.plugin(p.span(), s.connect.plugin.as_ref());
         Pipeline {
             namespace: s.namespace.clone(),
             database: s.database.get_ref().clone(),
@@ -403,10 +431,102 @@ impl Validator<'_> {
                 storage_class: s.kafka.storage_class.clone(),
                 cluster_id: s.kafka.cluster_id.clone(),
             },
-            connect: Connect { image: s.connect.image.clone(), connector: s.connect.connector.clone() },
+            connect: Connect {
+                image: s.connect.image.clone(),
+                connector: s.connect.connector.clone(),
+                insert_mode: s.connect.insert_mode,
+                curl_image: s.connect.curl_image.clone(),
+                plugin,
+            },
             producer_messages: s.producer.messages,
         }
     }
+
+    fn image(&mut self, image: &str, span: Range<usize>, key: &str) {
+        if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.error(span, key, format!("`{image}` is not a container image reference"));
+        }
+    }
+
+    /// Exactly one source: `url` (with `sha256`, a pin) or `image` (with `path`).
+    fn plugin(&mut self, pipeline_span: Range<usize>, plugin: Option<&Spanned<schema::PluginSection>>) -> PluginSource {
+        const KEY: &str = "pipeline.connect.plugin";
+        let Some(plugin) = plugin else {
+            return PluginSource::Archive { url: DEFAULT_PLUGIN_URL.into(), sha256: None };
+        };
+        let p = plugin.get_ref();
+        match (&p.url, &p.image) {
+            (Some(url), None) => {
+                if p.path.is_some() {
+                    self.error(plugin.span(), format!("{KEY}.path"), "`path` goes with `image`, not with `url`");
+                }
+                let u = url.get_ref();
+                if !u.starts_with("https://") || u.chars().any(char::is_whitespace) {
+                    self.error(url.span(), format!("{KEY}.url"), format!("`{u}` must be an https:// URL"));
+                }
+                let known = [".tar", ".tar.gz", ".tgz", ".zip"];
+                if !known.iter().any(|ext| u.ends_with(ext)) {
+                    self.error(url.span(), format!("{KEY}.url"), "the archive must end in .tar, .tar.gz, .tgz or .zip");
+                }
+                let sha256 = p.sha256.as_ref().map(|h| {
+                    let hex = h.get_ref().trim().to_ascii_lowercase();
+                    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                        self.error(h.span(), format!("{KEY}.sha256"), "must be 64 hex digits (the output of `sha256sum`)");
+                    }
+                    hex
+                });
+                PluginSource::Archive { url: u.clone(), sha256 }
+            }
+            (None, Some(image)) => {
+                if p.sha256.is_some() {
+                    self.error(plugin.span(), format!("{KEY}.sha256"), "`sha256` goes with `url`; pin an image by its digest (NAME@sha256:...)");
+                }
+                self.image(image.get_ref(), image.span(), &format!("{KEY}.image"));
+                let path = p.path.as_ref().map_or_else(|| "/plugin".to_string(), |t| t.get_ref().clone());
+                if !path.starts_with('/') {
+                    let span = p.path.as_ref().map_or(plugin.span(), Spanned::span);
+                    self.error(span, format!("{KEY}.path"), "must be an absolute path inside the image");
+                }
+                PluginSource::Image { image: image.get_ref().clone(), path }
+            }
+            _ => {
+                let span = if p.url.is_some() { plugin.span() } else { pipeline_span };
+                self.error(span, KEY, "name exactly one source: `url` (with `sha256`) or `image` (with `path`)");
+                PluginSource::Archive { url: DEFAULT_PLUGIN_URL.into(), sha256: None }
+            }
+        }
+    }
+}
+
+/// Kafka's rule: 1-249 characters of letters, digits, '.', '_' and '-', and not `.` or `..`.
+fn is_topic_name(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 249 && t != "." && t != ".." && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// A KRaft cluster id is a UUID in URL-safe base64 without padding: 22 characters that decode
+/// to 16 bytes (Kafka's `Uuid.fromString`). The all-zero and all-but-one ids are reserved.
+fn check_cluster_id(id: &str) -> Result<(), &'static str> {
+    if id.len() != 22 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err("is not a KRaft cluster id: 22 characters of URL-safe base64 (`kafka-storage.sh random-uuid` prints one)");
+    }
+    if id == "AAAAAAAAAAAAAAAAAAAAAA" || id == "AAAAAAAAAAAAAAAAAAAAAQ" {
+        return Err("is a reserved id");
+    }
+    Ok(())
+}
+
+/// A Kubernetes quantity for a volume size: a plain or decimal number with an optional binary
+/// or decimal suffix (`5Gi`, `1.5Gi`, `500M`).
+fn is_quantity(q: &str) -> bool {
+    let number = q.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &q[number.len()..];
+    let mut parts = number.splitn(2, '.');
+    let whole = parts.next().unwrap_or("");
+    let fraction = parts.next();
+    !whole.is_empty()
+        && whole.chars().all(|c| c.is_ascii_digit())
+        && fraction.is_none_or(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_digit()))
+        && ["", "Ki", "Mi", "Gi", "Ti", "Pi", "k", "M", "G", "T", "P"].contains(&suffix)
 }
 
 struct Refs<'a> {
@@ -417,4 +537,37 @@ struct Refs<'a> {
 
 fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids() {
+        assert!(check_cluster_id("iacKRaftCluster0000001").is_ok());
+        assert!(check_cluster_id("5L6g3nShT-eMCtK--X86sw").is_ok());
+        assert!(check_cluster_id("short").is_err());
+        assert!(check_cluster_id("iacKRaftCluster000000+").is_err(), "standard base64, not URL-safe");
+        assert!(check_cluster_id("AAAAAAAAAAAAAAAAAAAAAA").is_err(), "reserved");
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["5Gi", "500Mi", "10G", "1073741824", "1.5Gi"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "Gi", "5 Gi", "5GB", "-5Gi", "1.Gi", ".5Gi"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(is_topic_name("demo-messages"));
+        assert!(is_topic_name("a.b_c"));
+        for bad in ["", ".", "..", "a b", "a/b", &"x".repeat(250)] {
+            assert!(!is_topic_name(bad), "{bad}");
+        }
+    }
 }

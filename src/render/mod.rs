@@ -2,6 +2,7 @@
 //! `render` assembles the whole output tree in memory; `output` writes it.
 
 pub mod filters;
+pub mod k8s;
 pub mod nft;
 pub mod nixos;
 pub mod postgres;
@@ -31,6 +32,9 @@ pub fn render(site: &Site) -> Result<Tree, Error> {
         if host.has(Role::Postgresql) {
             tree.insert(dir.join("postgresql.nix"), postgres::module(site, &flows, host)?);
         }
+    }
+    if let Some(pipeline) = &site.pipeline {
+        tree.extend(k8s::render(site, pipeline)?);
     }
     check_nix_syntax(&tree)?;
     Ok(tree)

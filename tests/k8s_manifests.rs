@@ -1,0 +1,656 @@
+//! The rendered Kubernetes manifests, checked from the outside: with the real `iac` binary,
+//! the real Kubernetes OpenAPI schemas (`kubernetes-validate`), the real kustomize
+//! (`kubectl kustomize`), and the container scripts run with real curl, sha256sum and tar.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Service};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_iac");
+const PLUGIN_URL: &str =
+    "url = \"https://github.com/Aiven-Open/jdbc-connector-for-apache-kafka/releases/download/v6.10.0/jdbc-connector-for-apache-kafka-6.10.0.tar\"";
+
+fn bundled() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml")).expect("bundled inventory")
+}
+
+fn replace(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "inventory has no `{from}`");
+    text.replacen(from, to, 1)
+}
+
+/// An inventory rendered by the binary into a temporary directory.
+struct Rendered {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    output: Output,
+}
+
+impl Rendered {
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.out.join("k8s").join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// Every document of a YAML file, as JSON values.
+    fn docs(&self, name: &str) -> Vec<Value> {
+        serde_saphyr::from_str_multiple::<Value, _>(&self.file(name)).unwrap_or_else(|e| panic!("{name} is not YAML: {e}"))
+    }
+
+    fn object<T: serde::de::DeserializeOwned>(&self, file: &str, kind: &str, name: &str) -> T {
+        let doc = self
+            .docs(file)
+            .into_iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {file}"));
+        serde_json::from_value(doc).unwrap_or_else(|e| panic!("{kind} {name} does not deserialize as k8s-openapi: {e}"))
+    }
+
+    fn connector(&self) -> Value {
+        serde_json::from_str(&self.file("connector.json")).expect("connector.json is JSON")
+    }
+
+    fn yaml_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.out.join("k8s"))
+            .expect("k8s/")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml"))
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+fn render_with(text: &str, envs: &[(&str, &str)]) -> Rendered {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(&inventory, text).expect("write inventory");
+    let out = dir.path().join("generated");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("render").arg("--inventory").arg(&inventory).arg("--out").arg(&out);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let output = cmd.output().expect("run iac");
+    Rendered { _dir: dir, out, output }
+}
+
+fn render(text: &str) -> Rendered {
+    let r = render_with(text, &[]);
+    assert!(r.output.status.success(), "render failed: {}", String::from_utf8_lossy(&r.output.stderr));
+    r
+}
+
+fn env_of(pod: &PodSpec, container: &str, var: &str) -> Option<String> {
+    let c = pod.containers.iter().chain(pod.init_containers.iter().flatten()).find(|c| c.name == container)?;
+    c.env.iter().flatten().find(|e| e.name == var)?.value.clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema validation with a real validator
+
+/// `kubernetes-validate` (PyPI) bundles the Kubernetes OpenAPI schemas and works offline.
+fn validator() -> PathBuf {
+    let candidates = [
+        std::env::var_os("KUBERNETES_VALIDATE").map(PathBuf::from),
+        which::which("kubernetes-validate").ok(),
+        Some(PathBuf::from("/opt/kubernetes-validate/bin/kubernetes-validate")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!(
+            "kubernetes-validate not found. Install it: python3 -m venv /opt/kubernetes-validate && \
+             /opt/kubernetes-validate/bin/pip install kubernetes-validate==1.37.0"
+        )
+    })
+}
+
+fn validate(files: &[PathBuf], version: &str) -> Output {
+    Command::new(validator()).args(["--strict", "--kubernetes-version", version]).args(files).output().expect("run kubernetes-validate")
+}
+
+#[test]
+fn every_object_passes_the_kubernetes_schemas() {
+    let variants = [
+        bundled(),
+        replace(&replace(&bundled(), "replicas = 1", "replicas = 3"), PLUGIN_URL, "image = \"registry.example/jdbc:1\""),
+    ];
+    for text in variants {
+        let r = render(&text);
+        let files = r.yaml_files();
+        let objects: usize = files.iter().map(|f| r.docs(f.file_name().unwrap().to_str().unwrap()).len()).sum();
+        assert_eq!(objects, 10, "objects in {files:?}");
+        // The oldest and the newest Kubernetes the k8s-openapi types support.
+        for version in ["1.33.0", "1.37.0"] {
+            let out = validate(&files, version);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "schema validation against {version} failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(stdout.matches(" passed for resource ").count(), objects, "every object checked against {version}:\n{stdout}");
+        }
+    }
+}
+
+/// The validator is not a rubber stamp: the same manifests with one wrong field fail.
+#[test]
+fn the_schema_validator_rejects_a_broken_manifest() {
+    let r = render(&bundled());
+    let broken = r.out.join("k8s/broken.yaml");
+    let kafka = r.file("kafka.yaml");
+    std::fs::write(&broken, replace(&kafka, "podManagementPolicy: Parallel", "podManagementPolicy: Parallel\n  bogusField: 1")).unwrap();
+    let out = validate(std::slice::from_ref(&broken), "1.37.0");
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bogusField"));
+    std::fs::write(&broken, replace(&kafka, "containerPort: 9092", "containerPort: kafka")).unwrap();
+    assert!(!validate(&[broken], "1.37.0").status.success());
+}
+
+/// `kubectl apply -k generated/k8s` works: kustomize builds every object of every file.
+#[test]
+fn kustomize_builds_the_whole_pipeline() {
+    let r = render(&bundled());
+    let kubectl = which::which("kubectl").expect("kubectl (with its built-in kustomize) must be installed");
+    let out = Command::new(kubectl).arg("kustomize").arg(r.out.join("k8s")).output().expect("run kubectl kustomize");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let built: Vec<Value> = serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&out.stdout)).expect("kustomize output is YAML");
+    let mut kinds: Vec<String> = built.iter().map(|d| format!("{}/{}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap())).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap/kafka-connect-config",
+            "ConfigMap/register-connector",
+            "Deployment/kafka-connect",
+            "Job/demo-producer",
+            "Job/register-connector",
+            "Namespace/kafka-pipeline",
+            "Service/kafka-bootstrap",
+            "Service/kafka-connect",
+            "Service/kafka-headless",
+            "StatefulSet/kafka",
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contract and inventory -> manifests cross-checks
+
+#[test]
+fn labels_names_and_service_links_follow_the_contract() {
+    let r = render(&bundled());
+    for file in r.yaml_files() {
+        for doc in r.docs(file.file_name().unwrap().to_str().unwrap()) {
+            let labels = &doc["metadata"]["labels"];
+            let what = format!("{} {}", doc["kind"], doc["metadata"]["name"]);
+            assert_eq!(labels["app.kubernetes.io/part-of"], "iac-pipeline", "{what}");
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "iac", "{what}");
+            assert_eq!(labels["app.kubernetes.io/instance"], "loe-homelab", "{what}");
+            assert!(labels["app.kubernetes.io/name"].is_string(), "{what}");
+            assert!(labels["app.kubernetes.io/component"].is_string(), "{what}");
+            assert_ne!(doc["kind"], "Secret", "a Secret is never rendered");
+            if doc["kind"] == "Service" {
+                assert_ne!(doc["metadata"]["name"], "kafka", "a Service named kafka breaks the apache/kafka image");
+            }
+            if doc["kind"] != "Namespace" {
+                assert_eq!(doc["metadata"]["namespace"], "kafka-pipeline", "{what}");
+            }
+            let pod = match doc["kind"].as_str() {
+                Some("StatefulSet" | "Deployment" | "Job") => &doc["spec"]["template"]["spec"],
+                _ => continue,
+            };
+            assert_eq!(pod["enableServiceLinks"], false, "{what}");
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{what}");
+            assert_eq!(doc["spec"]["template"]["metadata"]["labels"], *labels, "{what}: pod labels");
+        }
+    }
+    let component = |file: &str, kind: &str, name: &str| {
+        let d = r.docs(file).into_iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap();
+        d["metadata"]["labels"]["app.kubernetes.io/component"].as_str().unwrap().to_string()
+    };
+    assert_eq!(component("kafka.yaml", "StatefulSet", "kafka"), "kafka");
+    assert_eq!(component("connect.yaml", "Deployment", "kafka-connect"), "connect");
+    assert_eq!(component("register-connector.yaml", "Job", "register-connector"), "register-connector");
+    assert_eq!(component("producer.yaml", "Job", "demo-producer"), "producer");
+}
+
+#[test]
+fn the_broker_advertises_its_headless_service_dns_name() {
+    let r = render(&bundled());
+    let sts: StatefulSet = r.object("kafka.yaml", "StatefulSet", "kafka");
+    let headless: Service = r.object("kafka.yaml", "Service", "kafka-headless");
+    let bootstrap: Service = r.object("kafka.yaml", "Service", "kafka-bootstrap");
+    assert_eq!(sts.spec.service_name.as_deref(), Some("kafka-headless"));
+    let hs = headless.spec.unwrap();
+    assert_eq!(hs.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(hs.publish_not_ready_addresses, Some(true));
+    let bs = bootstrap.spec.unwrap();
+    assert_eq!(bs.ports.unwrap()[0].port, 9092);
+    assert_eq!(hs.selector, bs.selector);
+    assert_eq!(hs.selector.as_ref(), sts.spec.selector.match_labels.as_ref());
+
+    let pod = sts.spec.template.spec.unwrap();
+    let advertised = env_of(&pod, "kafka", "KAFKA_ADVERTISED_LISTENERS").unwrap();
+    assert_eq!(advertised, "PLAINTEXT://$(POD_NAME).kafka-headless.kafka-pipeline.svc.cluster.local:9092");
+    assert!(!advertised.contains("localhost"));
+    // $(POD_NAME) expands only if defined earlier in the list.
+    let names: Vec<&str> = pod.containers[0].env.iter().flatten().map(|e| e.name.as_str()).collect();
+    assert!(names.iter().position(|n| *n == "POD_NAME") < names.iter().position(|n| *n == "KAFKA_ADVERTISED_LISTENERS"));
+    assert_eq!(env_of(&pod, "kafka", "KAFKA_LOG_DIRS").unwrap(), "/var/lib/kafka/data/kraft-logs");
+    let mount = &pod.containers[0].volume_mounts.as_ref().unwrap()[0];
+    assert!(env_of(&pod, "kafka", "KAFKA_LOG_DIRS").unwrap().starts_with(&mount.mount_path), "log dirs on the volume");
+    assert_eq!(env_of(&pod, "kafka", "CLUSTER_ID").unwrap(), "iacKRaftCluster0000001");
+    assert_eq!(env_of(&pod, "kafka", "KAFKA_PROCESS_ROLES").unwrap(), "broker,controller");
+    let claim = &sts.spec.volume_claim_templates.unwrap()[0];
+    assert_eq!(claim.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("local-path"));
+
+    // Clients reach the brokers through the bootstrap Service.
+    let dep: Deployment = r.object("connect.yaml", "Deployment", "kafka-connect");
+    assert_eq!(dep.spec.template.spec.unwrap().enable_service_links, Some(false));
+    let cm: ConfigMap = r.object("connect.yaml", "ConfigMap", "kafka-connect-config");
+    let props = &cm.data.unwrap()["connect-distributed.properties"];
+    assert!(props.contains("\nbootstrap.servers=kafka-bootstrap.kafka-pipeline.svc.cluster.local:9092\n"), "{props}");
+    for line in ["value.converter=org.apache.kafka.connect.json.JsonConverter", "value.converter.schemas.enable=true", "config.providers=env"] {
+        assert!(props.lines().any(|l| l == line), "{line} in {props}");
+    }
+}
+
+#[test]
+fn the_connector_writes_to_the_inventorys_database() {
+    let text = bundled();
+    let site = iac::load_site(&Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml")).unwrap();
+    let pipeline = site.pipeline.as_ref().unwrap();
+    let db = site.database(&pipeline.database).unwrap();
+    let host = site.host(&db.host).unwrap();
+    assert_eq!((host.name.as_str(), host.address.to_string().as_str()), ("alkaid", "172.22.0.133"));
+
+    let r = render(&text);
+    let c = r.connector();
+    assert_eq!(c["name"], "postgres-sink");
+    let config = &c["config"];
+    assert_eq!(config["connection.url"], format!("jdbc:postgresql://{}:{}/{}", host.address, db.port, db.name));
+    assert_eq!(config["connection.user"], db.owner.as_str());
+    assert_eq!(config["connection.password"], "${env:PG_PASSWORD}");
+    assert_eq!(config["connector.class"], "io.aiven.connect.jdbc.JdbcSinkConnector");
+    assert_eq!(config["topics"], "demo-messages");
+    assert_eq!(config["table.name.format"], "kafka_messages");
+    assert_eq!(config["pk.mode"], "kafka");
+    assert_eq!(config["auto.create"], "true");
+    assert_eq!(config["errors.deadletterqueue.topic.name"], "demo-messages-dlq");
+
+    // The Job PUTs exactly the same config; the password comes from the Secret, by reference.
+    let cm: ConfigMap = r.object("register-connector.yaml", "ConfigMap", "register-connector");
+    let body: Value = serde_json::from_str(&cm.data.unwrap()["config.json"]).unwrap();
+    assert_eq!(&body, config);
+    let job: Job = r.object("register-connector.yaml", "Job", "register-connector");
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(env_of(&pod, "register-connector", "CONNECTOR").unwrap(), "postgres-sink");
+    assert_eq!(env_of(&pod, "register-connector", "CONNECT_URL").unwrap(), "http://kafka-connect.kafka-pipeline.svc.cluster.local:8083");
+    let dep: Deployment = r.object("connect.yaml", "Deployment", "kafka-connect");
+    let worker = &dep.spec.template.spec.unwrap().containers[0];
+    let pw = worker.env.iter().flatten().find(|e| e.name == "PG_PASSWORD").unwrap();
+    assert!(pw.value.is_none());
+    let secret = pw.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!((secret.name.as_str(), secret.key.as_str()), ("pipeline-postgres", "password"));
+}
+
+/// Change the inventory; the manifests follow.
+#[test]
+fn manifests_follow_inventory_changes() {
+    let text = bundled();
+    let text = replace(&text, "address = \"172.22.0.133\"", "address = \"172.22.0.140\"");
+    let text = replace(&text, "[databases.kafka]", "[databases.events]");
+    let text = replace(&text, "database = \"kafka\"", "database = \"events\"");
+    let text = replace(&text, "owner = \"kafka\"", "owner = \"sink\"");
+    let text = replace(&text, "namespace = \"kafka-pipeline\"", "namespace = \"streams\"");
+    let text = replace(&text, "replicas = 1", "replicas = 3");
+    let text = replace(&text, "topic = \"demo-messages\"", "topic = \"orders\"");
+    let text = replace(&text, "connector = \"postgres-sink\"", "connector = \"orders-sink\"");
+    let r = render(&text);
+
+    let c = r.connector();
+    assert_eq!(c["name"], "orders-sink");
+    assert_eq!(c["config"]["connection.url"], "jdbc:postgresql://172.22.0.140:5432/events");
+    assert_eq!(c["config"]["connection.user"], "sink");
+    assert_eq!(c["config"]["topics"], "orders");
+    assert_eq!(c["config"]["errors.deadletterqueue.topic.name"], "orders-dlq");
+    assert_eq!(c["config"]["errors.deadletterqueue.topic.replication.factor"], "3");
+
+    let ns: Vec<Value> = r.docs("namespace.yaml");
+    assert_eq!(ns[0]["metadata"]["name"], "streams");
+    let sts: StatefulSet = r.object("kafka.yaml", "StatefulSet", "kafka");
+    assert_eq!(sts.metadata.namespace.as_deref(), Some("streams"));
+    assert_eq!(sts.spec.replicas, Some(3));
+    let pod = sts.spec.template.spec.unwrap();
+    assert_eq!(
+        env_of(&pod, "kafka", "KAFKA_CONTROLLER_QUORUM_VOTERS").unwrap(),
+        "0@kafka-0.kafka-headless.streams.svc.cluster.local:9093,\
+         1@kafka-1.kafka-headless.streams.svc.cluster.local:9093,\
+         2@kafka-2.kafka-headless.streams.svc.cluster.local:9093"
+    );
+    assert_eq!(env_of(&pod, "kafka", "KAFKA_ADVERTISED_LISTENERS").unwrap(), "PLAINTEXT://$(POD_NAME).kafka-headless.streams.svc.cluster.local:9092");
+    assert_eq!(env_of(&pod, "kafka", "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR").unwrap(), "3");
+    assert_eq!(env_of(&pod, "kafka", "KAFKA_MIN_INSYNC_REPLICAS").unwrap(), "2");
+    assert_eq!(env_of(&pod, "kafka", "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR").unwrap(), "2");
+    let job: Job = r.object("producer.yaml", "Job", "demo-producer");
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(env_of(&pod, "producer", "TOPIC").unwrap(), "orders");
+    assert_eq!(env_of(&pod, "producer", "REPLICATION_FACTOR").unwrap(), "3");
+    assert_eq!(env_of(&pod, "producer", "BOOTSTRAP").unwrap(), "kafka-bootstrap.streams.svc.cluster.local:9092");
+    let cm: ConfigMap = r.object("connect.yaml", "ConfigMap", "kafka-connect-config");
+    assert!(cm.data.unwrap()["connect-distributed.properties"].contains("config.storage.replication.factor=3\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+
+/// Render with the password present everywhere it could leak from (the env var the inventory
+/// names, and a password file next to the inventory): it appears in no output.
+#[test]
+fn no_secret_value_reaches_the_output() {
+    let secret = "s3cr3t-Zq8vN1wX-known-value";
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("pg-password");
+    std::fs::write(&pw_file, secret).unwrap();
+    let text = replace(&bundled(), "password_file = \"/var/lib/secrets/postgresql-kafka\"", &format!("password_file = \"{}\"", pw_file.display()));
+    let text = replace(&text, "password_env = \"IAC_PG_PASSWORD\"", "password_env = \"IAC_TEST_PG_PASSWORD\"");
+    let r = render_with(&text, &[("IAC_TEST_PG_PASSWORD", secret), ("IAC_PG_PASSWORD", secret)]);
+    assert!(r.output.status.success(), "{}", String::from_utf8_lossy(&r.output.stderr));
+    let tree = iac::output::read_tree(&r.out).unwrap();
+    assert!(tree.keys().any(|p| p.starts_with("k8s")));
+    for (path, body) in &tree {
+        assert!(!body.contains(secret), "{} holds the secret", path.display());
+    }
+    assert!(!String::from_utf8_lossy(&r.output.stdout).contains(secret));
+    assert!(!String::from_utf8_lossy(&r.output.stderr).contains(secret));
+    // Where a password would sit, there is a reference.
+    let body = &tree[&PathBuf::from("k8s/connect.yaml")];
+    assert!(body.contains("secretKeyRef"));
+    assert!(!tree.values().any(|b| b.contains("kind: Secret")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inventory validation of the pipeline section
+
+fn invalid(text: &str) -> String {
+    let r = render_with(text, &[]);
+    assert_eq!(r.output.status.code(), Some(2), "expected an invalid inventory: {}", String::from_utf8_lossy(&r.output.stdout));
+    String::from_utf8_lossy(&r.output.stderr).into_owned()
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).expect("needle") + 1
+}
+
+#[test]
+fn pipeline_errors_name_file_line_and_key() {
+    let text = replace(&bundled(), PLUGIN_URL, &format!("{PLUGIN_URL}\nsha256 = \"abc\""));
+    let err = invalid(&text);
+    let line = line_of(&text, "sha256 = \"abc\"");
+    assert!(err.contains(&format!("inventory.toml:{line}:")) && err.contains("pipeline.connect.plugin.sha256"), "{err}");
+
+    let text = replace(&bundled(), PLUGIN_URL, &format!("{PLUGIN_URL}\nimage = \"x/y:1\""));
+    assert!(invalid(&text).contains("pipeline.connect.plugin: name exactly one source"));
+
+    let text = replace(&bundled(), "cluster_id = \"iacKRaftCluster0000001\"", "cluster_id = \"not-a-uuid\"");
+    assert!(invalid(&text).contains("pipeline.kafka.cluster_id: `not-a-uuid` is not a KRaft cluster id"));
+
+    // Connect runs in a pod: a database that does not admit the cluster is an error.
+    let text = replace(&bundled(), "clients = [\"cluster\", \"admin\"]", "clients = [\"admin\"]");
+    let err = invalid(&text);
+    let line = line_of(&text, "database = \"kafka\"");
+    assert!(err.contains(&format!("inventory.toml:{line}:")) && err.contains("does not list `cluster`"), "{err}");
+
+    let text = replace(&bundled(), "connector = \"postgres-sink\"", "connector = \"Postgres Sink\"");
+    assert!(invalid(&text).contains("pipeline.connect.connector"));
+    let text = replace(&bundled(), "connector = \"postgres-sink\"", "connector = \"postgres-sink\"\ninsert_mode = \"merge\"");
+    assert!(invalid(&text).contains("pipeline.connect.insert_mode"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The container scripts, run for real
+
+/// A tiny HTTP/1.1 server on loopback: `route` maps (method, path, request count) to a reply.
+type Route = dyn Fn(&str, &str, usize) -> (u16, Vec<u8>) + Send + Sync;
+
+fn serve(route: Box<Route>) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read the head, then the body by Content-Length.
+            let head_end = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(i + 4);
+                }
+            };
+            let Some(head_end) = head_end else { continue };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            while buf.len() < head_end + len {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let mut parts = head.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+            let count = {
+                let mut l = seen.lock().unwrap();
+                l.push(format!("{method} {path}"));
+                l.iter().filter(|e| **e == format!("{method} {path}")).count()
+            };
+            let (code, body) = route(&method, &path, count);
+            let reply = format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = s.write_all(reply.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    (addr, log)
+}
+
+fn script(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/render/k8s/scripts").join(name)).unwrap()
+}
+
+fn run_sh(script_text: &str, envs: &[(&str, String)]) -> Output {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script_text);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run sh")
+}
+
+/// A plugin archive: a real tar of one jar-like file.
+fn plugin_tar() -> (Vec<u8>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("jdbc-connector-for-apache-kafka-6.10.0")).unwrap();
+    std::fs::write(dir.path().join("jdbc-connector-for-apache-kafka-6.10.0/connector.jar"), b"jar bytes").unwrap();
+    let out = Command::new("tar").arg("-cf").arg("-").arg("-C").arg(dir.path()).arg("jdbc-connector-for-apache-kafka-6.10.0").output().unwrap();
+    assert!(out.status.success());
+    let sum = Command::new("sha256sum").stdin_bytes(&out.stdout);
+    (out.stdout, sum)
+}
+
+trait StdinBytes {
+    fn stdin_bytes(&mut self, bytes: &[u8]) -> String;
+}
+
+impl StdinBytes for Command {
+    fn stdin_bytes(&mut self, bytes: &[u8]) -> String {
+        let mut child = self.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    }
+}
+
+#[test]
+fn the_plugin_installs_only_with_the_pinned_checksum() {
+    let (tar, sum) = plugin_tar();
+    let (url, _) = serve(Box::new(move |_, _, _| (200, tar.clone())));
+    let url = format!("{url}/jdbc-connector-for-apache-kafka-6.10.0.tar");
+    let fetch = script("fetch-plugin.sh");
+    let attempt = |pin: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run_sh(&fetch, &[("PLUGIN_URL", url.clone()), ("PLUGIN_SHA256", pin.to_string()), ("PLUGIN_DIR", dir.path().display().to_string())]);
+        let installed = dir.path().join("jdbc-sink/jdbc-connector-for-apache-kafka-6.10.0/connector.jar").is_file();
+        (out, installed, dir)
+    };
+
+    let (out, installed, dir) = attempt(&sum);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(installed);
+    assert!(!dir.path().join(".download").exists(), "the archive is removed");
+
+    let (out, installed, _) = attempt(&"0".repeat(64));
+    assert!(!out.status.success() && !installed);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("expected {}, got {sum}", "0".repeat(64))));
+
+    let (out, installed, _) = attempt("");
+    assert!(!out.status.success() && !installed);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pins no checksum") && err.contains(&sum), "{err}");
+}
+
+fn connect_route(put_codes: Vec<u16>) -> Box<Route> {
+    Box::new(move |method, path, n| match (method, path) {
+        ("GET", "/connectors") => (200, b"[]".to_vec()),
+        ("GET", "/connector-plugins") => (200, br#"[{"class":"io.aiven.connect.jdbc.JdbcSinkConnector","type":"sink","version":"6.10.0"}]"#.to_vec()),
+        ("PUT", "/connectors/postgres-sink/config") => {
+            let code = put_codes[(n - 1).min(put_codes.len() - 1)];
+            (code, br#"{"error_code":409,"message":"rebalance"}"#.to_vec())
+        }
+        ("GET", "/connectors/postgres-sink/status") if n < 2 => (200, br#"{"name":"postgres-sink","connector":{"state":"RUNNING"},"tasks":[]}"#.to_vec()),
+        ("GET", "/connectors/postgres-sink/status") => {
+            (200, br#"{"name":"postgres-sink","connector":{"state":"RUNNING","worker_id":"x"},"tasks":[{"id":0,"state":"RUNNING"}]}"#.to_vec())
+        }
+        _ => (404, b"{}".to_vec()),
+    })
+}
+
+fn register(url: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"topics":"demo-messages"}"#).unwrap();
+    // The script sleeps 5s between attempts in the cluster; 0 here keeps the test fast.
+    let text = script("register-connector.sh").replace("sleep 5", "sleep 0");
+    run_sh(&text, &[
+        ("CONNECT_URL", url.to_string()),
+        ("CONNECTOR", "postgres-sink".into()),
+        ("CONNECTOR_CLASS", "io.aiven.connect.jdbc.JdbcSinkConnector".into()),
+        ("CONFIG_FILE", config.display().to_string()),
+    ])
+}
+
+/// PUT creates or updates; 409 (a rebalance) is retried; success waits for a RUNNING task.
+#[test]
+fn registration_retries_a_rebalance_and_waits_for_a_running_task() {
+    let (url, log) = serve(connect_route(vec![409, 409, 201]));
+    let out = register(&url);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.iter().filter(|l| *l == "PUT /connectors/postgres-sink/config").count(), 3, "{log:?}");
+    assert_eq!(log.iter().filter(|l| *l == "GET /connectors/postgres-sink/status").count(), 2, "{log:?}");
+}
+
+#[test]
+fn registration_stops_on_a_rejected_config() {
+    let (url, log) = serve(connect_route(vec![400]));
+    let out = register(&url);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the configuration (HTTP 400)"));
+    assert_eq!(log.lock().unwrap().iter().filter(|l| l.starts_with("PUT")).count(), 1);
+}
+
+/// The producer's output is what JsonConverter with schemas.enable=true accepts: one JSON
+/// envelope per line whose payload matches its schema's fields.
+#[test]
+fn the_producer_writes_schema_envelopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let captured = dir.path().join("captured");
+    // Stand-ins for the Kafka CLI: the topic tool succeeds, the console producer keeps stdin.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("kafka-topics.sh"), "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/topics-args\"\n").unwrap();
+    std::fs::write(bin.join("kafka-console-producer.sh"), format!("#!/bin/sh\ncat > {}\n", captured.display())).unwrap();
+    for f in ["kafka-topics.sh", "kafka-console-producer.sh"] {
+        Command::new("chmod").arg("+x").arg(bin.join(f)).status().unwrap();
+    }
+    let bash = which::which("bash").expect("bash");
+    let out = Command::new(bash)
+        .arg("-c")
+        .arg(script("produce.sh"))
+        .envs([
+            ("KAFKA_BIN", bin.display().to_string()),
+            ("BOOTSTRAP", "kafka-bootstrap:9092".into()),
+            ("TOPIC", "demo-messages".into()),
+            ("PARTITIONS", "1".into()),
+            ("REPLICATION_FACTOR", "1".into()),
+            ("MESSAGES", "3".into()),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let topics = std::fs::read_to_string(bin.join("topics-args")).unwrap();
+    assert!(topics.contains("--create --if-not-exists --topic demo-messages --partitions 1 --replication-factor 1"), "{topics}");
+    let lines: Vec<Value> = std::fs::read_to_string(&captured).unwrap().lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(lines.len(), 3);
+    for (i, msg) in lines.iter().enumerate() {
+        assert_eq!(msg.as_object().unwrap().keys().collect::<Vec<_>>(), ["payload", "schema"]);
+        assert_eq!(msg["schema"]["type"], "struct");
+        let fields: BTreeMap<String, String> = msg["schema"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["field"].as_str().unwrap().to_string(), f["type"].as_str().unwrap().to_string()))
+            .collect();
+        let payload = msg["payload"].as_object().unwrap();
+        assert_eq!(fields.keys().collect::<Vec<_>>(), payload.keys().collect::<Vec<_>>());
+        for (name, ty) in &fields {
+            let v = &payload[name];
+            let ok = match ty.as_str() {
+                "int32" | "int64" => v.is_i64(),
+                "string" => v.is_string(),
+                _ => false,
+            };
+            assert!(ok, "{name}: {ty} vs {v}");
+        }
+        assert_eq!(payload["id"], i as i64 + 1);
+    }
+}
+
+/// `render --check` covers k8s/: a hand edit or a missing file is drift.
+#[test]
+fn render_check_covers_the_manifests() {
+    let r = render(&bundled());
+    let inventory = r.out.parent().unwrap().join("inventory.toml");
+    let check = || Command::new(BIN).arg("render").arg("--check").arg("--inventory").arg(&inventory).arg("--out").arg(&r.out).output().unwrap();
+    assert!(check().status.success());
+    let kafka = r.out.join("k8s/kafka.yaml");
+    std::fs::write(&kafka, replace(&r.file("kafka.yaml"), "replicas: 1", "replicas: 2")).unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("k8s/kafka.yaml"));
+    std::fs::remove_file(r.out.join("k8s/connector.json")).unwrap();
+    assert!(String::from_utf8_lossy(&check().stdout).contains("k8s/connector.json"));
+}

@@ -1,0 +1,78 @@
+//! Snapshots of every file under `generated/k8s/`: the bundled inventory, and a variant with
+//! three brokers, a pinned archive and an image-based plugin, so a change to any manifest shows
+//! up as a reviewed diff.
+
+use std::path::{Path, PathBuf};
+
+use iac::inventory::{Source, parse};
+use iac::model::validate;
+use iac::render::{Tree, render};
+
+fn bundled() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml")).expect("bundled inventory")
+}
+
+fn render_text(text: &str) -> Tree {
+    let source = Source::new("inventory.toml", text);
+    let file = parse(&source).expect("parses");
+    let site = validate(&source, file).expect("validates");
+    render(&site).expect("renders")
+}
+
+fn k8s_files(tree: &Tree) -> Vec<(&PathBuf, &String)> {
+    tree.iter().filter(|(p, _)| p.starts_with("k8s")).collect()
+}
+
+fn replace(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "inventory has no `{from}`");
+    text.replacen(from, to, 1)
+}
+
+#[test]
+fn bundled_inventory_manifests() {
+    let tree = render_text(&bundled());
+    let files = k8s_files(&tree);
+    let names: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "k8s/connect.yaml",
+            "k8s/connector.json",
+            "k8s/kafka.yaml",
+            "k8s/kustomization.yaml",
+            "k8s/namespace.yaml",
+            "k8s/producer.yaml",
+            "k8s/register-connector.yaml"
+        ]
+    );
+    for (path, text) in files {
+        let name = path.file_name().expect("file name").to_string_lossy().into_owned();
+        insta::assert_snapshot!(format!("bundled__{name}"), text);
+    }
+}
+
+#[test]
+fn three_brokers_and_an_image_plugin() {
+    let text = replace(&bundled(), "replicas = 1", "replicas = 3");
+    let text = replace(
+        &text,
+        "url = \"https://github.com/Aiven-Open/jdbc-connector-for-apache-kafka/releases/download/v6.10.0/jdbc-connector-for-apache-kafka-6.10.0.tar\"",
+        "image = \"registry.example/aiven-jdbc:6.10.0\"\npath = \"/plugins/jdbc\"",
+    );
+    let tree = render_text(&text);
+    for name in ["kafka.yaml", "connect.yaml", "connector.json"] {
+        let body = &tree[&PathBuf::from("k8s").join(name)];
+        insta::assert_snapshot!(format!("three_brokers__{name}"), body);
+    }
+}
+
+#[test]
+fn pinned_archive_plugin() {
+    let text = replace(
+        &bundled(),
+        "jdbc-connector-for-apache-kafka-6.10.0.tar\"\n",
+        "jdbc-connector-for-apache-kafka-6.10.0.tar\"\nsha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
+    );
+    let tree = render_text(&text);
+    insta::assert_snapshot!("pinned__connect.yaml", &tree[&PathBuf::from("k8s/connect.yaml")]);
+}

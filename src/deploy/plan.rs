@@ -189,7 +189,6 @@ impl Plan {
     /// Start the guard on the target under `systemd-run`: it outlives this SSH connection.
     pub fn activate(&self, host: &Host, new: &StorePath, prev: &StorePath) -> Result<Cmd, DeployError> {
         let unit = format!("--unit={}", remote::UNIT);
-        let description = format!("--description=iac deploy {}", new.as_str());
         let state = self.state_dir();
         let timeout = self.confirm_timeout.as_secs().max(1).to_string();
         let guard = if self.rollback { "1" } else { "0" };
@@ -199,7 +198,7 @@ impl Plan {
             &[
                 "systemd-run",
                 &unit,
-                &description,
+                "--description=iac deploy: switch, then wait for the confirmation",
                 "--service-type=exec",
                 "--collect",
                 "--no-ask-password",

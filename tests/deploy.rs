@@ -476,7 +476,9 @@ fn dry_run_prints_every_command_and_runs_none() {
     assert!(text.contains("build --flake "), "{text}");
     assert!(text.contains("copy --to ssh://root@10.9.0.2 $NEW\n"), "{text}");
     assert!(text.contains(" $NEW $PREV /run/iac-deploy/"), "{text}");
-    assert!(text.contains("iac-confirm"), "{text}");
+    assert!(text.contains("-p 22 -- root@10.9.0.2 /bin/sh -c <script> iac-confirm /run/iac-deploy/"), "{text}");
+    assert!(text.contains("-p 2222 -- deploy@10.9.0.1 sudo -n -- systemd-run --unit=iac-deploy"), "{text}");
+    assert!(text.contains(remote::GUARD) && text.contains(remote::WAIT) && text.contains(remote::CONFIRM), "scripts printed");
     assert!(!text.contains("# gamma"), "{text}");
 }
 

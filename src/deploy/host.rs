@@ -287,7 +287,5 @@ fn report(cmd: &Cmd, out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-    let full = cmd.display();
-    let shown = if full.chars().count() > 300 { format!("{}...", full.chars().take(300).collect::<String>()) } else { full };
-    format!("$ {shown}\n({code})\n{tail}").trim_end().to_string()
+    format!("$ {}\n({code})\n{tail}", cmd.show()).trim_end().to_string()
 }

@@ -160,21 +160,25 @@ fn dry_run(plan: &Plan, out: &Path, files: usize, checks: &[plan::Cmd], hosts: &
         s.push_str(&c.display());
         s.push('\n');
     }
+    s.push_str(
+        "\n# Commands per host, in order. An ssh command's remote part is shown as the command line the\n\
+         # remote shell receives; each <script> is one of the on-target scripts at the end.\n",
+    );
     for host in hosts {
         s.push_str(&format!("\n# {} ({}@{}:{})\n", host.name, host.ssh_user, host.address, host.ssh_port));
-        s.push_str(&format!("{}\n", plan.reach(host)?.display()));
-        s.push_str(&format!("{}    # in a scratch directory; NEW=$(readlink result)\n", plan.build(host).display()));
-        s.push_str(&format!("{}    # PREV=its output; the host is skipped when NEW = PREV\n", plan.current_system(host)?.display()));
-        s.push_str(&format!("{}\n", vars(plan.copy(host, &new).display())));
-        s.push_str(&format!("{}\n", vars(plan.activate(host, &new, &prev)?.display())));
-        s.push_str(&format!("{}\n", plan.wait(host, plan::SWITCH_LIMIT, false)?.display()));
+        s.push_str(&format!("{}\n", plan.reach(host)?.show()));
+        s.push_str(&format!("{}    # in a scratch directory; NEW=$(readlink result)\n", plan.build(host).show()));
+        s.push_str(&format!("{}    # PREV=its output; the host is skipped when NEW = PREV\n", plan.current_system(host)?.show()));
+        s.push_str(&format!("{}\n", vars(plan.copy(host, &new).show())));
+        s.push_str(&format!("{}\n", vars(plan.activate(host, &new, &prev)?.show())));
+        s.push_str(&format!("{}\n", plan.wait(host, plan::SWITCH_LIMIT, false)?.show()));
         if plan.rollback {
-            s.push_str(&format!("{}    # a new connection\n", plan.confirm(host)?.display()));
-            s.push_str(&format!(
-                "# only when the confirmation fails:\n{}\n",
-                plan.wait(host, plan.settle_limit(), true)?.display()
-            ));
+            s.push_str(&format!("{}    # a new connection\n", plan.confirm(host)?.show()));
+            s.push_str(&format!("# only when the confirmation fails:\n{}\n", plan.wait(host, plan.settle_limit(), true)?.show()));
         }
+    }
+    for (name, script) in [("iac-activate", remote::GUARD), ("iac-wait", remote::WAIT), ("iac-confirm", remote::CONFIRM)] {
+        s.push_str(&format!("\n# <script> of `sh -c <script> {name} ...`:\n{script}"));
     }
     Ok(s)
 }

@@ -21,11 +21,13 @@ pub struct Cmd {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
+    /// For ssh: where the remote words (already quoted for the remote shell) begin.
+    pub remote_at: Option<usize>,
 }
 
 impl Cmd {
     fn new(program: &Path) -> Self {
-        Self { program: program.to_path_buf(), args: Vec::new(), env: Vec::new() }
+        Self { program: program.to_path_buf(), args: Vec::new(), env: Vec::new(), remote_at: None }
     }
 
     fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -48,6 +50,22 @@ impl Cmd {
         let env = self.env.iter().map(|(k, v)| format!("{}={}", k.to_string_lossy(), quote_lossy(v)));
         let argv = self.argv();
         env.chain(argv.iter().map(|a| quote_lossy(a))).collect::<Vec<_>>().join(" ")
+    }
+
+    /// For people (`--dry-run`, error details): like [`Cmd::display`], except that an ssh
+    /// command's remote part is shown as the one command line the remote shell receives, with
+    /// each on-target script (a multi-line word) shortened to `<script>`; the script's name
+    /// follows it (`sh -c <script> iac-wait ...`) and `iac deploy --dry-run` prints them.
+    pub fn show(&self) -> String {
+        let Some(at) = self.remote_at else { return self.display() };
+        let mut local = self.clone();
+        let remote = local.args.split_off(at.min(local.args.len()));
+        local.remote_at = None;
+        let remote = remote.iter().map(|w| {
+            let w = w.to_string_lossy();
+            if w.contains('\n') { "<script>".to_string() } else { w.into_owned() }
+        });
+        std::iter::once(local.display()).chain(remote).collect::<Vec<_>>().join(" ")
     }
 
     pub fn to_command(&self) -> std::process::Command {
@@ -130,7 +148,9 @@ impl Plan {
             .iter()
             .map(|w| quote(w).map(Cow::into_owned).ok_or_else(|| DeployError::Quote { word: (*w).to_string() }))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Cmd::new(&self.tools.ssh).args(self.ssh_options(host)).arg("--").arg(destination(host)).args(quoted))
+        let mut cmd = Cmd::new(&self.tools.ssh).args(self.ssh_options(host)).arg("--").arg(destination(host));
+        cmd.remote_at = Some(cmd.args.len());
+        Ok(cmd.args(quoted))
     }
 
     fn ssh_options(&self, host: &Host) -> Vec<String> {
@@ -301,6 +321,10 @@ mod tests {
         );
         // Root-only steps get sudo for other users, and only for them.
         let state = "/run/iac-deploy/RUN";
+        assert_eq!(
+            p.wait(&host("deploy"), Duration::from_secs(60), true).unwrap().show(),
+            format!("{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c <script> iac-wait {state} 60 1 iac-deploy")
+        );
         assert!(p.confirm(&host("deploy")).unwrap().display().starts_with(&format!("{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c ")));
         assert!(p.confirm(&host("root")).unwrap().display().ends_with(&format!(" iac-confirm {state}")));
         assert!(!p.confirm(&host("root")).unwrap().display().contains("sudo"));

@@ -11,8 +11,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::host::{HostResult, Outcome};
 
 pub(super) enum View {
-    /// The bars share their MultiProgress state; the handle itself need not be kept.
-    Live(Vec<ProgressBar>),
+    /// The bars share their MultiProgress state; the handle itself need not be kept. The
+    /// style replaces the spinner and clock once a host is done.
+    Live(Vec<ProgressBar>, ProgressStyle),
     Plain(Vec<String>),
 }
 
@@ -20,8 +21,9 @@ impl View {
     pub(super) fn new(names: &[&str]) -> Self {
         let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
         if std::io::stderr().is_terminal() {
-            let template = format!("{{spinner}} {{prefix:{width}}}  {{wide_msg}} {{elapsed:>4}}");
-            if let Ok(style) = ProgressStyle::with_template(&template) {
+            let running = ProgressStyle::with_template(&format!("{{spinner}} {{prefix:{width}}}  {{wide_msg}} {{elapsed:>4}}"));
+            let finished = ProgressStyle::with_template(&format!("  {{prefix:{width}}}  {{wide_msg}}"));
+            if let (Ok(style), Ok(finished)) = (running, finished) {
                 let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
                 let bars = names
                     .iter()
@@ -32,7 +34,7 @@ impl View {
                         bar
                     })
                     .collect();
-                return Self::Live(bars);
+                return Self::Live(bars, finished);
             }
         }
         Self::Plain(names.iter().map(|n| format!("{n:width$}")).collect())
@@ -40,7 +42,7 @@ impl View {
 
     pub(super) fn step(&self, i: usize, message: &str) {
         match self {
-            Self::Live(bars) => {
+            Self::Live(bars, _) => {
                 if let Some(bar) = bars.get(i) {
                     bar.set_message(message.to_string());
                 }
@@ -52,8 +54,9 @@ impl View {
     pub(super) fn done(&self, i: usize, outcome: &Outcome) {
         let line = format!("{}: {} ({})", outcome.action.as_str(), outcome.result.text(), seconds(outcome.elapsed));
         match self {
-            Self::Live(bars) => {
+            Self::Live(bars, finished) => {
                 if let Some(bar) = bars.get(i) {
+                    bar.set_style(finished.clone());
                     bar.finish_with_message(line);
                 }
             }

@@ -675,3 +675,11 @@ fn wait_notices_a_guard_that_died() {
     fs::remove_dir_all(t.root().join("state")).unwrap();
     assert_eq!(t.wait("30", "0"), "abandoned: the unit stopped at 'no status'");
 }
+
+#[test]
+fn docs_quote_the_scripts_exactly() {
+    let doc = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploy.md")).unwrap();
+    for (name, script) in [("GUARD", remote::GUARD), ("WAIT", remote::WAIT), ("CONFIRM", remote::CONFIRM)] {
+        assert!(doc.contains(&format!("```sh\n{script}```")), "docs/deploy.md does not show {name} as the code has it");
+    }
+}

@@ -519,10 +519,18 @@ fn unknown_host_and_missing_tool_are_clear_errors() {
 /// `systemctl is-active` that answers from a file.
 struct Target {
     dir: tempfile::TempDir,
+    /// Debian's /bin/sh is dash, NixOS's is bash: the scripts must run under both.
+    shell: &'static str,
 }
+
+const SHELLS: [&str; 2] = ["/bin/sh", "bash"];
 
 impl Target {
     fn new(new_switch_fails: bool) -> Self {
+        Self::with_shell(new_switch_fails, "/bin/sh")
+    }
+
+    fn with_shell(new_switch_fails: bool, shell: &'static str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(dir.path()).unwrap();
         for (name, fails) in [("prev", false), ("new", new_switch_fails)] {
@@ -544,7 +552,7 @@ impl Target {
         write_exe(&bin.join("systemctl"), &format!("#!/bin/sh\ntest -e {}/active\n", root.display()));
         symlink(root.join("store/prev"), root.join("profile")).unwrap();
         symlink(root.join("store/prev"), root.join("current")).unwrap();
-        Self { dir }
+        Self { dir, shell }
     }
 
     fn root(&self) -> PathBuf {
@@ -552,7 +560,7 @@ impl Target {
     }
 
     fn script(&self, script: &str, name: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("/bin/sh");
+        let mut c = Command::new(self.shell);
         c.arg("-c").arg(script).arg(name).args(args);
         c.env("PATH", format!("{}:/usr/bin:/bin", self.root().join("bin").display()));
         c
@@ -603,43 +611,49 @@ impl Target {
 
 #[test]
 fn guard_confirmed_keeps_the_new_system() {
-    let t = Target::new(false);
-    let child = t.guard("20", "1");
-    assert_eq!(t.wait("20", "0"), "switched");
-    assert_eq!(t.confirm(), "confirmed");
-    let out = t.finish(child);
-    assert!(out.status.success(), "{}", stdout(&out));
-    assert_eq!(t.actions(), format!("set {}\nswitch new switch\n", t.root().join("store/new").display()));
-    assert_eq!(t.profile(), t.root().join("store/new"));
-    assert_eq!(t.wait("0", "1"), "confirmed");
+    for shell in SHELLS {
+        let t = Target::with_shell(false, shell);
+        let child = t.guard("20", "1");
+        assert_eq!(t.wait("20", "0"), "switched");
+        assert_eq!(t.confirm(), "confirmed");
+        let out = t.finish(child);
+        assert!(out.status.success(), "{}", stdout(&out));
+        assert_eq!(t.actions(), format!("set {}\nswitch new switch\n", t.root().join("store/new").display()));
+        assert_eq!(t.profile(), t.root().join("store/new"));
+        assert_eq!(t.wait("0", "1"), "confirmed");
+    }
 }
 
 #[test]
 fn guard_without_confirmation_rolls_back_by_itself() {
-    let t = Target::new(false);
-    let start = Instant::now();
-    let child = t.guard("2", "1");
-    assert_eq!(t.wait("20", "0"), "switched");
-    // iac never confirms (its connection is gone): the guard gives up after 2 s.
-    assert_eq!(t.wait("20", "1"), "rolled-back: no confirmation within 2s");
-    let out = t.finish(child);
-    println!("guard rolled back {:.1} s after the start (timeout 2 s)", start.elapsed().as_secs_f64());
-    assert_eq!(out.status.code(), Some(1));
-    let (new, prev) = (t.root().join("store/new"), t.root().join("store/prev"));
-    assert_eq!(t.actions(), format!("set {}\nswitch new switch\nset {}\nswitch prev switch\n", new.display(), prev.display()));
-    assert_eq!(t.profile(), prev);
-    // A confirmation that comes too late is answered with the rollback.
-    assert_eq!(t.confirm(), "rolled-back: no confirmation within 2s");
+    for shell in SHELLS {
+        let t = Target::with_shell(false, shell);
+        let start = Instant::now();
+        let child = t.guard("2", "1");
+        assert_eq!(t.wait("20", "0"), "switched");
+        // iac never confirms (its connection is gone): the guard gives up after 2 s.
+        assert_eq!(t.wait("20", "1"), "rolled-back: no confirmation within 2s");
+        let out = t.finish(child);
+        println!("{shell}: guard rolled back {:.1} s after the start (timeout 2 s)", start.elapsed().as_secs_f64());
+        assert_eq!(out.status.code(), Some(1));
+        let (new, prev) = (t.root().join("store/new"), t.root().join("store/prev"));
+        assert_eq!(t.actions(), format!("set {}\nswitch new switch\nset {}\nswitch prev switch\n", new.display(), prev.display()));
+        assert_eq!(t.profile(), prev);
+        // A confirmation that comes too late is answered with the rollback.
+        assert_eq!(t.confirm(), "rolled-back: no confirmation within 2s");
+    }
 }
 
 #[test]
 fn guard_rolls_back_a_failed_switch_at_once() {
-    let t = Target::new(true);
-    let out = t.finish(t.guard("30", "1"));
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(t.wait("0", "1"), "rolled-back: switch-to-configuration failed");
-    assert!(t.actions().ends_with("switch prev switch\n"), "{}", t.actions());
-    assert_eq!(t.profile(), t.root().join("store/prev"));
+    for shell in SHELLS {
+        let t = Target::with_shell(true, shell);
+        let out = t.finish(t.guard("30", "1"));
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(t.wait("0", "1"), "rolled-back: switch-to-configuration failed");
+        assert!(t.actions().ends_with("switch prev switch\n"), "{}", t.actions());
+        assert_eq!(t.profile(), t.root().join("store/prev"));
+    }
 }
 
 #[test]

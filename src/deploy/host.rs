@@ -3,6 +3,7 @@
 //! A host's failure is an [`Outcome`], not an error: the other hosts go on, and the summary
 //! reports every one of them.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,13 +71,22 @@ pub struct Outcome {
     pub detail: String,
 }
 
+/// What a host's run reports while it goes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Progress<'a> {
+    /// A new step ("building", "switching").
+    Step(&'a str),
+    /// The latest line of a long step's output: shown in the live view only.
+    Note(&'a str),
+}
+
 /// Deploy `hosts` with at most `jobs` at a time; outcomes in the order of `hosts`.
 pub(super) fn run_all(plan: &Plan, hosts: &[&Host], jobs: usize) -> Vec<Outcome> {
     let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
     let view = View::new(&names);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; hosts.len()];
     let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<(usize, Result<Outcome, String>)>();
+    let (tx, rx) = mpsc::channel::<(usize, Event)>();
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, hosts.len().max(1)) {
             let tx = tx.clone();
@@ -85,18 +95,22 @@ pub(super) fn run_all(plan: &Plan, hosts: &[&Host], jobs: usize) -> Vec<Outcome>
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(host) = hosts.get(i) else { break };
-                    let outcome = deploy(plan, host, &|step: &str| {
-                        let _ = tx.send((i, Err(step.to_string())));
+                    let outcome = deploy(plan, host, &|p: Progress<'_>| {
+                        let _ = tx.send((i, match p {
+                            Progress::Step(s) => Event::Step(s.to_string()),
+                            Progress::Note(s) => Event::Note(s.to_string()),
+                        }));
                     });
-                    let _ = tx.send((i, Ok(outcome)));
+                    let _ = tx.send((i, Event::Done(outcome)));
                 }
             });
         }
         drop(tx);
         for (i, event) in rx {
             match event {
-                Err(step) => view.step(i, &step),
-                Ok(outcome) => {
+                Event::Step(step) => view.step(i, &step),
+                Event::Note(note) => view.note(i, &note),
+                Event::Done(outcome) => {
                     view.done(i, &outcome);
                     if let Some(slot) = outcomes.get_mut(i) {
                         *slot = Some(outcome);
@@ -118,6 +132,12 @@ pub(super) fn run_all(plan: &Plan, hosts: &[&Host], jobs: usize) -> Vec<Outcome>
         .collect()
 }
 
+enum Event {
+    Step(String),
+    Note(String),
+    Done(Outcome),
+}
+
 /// What ended a host's sequence early.
 struct Stop {
     action: Action,
@@ -136,15 +156,16 @@ impl From<DeployError> for Stop {
 }
 
 /// One host, start to end.
-pub(super) fn deploy(plan: &Plan, host: &Host, say: &dyn Fn(&str)) -> Outcome {
+pub(super) fn deploy(plan: &Plan, host: &Host, report: &dyn Fn(Progress<'_>)) -> Outcome {
+    let say = |step: &str| report(Progress::Step(step));
     let start = Instant::now();
-    let stop = match sequence(plan, host, say) {
+    let stop = match sequence(plan, host, &say, &|note: &str| report(Progress::Note(note))) {
         Ok(s) | Err(s) => s,
     };
     Outcome { action: stop.action, result: stop.result, elapsed: start.elapsed(), detail: stop.detail }
 }
 
-fn sequence(plan: &Plan, host: &Host, say: &dyn Fn(&str)) -> Result<Stop, Stop> {
+fn sequence(plan: &Plan, host: &Host, say: &dyn Fn(&str), note: &dyn Fn(&str)) -> Result<Stop, Stop> {
     say("checking SSH");
     let reach = plan.reach(host)?;
     let out = exec(&reach, None)?;
@@ -158,7 +179,7 @@ fn sequence(plan: &Plan, host: &Host, say: &dyn Fn(&str)) -> Result<Stop, Stop> 
         .tempdir()
         .map_err(|e| failed(Action::Build, "cannot create a scratch directory", e.to_string()))?;
     let build = plan.build(host);
-    let out = exec(&build, Some(scratch.path()))?;
+    let out = exec_streaming(&build, scratch.path(), note)?;
     if !out.status.success() {
         return Err(failed(Action::Build, "nixos-rebuild build failed", report(&build, &out)));
     }
@@ -274,6 +295,43 @@ fn exec(cmd: &Cmd, cwd: Option<&Path>) -> Result<Output, DeployError> {
         c.current_dir(dir);
     }
     c.output().map_err(|source| DeployError::Spawn { cmd: cmd.display(), source })
+}
+
+/// Run `cmd` in `cwd`, passing each line it prints on stderr (Nix's build log) to `note`
+/// as it comes, and keeping all of it for the report.
+fn exec_streaming(cmd: &Cmd, cwd: &Path, note: &dyn Fn(&str)) -> Result<Output, DeployError> {
+    let spawn_err = |source| DeployError::Spawn { cmd: cmd.display(), source };
+    let mut child = cmd
+        .to_command()
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    let stdout = child.stdout.take();
+    let collect = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut out) = stdout {
+            let _ = out.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let mut stderr = Vec::new();
+    if let Some(err) = child.stderr.take() {
+        let mut reader = BufReader::new(err);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).map_err(spawn_err)? > 0 {
+            let text = String::from_utf8_lossy(&line);
+            if !text.trim().is_empty() {
+                note(text.trim());
+            }
+            stderr.append(&mut line);
+        }
+    }
+    let status = child.wait().map_err(spawn_err)?;
+    let stdout = collect.join().unwrap_or_default();
+    Ok(Output { status, stdout, stderr })
 }
 
 fn last_line(bytes: &[u8]) -> String {

@@ -3,6 +3,7 @@
 //! On a terminal each host gets a live line (indicatif); otherwise (CI logs, pipes) every step
 //! is one plain `host: step` line on stderr, so a log reads in order.
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use super::host::{HostResult, Outcome};
 pub(super) enum View {
     /// The bars share their MultiProgress state; the handle itself need not be kept. The
     /// style replaces the spinner and clock once a host is done.
-    Live(Vec<ProgressBar>, ProgressStyle),
+    Live(Vec<ProgressBar>, ProgressStyle, RefCell<Vec<String>>),
     Plain(Vec<String>),
 }
 
@@ -34,7 +35,8 @@ impl View {
                         bar
                     })
                     .collect();
-                return Self::Live(bars, finished);
+                let steps = RefCell::new(vec![String::new(); names.len()]);
+                return Self::Live(bars, finished, steps);
             }
         }
         Self::Plain(names.iter().map(|n| format!("{n:width$}")).collect())
@@ -42,19 +44,32 @@ impl View {
 
     pub(super) fn step(&self, i: usize, message: &str) {
         match self {
-            Self::Live(bars, _) => {
+            Self::Live(bars, _, steps) => {
                 if let Some(bar) = bars.get(i) {
                     bar.set_message(message.to_string());
+                }
+                if let Some(step) = steps.borrow_mut().get_mut(i) {
+                    *step = message.to_string();
                 }
             }
             Self::Plain(names) => eprintln!("{}  {message}", names.get(i).map_or("?", String::as_str)),
         }
     }
 
+    /// The latest output line of the current step, after the step's name: live view only (in
+    /// a log every build line would drown the steps).
+    pub(super) fn note(&self, i: usize, note: &str) {
+        if let Self::Live(bars, _, steps) = self
+            && let (Some(bar), Some(step)) = (bars.get(i), steps.borrow().get(i))
+        {
+            bar.set_message(format!("{step}: {note}"));
+        }
+    }
+
     pub(super) fn done(&self, i: usize, outcome: &Outcome) {
         let line = format!("{}: {} ({})", outcome.action.as_str(), outcome.result.text(), seconds(outcome.elapsed));
         match self {
-            Self::Live(bars, finished) => {
+            Self::Live(bars, finished, _) => {
                 if let Some(bar) = bars.get(i) {
                     bar.set_style(finished.clone());
                     bar.finish_with_message(line);

@@ -102,6 +102,11 @@ case "$remote" in
     nth_after iac-activate 3 "$@" > "$sim/activated" ;;
   *" iac-wait "*)
     if [ "$(nth_after iac-wait 3 "$@")" = 1 ]; then cat "$sim/final"; exit 0; fi
+    if [ "$mode" = drop-once ] && [ ! -e "$sim/dropped" ]; then
+      touch "$sim/dropped"
+      echo "Connection to ${dest#*@} closed by remote host." >&2
+      exit 255
+    fi
     sleep "${FAKE_SWITCH_SECONDS:-0}"
     if [ "$(cat "$sim/guard")" = 1 ]; then echo switched; else echo done; fi ;;
   *" iac-confirm "*)
@@ -416,6 +421,22 @@ fn failed_confirmation_reports_the_targets_rollback() {
     assert!(table.contains("beta  switch  ROLLED BACK: no confirmation within 30s"), "{table}");
     assert!(table.contains("the confirmation failed"), "{table}");
     assert!(table.contains("Connection refused"), "{table}");
+}
+
+#[test]
+fn a_connection_dropped_during_the_switch_is_replaced_by_a_new_one() {
+    let env = Estate::new();
+    env.set("beta", "mode", "drop-once");
+    let (out, took) = env.deploy(&["beta"], 0);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let log = env.log("beta");
+    assert_eq!(log.len(), 8, "{log:#?}");
+    assert_wait(&log[5], "beta", 1800, "0");
+    // The second wait, on a new connection, may wait out the rest of the switch and rollback time.
+    assert_wait(&log[6], "beta", 1800 + 30 + 600 - 2, "0");
+    assert_eq!(log[7], confirm("beta"));
+    assert!(stderr(&out).contains("beta  connection lost; reconnecting"), "{}", stderr(&out));
+    assert!(took >= Duration::from_secs(2), "waited before reconnecting");
 }
 
 #[test]

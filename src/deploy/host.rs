@@ -215,7 +215,12 @@ fn sequence(plan: &Plan, host: &Host, say: &dyn Fn(&str), note: &dyn Fn(&str)) -
         return Err(failed(Action::Switch, "could not start the activation (nothing changed)", report(&activate, &out)));
     }
     let deadline = Instant::now() + SWITCH_LIMIT + plan.settle_limit();
-    let status = settle(plan, host, false, deadline, say)?;
+    let status = match settle(plan, host, false, deadline, say) {
+        Ok(status) => status,
+        // The guard runs on without us: unless something confirms, it rolls back.
+        Err(lost) if plan.rollback => return Err(unconfirmed(plan, lost.detail)),
+        Err(lost) => return Err(lost),
+    };
     if status != Status::Switched {
         return finish(status, "", &new);
     }
@@ -232,16 +237,21 @@ fn sequence(plan: &Plan, host: &Host, say: &dyn Fn(&str), note: &dyn Fn(&str)) -
             let deadline = Instant::now() + plan.settle_limit();
             match settle(plan, host, true, deadline, say) {
                 Ok(status) => finish(status, &why, &new),
-                Err(lost) => Err(Stop {
-                    action: Action::Switch,
-                    result: HostResult::Unconfirmed(format!(
-                        "no confirmation; the host rolls back by itself {}s after its switch",
-                        plan.confirm_timeout.as_secs()
-                    )),
-                    detail: format!("{why}\n{}", lost.detail),
-                }),
+                Err(lost) => Err(unconfirmed(plan, format!("{why}\n{}", lost.detail))),
             }
         }
+    }
+}
+
+/// The host was switched (or may have been) and iac lost it before any verdict.
+fn unconfirmed(plan: &Plan, detail: String) -> Stop {
+    Stop {
+        action: Action::Switch,
+        result: HostResult::Unconfirmed(format!(
+            "no confirmation; the host rolls back by itself {}s after its switch",
+            plan.confirm_timeout.as_secs()
+        )),
+        detail,
     }
 }
 

@@ -20,6 +20,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Print every flow the estate admits: host, chain, source, destination, ports and why.
     Flows(FlowsArgs),
+    /// Build and switch NixOS hosts, in parallel, with a rollback guard against lock-out.
+    Deploy(DeployArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,4 +50,41 @@ pub struct FlowsArgs {
     /// Only this host's flows.
     #[arg(long)]
     pub host: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("targets").required(true).args(["hosts", "all"]))]
+pub struct DeployArgs {
+    /// Hosts to deploy (names from the inventory).
+    pub hosts: Vec<String>,
+    /// Deploy every host of the inventory.
+    #[arg(long)]
+    pub all: bool,
+    /// The flake that defines `nixosConfigurations.<host>`; iac appends `#<host>`.
+    #[arg(long, default_value = ".")]
+    pub flake: String,
+    /// The inventory file [default: FLAKE/hosts/inventory.toml when FLAKE is a directory].
+    #[arg(long, env = "IAC_INVENTORY")]
+    pub inventory: Option<PathBuf>,
+    /// The rendered tree that must be up to date [default: FLAKE/generated].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Build on this host (`nixos-rebuild --build-host`) instead of locally.
+    #[arg(long, value_name = "[USER@]HOST")]
+    pub build_host: Option<String>,
+    /// Hosts deployed at the same time.
+    #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
+    /// Print every command a deploy would run and change nothing (local checks still run).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Switch without the confirmation guard: no automatic rollback.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Seconds the target waits for the confirmation before it rolls back.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub confirm_timeout: u64,
+    /// SSH connect timeout in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
 }

@@ -45,4 +45,6 @@ pub enum Error {
     K8s(#[from] crate::render::k8s::K8sError),
     #[error("refusing to replace {}: it exists and was not written by iac (no {marker})", path.display())]
     ForeignOutput { path: PathBuf, marker: &'static str },
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
 }

@@ -7,12 +7,13 @@ use clap::Parser;
 use iac::cli::{Cli, Command, FlowsArgs, RenderArgs};
 use iac::{Error, load_site, output, render};
 
-/// Exit codes: 0 success, 1 failure or drift, 2 invalid inventory.
+/// Exit codes: 0 success, 1 failure or drift, 2 invalid inventory, 3 a deploy rolled back.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Render(args) => render_command(&args),
         Command::Flows(args) => flows_command(&args),
+        Command::Deploy(args) => iac::deploy::run(&args),
     };
     match result {
         Ok(code) => code,

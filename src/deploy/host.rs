@@ -1,0 +1,359 @@
+//! One host's deploy, and the bounded pool that runs several at once.
+//!
+//! A host's failure is an [`Outcome`], not an error: the other hosts go on, and the summary
+//! reports every one of them.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::model::Host;
+
+use super::DeployError;
+use super::plan::{Cmd, Plan, SWITCH_LIMIT};
+use super::progress::View;
+use super::remote::Status;
+use super::store_path::StorePath;
+
+/// How far a host got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Stopped at a check (SSH, reading the running system).
+    Check,
+    Build,
+    /// Already runs the built system.
+    Skip,
+    Switch,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Check => "check",
+            Self::Build => "build",
+            Self::Skip => "skip",
+            Self::Switch => "switch",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostResult {
+    Ok(String),
+    Failed(String),
+    /// The target went back to the system it ran before.
+    RolledBack(String),
+    /// Switched, but iac could neither confirm nor learn the outcome: unless the host is
+    /// lost, its guard rolls it back by itself.
+    Unconfirmed(String),
+}
+
+impl HostResult {
+    pub fn text(&self) -> String {
+        match self {
+            Self::Ok(s) => format!("ok: {s}"),
+            Self::Failed(s) => format!("FAILED: {s}"),
+            Self::RolledBack(s) => format!("ROLLED BACK: {s}"),
+            Self::Unconfirmed(s) => format!("UNCONFIRMED: {s}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub action: Action,
+    pub result: HostResult,
+    pub elapsed: Duration,
+    /// For people: the command that failed and what it said.
+    pub detail: String,
+}
+
+/// What a host's run reports while it goes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Progress<'a> {
+    /// A new step ("building", "switching").
+    Step(&'a str),
+    /// The latest line of a long step's output: shown in the live view only.
+    Note(&'a str),
+}
+
+/// Deploy `hosts` with at most `jobs` at a time; outcomes in the order of `hosts`.
+pub(super) fn run_all(plan: &Plan, hosts: &[&Host], jobs: usize) -> Vec<Outcome> {
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let view = View::new(&names);
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; hosts.len()];
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, Event)>();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, hosts.len().max(1)) {
+            let tx = tx.clone();
+            let next = &next;
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(host) = hosts.get(i) else { break };
+                    let outcome = deploy(plan, host, &|p: Progress<'_>| {
+                        let _ = tx.send((i, match p {
+                            Progress::Step(s) => Event::Step(s.to_string()),
+                            Progress::Note(s) => Event::Note(s.to_string()),
+                        }));
+                    });
+                    let _ = tx.send((i, Event::Done(outcome)));
+                }
+            });
+        }
+        drop(tx);
+        for (i, event) in rx {
+            match event {
+                Event::Step(step) => view.step(i, &step),
+                Event::Note(note) => view.note(i, &note),
+                Event::Done(outcome) => {
+                    view.done(i, &outcome);
+                    if let Some(slot) = outcomes.get_mut(i) {
+                        *slot = Some(outcome);
+                    }
+                }
+            }
+        }
+    });
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| Outcome {
+                action: Action::Check,
+                result: HostResult::Failed("the worker stopped without a result".into()),
+                elapsed: Duration::ZERO,
+                detail: String::new(),
+            })
+        })
+        .collect()
+}
+
+enum Event {
+    Step(String),
+    Note(String),
+    Done(Outcome),
+}
+
+/// What ended a host's sequence early.
+struct Stop {
+    action: Action,
+    result: HostResult,
+    detail: String,
+}
+
+fn failed(action: Action, result: impl Into<String>, detail: impl Into<String>) -> Stop {
+    Stop { action, result: HostResult::Failed(result.into()), detail: detail.into() }
+}
+
+impl From<DeployError> for Stop {
+    fn from(e: DeployError) -> Self {
+        failed(Action::Check, "cannot run a command", e.to_string())
+    }
+}
+
+/// One host, start to end.
+pub(super) fn deploy(plan: &Plan, host: &Host, report: &dyn Fn(Progress<'_>)) -> Outcome {
+    let say = |step: &str| report(Progress::Step(step));
+    let start = Instant::now();
+    let stop = match sequence(plan, host, &say, &|note: &str| report(Progress::Note(note))) {
+        Ok(s) | Err(s) => s,
+    };
+    Outcome { action: stop.action, result: stop.result, elapsed: start.elapsed(), detail: stop.detail }
+}
+
+fn sequence(plan: &Plan, host: &Host, say: &dyn Fn(&str), note: &dyn Fn(&str)) -> Result<Stop, Stop> {
+    say("checking SSH");
+    let reach = plan.reach(host)?;
+    let out = exec(&reach, None)?;
+    if !out.status.success() {
+        return Err(failed(Action::Check, format!("unreachable over SSH ({})", last_line(&out.stderr)), report(&reach, &out)));
+    }
+
+    say("building");
+    let scratch = tempfile::Builder::new()
+        .prefix("iac-deploy-")
+        .tempdir()
+        .map_err(|e| failed(Action::Build, "cannot create a scratch directory", e.to_string()))?;
+    let build = plan.build(host);
+    let out = exec_streaming(&build, scratch.path(), note)?;
+    if !out.status.success() {
+        return Err(failed(Action::Build, "nixos-rebuild build failed", report(&build, &out)));
+    }
+    let link = scratch.path().join("result");
+    let target = std::fs::read_link(&link)
+        .map_err(|e| failed(Action::Build, "the build left no `result` link", format!("{}: {e}", link.display())))?;
+    let new = StorePath::parse(&target.to_string_lossy()).map_err(|e| failed(Action::Build, "the build result is not a store path", e.to_string()))?;
+
+    say("reading the running system");
+    let current = plan.current_system(host)?;
+    let out = exec(&current, None)?;
+    if !out.status.success() {
+        return Err(failed(Action::Check, "cannot read /run/current-system", report(&current, &out)));
+    }
+    let prev = StorePath::parse(String::from_utf8_lossy(&out.stdout).trim())
+        .map_err(|e| failed(Action::Check, "/run/current-system is not a store path", e.to_string()))?;
+    if new == prev {
+        return Ok(Stop { action: Action::Skip, result: HostResult::Ok("up to date".into()), detail: new.to_string() });
+    }
+
+    say("copying the closure");
+    let copy = plan.copy(host, &new);
+    let out = exec(&copy, None)?;
+    if !out.status.success() {
+        return Err(failed(Action::Switch, "copying the closure failed (nothing changed)", report(&copy, &out)));
+    }
+
+    say("switching");
+    let activate = plan.activate(host, &new, &prev)?;
+    let out = exec(&activate, None)?;
+    // 255 is ssh's own failure: the guard may have started all the same, and waiting tells.
+    if !out.status.success() && out.status.code() != Some(255) {
+        return Err(failed(Action::Switch, "could not start the activation (nothing changed)", report(&activate, &out)));
+    }
+    let deadline = Instant::now() + SWITCH_LIMIT + plan.settle_limit();
+    let status = match settle(plan, host, false, deadline, say) {
+        Ok(status) => status,
+        // The guard runs on without us: unless something confirms, it rolls back.
+        Err(lost) if plan.rollback => return Err(unconfirmed(plan, lost.detail)),
+        Err(lost) => return Err(lost),
+    };
+    if status != Status::Switched {
+        return finish(status, "", &new);
+    }
+
+    say("confirming over a new SSH connection");
+    let confirm = plan.confirm(host)?;
+    let out = exec(&confirm, None)?;
+    let answer = if out.status.success() { Status::parse(&String::from_utf8_lossy(&out.stdout)) } else { Status::Missing };
+    match answer {
+        Status::Confirmed | Status::RolledBack(_) | Status::RollbackFailed(_) => finish(answer, "", &new),
+        _ => {
+            let why = format!("the confirmation failed: {}", report(&confirm, &out));
+            say("confirmation failed; waiting for the host to roll back");
+            let deadline = Instant::now() + plan.settle_limit();
+            match settle(plan, host, true, deadline, say) {
+                Ok(status) => finish(status, &why, &new),
+                Err(lost) => Err(unconfirmed(plan, format!("{why}\n{}", lost.detail))),
+            }
+        }
+    }
+}
+
+/// The host was switched (or may have been) and iac lost it before any verdict.
+fn unconfirmed(plan: &Plan, detail: String) -> Stop {
+    Stop {
+        action: Action::Switch,
+        result: HostResult::Unconfirmed(format!(
+            "no confirmation; the host rolls back by itself {}s after its switch",
+            plan.confirm_timeout.as_secs()
+        )),
+        detail,
+    }
+}
+
+/// Turn a settled status into the host's outcome.
+fn finish(status: Status, why: &str, new: &StorePath) -> Result<Stop, Stop> {
+    let detail = |more: &str| [why, more].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join("\n");
+    let stop = |result| Stop { action: Action::Switch, result, detail: detail("") };
+    match status {
+        Status::Confirmed => Ok(Stop { action: Action::Switch, result: HostResult::Ok("switched, confirmed".into()), detail: new.to_string() }),
+        Status::Done => Ok(Stop { action: Action::Switch, result: HostResult::Ok("switched (no rollback guard)".into()), detail: new.to_string() }),
+        Status::RolledBack(d) => Err(stop(HostResult::RolledBack(d))),
+        Status::RollbackFailed(d) => Err(stop(HostResult::Failed(format!("rollback failed after: {d}")))),
+        Status::Failed(d) => Err(stop(HostResult::Failed(d))),
+        Status::Abandoned(d) => Err(stop(HostResult::Failed(d))),
+        other => Err(Stop {
+            action: Action::Switch,
+            result: HostResult::Failed("the target reported no settled status".into()),
+            detail: detail(&format!("last status: {other:?}")),
+        }),
+    }
+}
+
+/// Wait on the target until the guard's status settles, opening a new connection whenever
+/// one drops (a firewall change may cut it) until `deadline`.
+fn settle(plan: &Plan, host: &Host, through_switched: bool, deadline: Instant, say: &dyn Fn(&str)) -> Result<Status, Stop> {
+    let mut first = true;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let limit = if first && !through_switched { SWITCH_LIMIT.min(left) } else { left };
+        first = false;
+        let wait = plan.wait(host, limit, through_switched)?;
+        let out = exec(&wait, None)?;
+        if out.status.success() {
+            return Ok(Status::parse(&String::from_utf8_lossy(&out.stdout)));
+        }
+        if out.status.code() != Some(255) {
+            return Err(failed(Action::Switch, "waiting for the switch failed", report(&wait, &out)));
+        }
+        if Instant::now() + Duration::from_secs(2) >= deadline {
+            return Err(failed(Action::Switch, "lost the host during the switch", report(&wait, &out)));
+        }
+        say("connection lost; reconnecting");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn exec(cmd: &Cmd, cwd: Option<&Path>) -> Result<Output, DeployError> {
+    let mut c = cmd.to_command();
+    c.stdin(Stdio::null());
+    if let Some(dir) = cwd {
+        c.current_dir(dir);
+    }
+    c.output().map_err(|source| DeployError::Spawn { cmd: cmd.display(), source })
+}
+
+/// Run `cmd` in `cwd`, passing each line it prints on stderr (Nix's build log) to `note`
+/// as it comes, and keeping all of it for the report.
+fn exec_streaming(cmd: &Cmd, cwd: &Path, note: &dyn Fn(&str)) -> Result<Output, DeployError> {
+    let spawn_err = |source| DeployError::Spawn { cmd: cmd.display(), source };
+    let mut child = cmd
+        .to_command()
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    let stdout = child.stdout.take();
+    let collect = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut out) = stdout {
+            let _ = out.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let mut stderr = Vec::new();
+    if let Some(err) = child.stderr.take() {
+        let mut reader = BufReader::new(err);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).map_err(spawn_err)? > 0 {
+            let text = String::from_utf8_lossy(&line);
+            if !text.trim().is_empty() {
+                note(text.trim());
+            }
+            stderr.append(&mut line);
+        }
+    }
+    let status = child.wait().map_err(spawn_err)?;
+    let stdout = collect.join().unwrap_or_default();
+    Ok(Output { status, stdout, stderr })
+}
+
+fn last_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no message").to_string()
+}
+
+/// The command and the end of what it printed, for the summary's details.
+fn report(cmd: &Cmd, out: &Output) -> String {
+    let code = out.status.code().map_or_else(|| "a signal".to_string(), |c| format!("exit {c}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    format!("$ {}\n({code})\n{tail}", cmd.show()).trim_end().to_string()
+}

@@ -20,6 +20,9 @@ pub enum Command {
     Render(RenderArgs),
     /// Print every flow the estate admits: host, chain, source, destination, ports and why.
     Flows(FlowsArgs),
+    /// Prove the rendered firewalls in Linux network namespaces: real traffic for every
+    /// declared flow (must pass) and from an untrusted host (must be refused), then a reload.
+    Simulate(SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,4 +51,20 @@ pub struct FlowsArgs {
     /// Only this host's flows.
     #[arg(long)]
     pub host: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    /// Also write the report, the loaded rulesets and their `nft list` output here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Load FILE on HOST instead of its rendered ruleset (repeatable), e.g. to prove that a
+    /// broken ruleset is caught.
+    #[arg(long, value_name = "HOST=FILE")]
+    pub ruleset: Vec<String>,
+    /// How long a probe waits for a handshake or reply before calling it refused.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
 }

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::model::{Protocol, Site};
-use crate::policy::{Chain, DNS_PORT, FLANNEL_VXLAN_PORT, Flow, Flows, K3S_API_PORT};
+use crate::policy::{Chain, DNS_PORT, FLANNEL_VXLAN_PORT, Flow, Flows};
 
 use super::SimulateError;
 use super::topology::{Attach, POD_PORT, Role, Topology, VXLAN_ID};
@@ -91,7 +91,14 @@ pub fn endpoints(t: &Topology, flows: &Flows) -> Vec<Endpoint> {
             Role::Host { node, .. } => {
                 host_ports.iter().copied().filter(|&(p, port)| !(node.is_some() && p == Protocol::Udp && port == FLANNEL_VXLAN_PORT)).collect()
             }
-            Role::Pod { .. } => vec![(Protocol::Tcp, POD_PORT), (Protocol::Udp, POD_PORT)],
+            Role::Pod { node } => {
+                let mut v = vec![(Protocol::Tcp, POD_PORT), (Protocol::Udp, POD_PORT)];
+                // The stand-in CoreDNS (kube-dns endpoint) runs in the first node's pod.
+                if *node == 0 {
+                    v.extend([(Protocol::Udp, DNS_PORT), (Protocol::Tcp, DNS_PORT)]);
+                }
+                v
+            }
             Role::Dns => vec![(Protocol::Udp, DNS_PORT), (Protocol::Tcp, DNS_PORT)],
             Role::Remote => flows
                 .0
@@ -167,7 +174,7 @@ impl Oracle<'_> {
     fn path(&self, from: usize, to: Ipv4Addr, proto: Protocol, port: u16, method: Method) -> Option<Vec<Hop>> {
         let m = &self.t.members[from];
         let c = self.t.cluster.as_ref();
-        let vip = |d: Ipv4Addr| c.is_some_and(|c| c.api_vip == d) && proto == Protocol::Tcp && port == 443;
+        let service = c.and_then(|c| c.service(to, proto, port));
         let pkt = |src, dst, port, dnat| Packet { src, dst, proto, port, dnat };
         if let Method::VxlanInject { node } = method {
             let n = &self.t.nodes[node];
@@ -180,7 +187,11 @@ impl Oracle<'_> {
         if let Role::Pod { node } = m.role {
             let c = c?;
             let n = &self.t.nodes[node];
-            let (d, dport, dnat) = if vip(to) { (c.api_server, K3S_API_PORT, true) } else { (to, port, false) };
+            let (d, dport, dnat) = match service {
+                Some(s) if s.endpoint == m.addr => return None, // hairpin: kube-proxy would masquerade it
+                Some(s) => (s.endpoint, s.endpoint_port, true),
+                None => (to, port, false),
+            };
             if d == n.addr {
                 return Some(vec![self.hop(&n.host, Chain::Input, pkt(m.addr, d, dport, dnat))]);
             }
@@ -199,10 +210,15 @@ impl Oracle<'_> {
             }
             return Some(hops);
         }
-        if vip(to) {
-            let c = c?;
-            let h = self.host_at(c.api_server)?;
-            return Some(vec![self.hop(h, Chain::Input, pkt(m.addr, c.api_server, K3S_API_PORT, true))]);
+        if let Some(s) = service {
+            // Outside pods, only the API Service: from a node (kube-proxy's output chain) or
+            // from the untrusted host, routed at the first server.
+            let is_node = matches!(m.role, Role::Host { node: Some(_), .. });
+            if s.name != "kubernetes" || s.endpoint == m.addr || !(is_node || m.role == Role::Untrusted) {
+                return None;
+            }
+            let h = self.host_at(s.endpoint)?;
+            return Some(vec![self.hop(h, Chain::Input, pkt(m.addr, s.endpoint, s.endpoint_port, true))]);
         }
         if let Some(h) = self.host_at(to) {
             return (to != m.addr).then(|| vec![self.hop(h, Chain::Input, pkt(m.addr, to, port, false))]);
@@ -232,8 +248,8 @@ fn inject_source(t: &Topology, node: usize) -> Option<Ipv4Addr> {
 }
 
 fn label_of(t: &Topology, addr: Ipv4Addr) -> String {
-    if t.cluster.as_ref().is_some_and(|c| c.api_vip == addr) {
-        return "api-vip".into();
+    if let Some(s) = t.cluster.as_ref().and_then(|c| c.services.iter().find(|s| s.vip == addr)) {
+        return format!("svc/{}", s.name);
     }
     t.members.iter().find(|m| m.addr == addr).map_or_else(|| addr.to_string(), |m| m.label.clone())
 }
@@ -246,7 +262,7 @@ pub fn plan(site: &Site, flows: &Flows, t: &Topology) -> Vec<Probe> {
     let eps = endpoints(t, flows);
     let mut dests: Vec<(Ipv4Addr, Protocol, u16)> = eps.iter().map(|e| (t.members[e.member].addr, e.proto, e.port)).collect();
     if let Some(c) = &t.cluster {
-        dests.push((c.api_vip, Protocol::Tcp, 443));
+        dests.extend(c.services.iter().map(|s| (s.vip, s.proto, s.port)));
     }
     let untrusted = t.untrusted();
     let mut candidates: Vec<Probe> = Vec::new();

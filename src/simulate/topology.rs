@@ -113,6 +113,26 @@ pub struct ClusterPlan {
     /// The API endpoint the VIP is DNATed to (first server), port 6443.
     pub api_server: Ipv4Addr,
     pub masquerade: bool,
+    /// Every Service the kube-proxy stand-in DNATs, the API first.
+    pub services: Vec<Service>,
+}
+
+/// A ClusterIP Service with one endpoint, as kube-proxy rewrites it in prerouting/output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub proto: crate::model::Protocol,
+    pub port: u16,
+    pub endpoint: Ipv4Addr,
+    pub endpoint_port: u16,
+}
+
+impl ClusterPlan {
+    /// kube-proxy's rewrite of a destination, if it is a Service.
+    pub fn service(&self, vip: Ipv4Addr, proto: crate::model::Protocol, port: u16) -> Option<&Service> {
+        self.services.iter().find(|s| s.vip == vip && s.proto == proto && s.port == port)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,12 +214,35 @@ pub fn plan(site: &Site, flows: &Flows, prefix: &str) -> Result<Topology, Simula
             nodes.push(Node { host: h.name.clone(), addr: h.address, member: 0, subnet, mac: [0x02, 0x1a, 0xc0, 0x00, 0x00, n] });
         }
         if let Some(server) = site.first_server() {
+            use crate::model::Protocol::{Tcp, Udp};
+            let svc = |name: &str, vip, proto, port, endpoint, endpoint_port| Service {
+                name: name.to_string(),
+                vip,
+                proto,
+                port,
+                endpoint,
+                endpoint_port,
+            };
+            let mut services = vec![svc("kubernetes", c.api_service_ip(), Tcp, 443, server.address, crate::policy::K3S_API_PORT)];
+            // The stand-in CoreDNS runs in the first node's pod, like the one replica k3s runs.
+            if let Some(n0) = nodes.first() {
+                for proto in [Udp, Tcp] {
+                    services.push(svc("kube-dns", c.dns_service_ip(), proto, crate::policy::DNS_PORT, n0.pod_addr(), crate::policy::DNS_PORT));
+                }
+            }
+            // One Service per node, endpoint in that node's pod: pods elsewhere reach it
+            // through their node's forward chain as DNATed traffic.
+            for (i, n) in nodes.iter().enumerate() {
+                let vip = nth(c.service_cidr, 100 + u32::try_from(i).unwrap_or(0));
+                services.push(svc(&format!("demo-{}", n.host), vip, Tcp, 80, n.pod_addr(), POD_PORT));
+            }
             cluster = Some(ClusterPlan {
                 pod_cidr: c.pod_cidr,
                 service_cidr: c.service_cidr,
                 api_vip: c.api_service_ip(),
                 api_server: server.address,
                 masquerade: c.masquerade,
+                services,
             });
         }
     }
@@ -283,15 +326,21 @@ pub fn plan(site: &Site, flows: &Flows, prefix: &str) -> Result<Topology, Simula
 /// nftables for the stand-ins of kube-proxy (Service DNAT) and flannel (pod masquerade, and
 /// the forward accepts flannel adds, which cannot rescue a drop in our table: fact 1).
 pub fn standin_ruleset(c: &ClusterPlan) -> String {
+    let dnat: String = c
+        .services
+        .iter()
+        .map(|s| {
+            let p = if s.proto == crate::model::Protocol::Tcp { "tcp" } else { "udp" };
+            format!(" ip daddr {} {p} dport {} dnat to {}:{};", s.vip, s.port, s.endpoint, s.endpoint_port)
+        })
+        .collect();
     let mut s = format!(
         "table ip kube-proxy-standin {{\n\
-         \tchain prerouting {{ type nat hook prerouting priority dstnat; policy accept; ip daddr {vip} tcp dport 443 dnat to {srv}:6443; }}\n\
-         \tchain output {{ type nat hook output priority -100; policy accept; ip daddr {vip} tcp dport 443 dnat to {srv}:6443; }}\n\
+         \tchain prerouting {{ type nat hook prerouting priority dstnat; policy accept;{dnat} }}\n\
+         \tchain output {{ type nat hook output priority -100; policy accept;{dnat} }}\n\
          }}\n\
          table ip flannel-standin {{\n\
          \tchain forward {{ type filter hook forward priority filter; policy accept; ip saddr {pods} accept; ip daddr {pods} accept; }}\n",
-        vip = c.api_vip,
-        srv = c.api_server,
         pods = c.pod_cidr
     );
     if c.masquerade {

@@ -55,6 +55,7 @@ pub fn run(opts: &Options) -> Result<ExitCode, Error> {
         // Replaces this process on success.
         return Err(netns::enter_sandbox().into());
     }
+    netns::verify_sandbox()?;
     netns::private_run()?;
     let guard = Guard::default();
     guard.watch_signals()?;

@@ -61,12 +61,32 @@ pub fn inside_sandbox() -> bool {
     std::env::var_os(INSIDE_ENV).is_some()
 }
 
-/// Inside the sandbox: a private tmpfs on /run, so `ip netns` keeps its bind mounts (and the
-/// `/run/netns` directory itself) out of the host's file system.
+/// Refuse to go on unless this process really is in a fresh network namespace (nothing but
+/// `lo`): the environment variable alone must never put the simulation in the host's network.
+pub fn verify_sandbox() -> Result<(), SimulateError> {
+    let dev = std::fs::read_to_string("/proc/self/net/dev")
+        .map_err(|source| SimulateError::Io { what: "reading /proc/self/net/dev".into(), source })?;
+    let links: Vec<&str> = dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    if links != ["lo"] {
+        return Err(SimulateError::Sandbox(format!("{INSIDE_ENV} is set but this network namespace has links {links:?}; refusing")));
+    }
+    Ok(())
+}
+
+/// A mount namespace of our own (made here, whatever the environment says), private from `/`
+/// down, with a fresh tmpfs on /run: `ip netns` keeps its bind mounts and the `/run/netns`
+/// directory there, out of the host's file system, and the kernel drops them with us.
+/// Must run before any other thread exists.
 pub fn private_run() -> Result<(), SimulateError> {
-    use rustix::mount::{MountFlags, mount};
+    use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
+    use rustix::thread::{UnshareFlags, unshare_unsafe};
+    let fail = |what: &str, e: rustix::io::Errno| SimulateError::Sandbox(format!("{what}: {e}"));
+    // SAFETY: called while the process is single-threaded (before the signal watcher and any
+    // probe thread start), so no other thread's view of the file system changes under it.
+    unsafe { unshare_unsafe(UnshareFlags::NEWNS) }.map_err(|e| fail("cannot create a private mount namespace", e))?;
+    mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC).map_err(|e| fail("cannot make / private", e))?;
     mount("iac-simulate", "/run", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=0755"))
-        .map_err(|e| SimulateError::Sandbox(format!("cannot mount a private tmpfs on /run: {e}")))
+        .map_err(|e| fail("cannot mount a private tmpfs on /run", e))
 }
 
 /// Run a command to completion; a non-zero exit is an error carrying its stderr.
@@ -169,11 +189,6 @@ impl Guard {
     /// Delete every namespace created so far; returns how many were deleted.
     pub fn cleanup(&self) -> usize {
         cleanup_list(&self.created)
-    }
-
-    /// Names of namespaces still alive (for tests and reports).
-    pub fn names(&self) -> Vec<String> {
-        self.created.lock().map(|v| v.iter().map(|n| n.0.clone()).collect()).unwrap_or_default()
     }
 
     /// On SIGINT or SIGTERM: clean up, say so, exit 130/143.

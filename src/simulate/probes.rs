@@ -14,7 +14,7 @@ use crate::model::{Protocol, Site};
 use crate::policy::{Chain, DNS_PORT, FLANNEL_VXLAN_PORT, Flow, Flows};
 
 use super::SimulateError;
-use super::topology::{Attach, POD_PORT, Role, Topology, VXLAN_ID};
+use super::topology::{POD_PORT, Role, Topology, VXLAN_ID};
 
 /// What a packet looks like where a chain sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,17 @@ pub struct Probe {
     pub method: Method,
     pub expect: bool,
     pub hops: Vec<Hop>,
+    /// The source address the destination should see (the node's, when masqueraded).
+    pub arrives_from: Ipv4Addr,
     pub why: String,
+}
+
+impl Probe {
+    /// As declared: passed or refused as expected and, when it passed, seen from the expected
+    /// source address.
+    pub fn matches(&self, o: &Outcome) -> bool {
+        self.expect == o.passed && (!o.passed || o.seen_from.is_none_or(|s| s == self.arrives_from))
+    }
 }
 
 /// A listener the simulation runs.
@@ -168,6 +178,16 @@ impl Oracle<'_> {
 
     fn pod_node(&self, addr: Ipv4Addr) -> Option<usize> {
         self.t.nodes.iter().position(|n| n.pod_addr() == addr)
+    }
+
+    /// The source address the destination sees: pods leaving the pod CIDR are masqueraded to
+    /// their node's address (fact 5), unless they talk to their own node.
+    fn arrival(&self, from: usize, to: Ipv4Addr, proto: Protocol, port: u16) -> Ipv4Addr {
+        let m = &self.t.members[from];
+        let (Role::Pod { node }, Some(c)) = (&m.role, &self.t.cluster) else { return m.addr };
+        let n = &self.t.nodes[*node];
+        let d = c.service(to, proto, port).map_or(to, |s| s.endpoint);
+        if c.masquerade && !c.pod_cidr.contains(&d) && d != n.addr { n.addr } else { m.addr }
     }
 
     /// The chains a probe crosses, or None when the simulation has no path for it.
@@ -281,7 +301,8 @@ pub fn plan(site: &Site, flows: &Flows, t: &Topology) -> Vec<Probe> {
                 Protocol::Udp => Method::UdpEcho,
             };
             if let Some(hops) = oracle.path(from, to, proto, port, method) {
-                candidates.push(Probe { from, to, to_label: label_of(t, to), proto, port, method, expect: true, hops, why: String::new() });
+                let arrives_from = oracle.arrival(from, to, proto, port);
+                candidates.push(Probe { from, to, to_label: label_of(t, to), proto, port, method, expect: true, hops, arrives_from, why: String::new() });
             }
         }
     }
@@ -292,7 +313,11 @@ pub fn plan(site: &Site, flows: &Flows, t: &Topology) -> Vec<Probe> {
             probes.push(p);
         }
     };
-    for f in &flows.0 {
+    // Forward flows first: a probe then carries the why of the rule that routes it (pods to
+    // the database) rather than of the destination's generic rule (its clients).
+    let mut ordered: Vec<&Flow> = flows.0.iter().filter(|f| f.chain == Chain::Forward).collect();
+    ordered.extend(flows.0.iter().filter(|f| f.chain == Chain::Input));
+    for f in ordered {
         let exercising: Vec<&Probe> =
             candidates.iter().filter(|p| p.hops.iter().any(|h| h.host == f.host && h.chain == f.chain && matches(f, h.chain, &h.packet))).collect();
         let passing: Vec<&Probe> = exercising.iter().copied().filter(|p| p.hops.iter().all(|h| h.admitted_by.is_some())).collect();
@@ -330,7 +355,11 @@ pub fn plan(site: &Site, flows: &Flows, t: &Topology) -> Vec<Probe> {
         } else {
             "not declared: no flow admits the untrusted host".to_string()
         };
-        push(Probe { from: u, to, to_label: label_of(t, to), proto, port, method, expect, hops, why }, &mut probes);
+        let arrives_from = match method {
+            Method::VxlanInject { node } => inject_source(t, node).unwrap_or(t.members[u].addr),
+            _ => t.members[u].addr,
+        };
+        push(Probe { from: u, to, to_label: label_of(t, to), proto, port, method, expect, hops, arrives_from, why }, &mut probes);
     }
     probes
 }
@@ -344,8 +373,8 @@ pub fn unprobed<'a>(flows: &'a Flows, probes: &[Probe]) -> Vec<&'a Flow> {
         .collect()
 }
 
-/// Datagrams each UDP listener received, by (address, port), for one-way probes.
-pub type Receipts = Arc<Mutex<HashMap<(Ipv4Addr, u16), Vec<Vec<u8>>>>>;
+/// Datagrams each UDP listener received, with the source it saw, by (address, port).
+pub type Receipts = Arc<Mutex<HashMap<(Ipv4Addr, u16), Vec<(Vec<u8>, Ipv4Addr)>>>>;
 
 /// Start every listener in its namespace; they live until the process ends.
 pub fn start_listeners(t: &Topology, eps: &[Endpoint]) -> Result<Receipts, SimulateError> {
@@ -368,13 +397,20 @@ pub fn start_listeners(t: &Topology, eps: &[Endpoint]) -> Result<Receipts, Simul
     Ok(receipts)
 }
 
+/// Echo the nonce, then the source address this end saw (masquerade shows here).
+fn echo(payload: &[u8], peer: std::net::SocketAddr) -> Vec<u8> {
+    let mut reply = payload.to_vec();
+    reply.extend_from_slice(format!(" from {}", peer.ip()).as_bytes());
+    reply
+}
+
 fn serve_tcp(listener: TcpListener) {
     for mut conn in listener.incoming().flatten() {
         thread::spawn(move || {
             let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
             let mut buf = [0u8; 256];
-            if let Ok(n) = conn.read(&mut buf) {
-                let _ = conn.write_all(&buf[..n]);
+            if let (Ok(n), Ok(peer)) = (conn.read(&mut buf), conn.peer_addr()) {
+                let _ = conn.write_all(&echo(&buf[..n], peer));
             }
         });
     }
@@ -383,10 +419,10 @@ fn serve_tcp(listener: TcpListener) {
 fn serve_udp(socket: UdpSocket, addr: SocketAddrV4, receipts: Receipts) {
     let mut buf = [0u8; 1500];
     while let Ok((n, peer)) = socket.recv_from(&mut buf) {
-        if let Ok(mut r) = receipts.lock() {
-            r.entry((*addr.ip(), addr.port())).or_default().push(buf[..n].to_vec());
+        if let (Ok(mut r), std::net::SocketAddr::V4(p)) = (receipts.lock(), peer) {
+            r.entry((*addr.ip(), addr.port())).or_default().push((buf[..n].to_vec(), *p.ip()));
         }
-        let _ = socket.send_to(&buf[..n], peer);
+        let _ = socket.send_to(&echo(&buf[..n], peer), peer);
     }
 }
 
@@ -394,7 +430,18 @@ fn serve_udp(socket: UdpSocket, addr: SocketAddrV4, receipts: Receipts) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub passed: bool,
+    /// The source address the listener saw.
+    pub seen_from: Option<Ipv4Addr>,
     pub detail: String,
+}
+
+impl Outcome {
+    fn failed(detail: impl Into<String>) -> Self {
+        Self { passed: false, seen_from: None, detail: detail.into() }
+    }
+    fn passed(seen_from: Option<Ipv4Addr>, detail: impl Into<String>) -> Self {
+        Self { passed: true, seen_from, detail: detail.into() }
+    }
 }
 
 /// Send every probe at once (each from its own namespace) and collect the outcomes in order.
@@ -415,9 +462,8 @@ pub fn run(t: &Topology, probes: &[Probe], receipts: &Receipts, timeout: Duratio
                 _ => None,
             };
             let one_way_target = match p.method {
-                Method::UdpOneWay => Some((p.to, p.port)),
-                Method::VxlanInject { node } => Some((t.nodes[node].pod_addr(), POD_PORT)),
-                _ => None,
+                Method::VxlanInject { node } => (t.nodes[node].pod_addr(), POD_PORT),
+                _ => (p.to, p.port),
             };
             t.members[p.from].ns.within(move || {
                 Ok(match p.method {
@@ -428,8 +474,7 @@ pub fn run(t: &Topology, probes: &[Probe], receipts: &Receipts, timeout: Duratio
                             Some((mac, src, pod)) => vxlan_frame(mac, src, pod, &nonce),
                             None => nonce.clone(),
                         };
-                        let target = one_way_target.unwrap_or((p.to, p.port));
-                        one_way(dst, &payload, &nonce, target, &receipts, timeout)
+                        one_way(dst, &payload, &nonce, one_way_target, &receipts, timeout)
                     }
                 })
             })
@@ -439,69 +484,73 @@ pub fn run(t: &Topology, probes: &[Probe], receipts: &Receipts, timeout: Duratio
         .into_iter()
         .map(|h| match h.join() {
             Ok(Ok(o)) => o,
-            Ok(Err(e)) => Outcome { passed: false, detail: format!("could not run: {e}") },
-            Err(_) => Outcome { passed: false, detail: "probe thread panicked".into() },
+            Ok(Err(e)) => Outcome::failed(format!("could not run: {e}")),
+            Err(_) => Outcome::failed("probe thread panicked"),
         })
         .collect()
 }
 
+/// The source address in an echo (`NONCE from ADDR`), if the echo carries our nonce.
+fn parse_echo(reply: &[u8], nonce: &[u8]) -> Option<Ipv4Addr> {
+    let rest = reply.strip_prefix(nonce)?;
+    std::str::from_utf8(rest).ok()?.strip_prefix(" from ")?.trim().parse().ok()
+}
+
 fn tcp_probe(dst: SocketAddrV4, nonce: &[u8], timeout: Duration) -> Outcome {
-    let fail = |detail: String| Outcome { passed: false, detail };
     let mut s = match TcpStream::connect_timeout(&dst.into(), timeout) {
         Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return fail("no handshake (timeout)".into()),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return fail("reset".into()),
-        Err(e) => return fail(e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Outcome::failed("no handshake (timeout)"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Outcome::failed("reset"),
+        Err(e) => return Outcome::failed(e.to_string()),
     };
     let _ = s.set_read_timeout(Some(timeout));
     if let Err(e) = s.write_all(nonce) {
-        return fail(format!("handshake, then {e}"));
+        return Outcome::failed(format!("handshake, then {e}"));
     }
-    let mut buf = vec![0u8; nonce.len()];
-    match s.read_exact(&mut buf) {
-        Ok(()) if buf == nonce => Outcome { passed: true, detail: "handshake + echo".into() },
-        Ok(()) => fail("handshake, wrong echo".into()),
-        Err(e) => fail(format!("handshake, no echo ({e})")),
+    let mut reply = Vec::new();
+    match s.read_to_end(&mut reply) {
+        Ok(_) => match parse_echo(&reply, nonce) {
+            Some(seen) => Outcome::passed(Some(seen), "handshake + echo"),
+            None => Outcome::failed("handshake, wrong echo"),
+        },
+        Err(e) => Outcome::failed(format!("handshake, no echo ({e})")),
     }
 }
 
 fn udp_echo(dst: SocketAddrV4, nonce: &[u8], timeout: Duration) -> Outcome {
-    let fail = |detail: String| Outcome { passed: false, detail };
     let s = match UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect(dst).map(|_| s)) {
         Ok(s) => s,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return Outcome::failed(e.to_string()),
     };
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 1500];
     // Two tries within the timeout: the first datagram may wait for ARP.
     for attempt in 0..2u32 {
         if let Err(e) = s.send(nonce) {
-            return fail(e.to_string());
+            return Outcome::failed(e.to_string());
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let wait = if attempt == 0 { left / 2 } else { left };
         let _ = s.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-        if let Ok(n) = s.recv(&mut buf) {
-            if &buf[..n] == nonce {
-                return Outcome { passed: true, detail: "reply".into() };
-            }
+        if let Some(seen) = s.recv(&mut buf).ok().and_then(|n| parse_echo(&buf[..n], nonce)) {
+            return Outcome::passed(Some(seen), "reply");
         }
     }
-    fail("no reply (timeout)".into())
+    Outcome::failed("no reply (timeout)")
 }
 
 fn one_way(dst: SocketAddrV4, payload: &[u8], nonce: &[u8], target: (Ipv4Addr, u16), receipts: &Receipts, timeout: Duration) -> Outcome {
     let s = match UdpSocket::bind("0.0.0.0:0") {
         Ok(s) => s,
-        Err(e) => return Outcome { passed: false, detail: e.to_string() },
+        Err(e) => return Outcome::failed(e.to_string()),
     };
     let deadline = Instant::now() + timeout;
     let mut sent_again = false;
     let _ = s.send_to(payload, dst);
     while Instant::now() < deadline {
-        let got = receipts.lock().is_ok_and(|r| r.get(&target).is_some_and(|v| v.iter().any(|d| d == nonce)));
-        if got {
-            return Outcome { passed: true, detail: format!("received by {}:{}", target.0, target.1) };
+        let seen = receipts.lock().ok().and_then(|r| r.get(&target).and_then(|v| v.iter().find(|(d, _)| d == nonce).map(|(_, from)| *from)));
+        if let Some(from) = seen {
+            return Outcome::passed(Some(from), format!("received by {}:{}", target.0, target.1));
         }
         if !sent_again && deadline.saturating_duration_since(Instant::now()) < timeout / 2 {
             let _ = s.send_to(payload, dst);
@@ -509,7 +558,7 @@ fn one_way(dst: SocketAddrV4, payload: &[u8], nonce: &[u8], target: (Ipv4Addr, u
         }
         thread::sleep(Duration::from_millis(10));
     }
-    Outcome { passed: false, detail: "never arrived (timeout)".into() }
+    Outcome::failed("never arrived (timeout)")
 }
 
 /// A VXLAN packet body (RFC 7348): header with VNI, then an Ethernet frame to `dst_mac`
@@ -545,16 +594,6 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
-}
-
-/// Human label for a probe's source.
-pub fn from_label(t: &Topology, p: &Probe) -> String {
-    t.members[p.from].label.clone()
-}
-
-/// Whether the source sits on a LAN (for the report's topology lines).
-pub fn on_lan(t: &Topology, member: usize) -> bool {
-    matches!(t.members[member].attach, Attach::Lan { .. })
 }
 
 #[cfg(test)]

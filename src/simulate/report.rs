@@ -50,7 +50,7 @@ pub struct Report<'a> {
 
 impl Report<'_> {
     pub fn mismatches(&self) -> usize {
-        self.probes.iter().zip(self.outcomes).filter(|(p, o)| p.expect != o.passed).count()
+        self.probes.iter().zip(self.outcomes).filter(|(p, o)| !p.matches(o)).count()
     }
 
     pub fn ok(&self) -> bool {
@@ -72,8 +72,8 @@ impl Report<'_> {
         out.push('\n');
 
         let verdict = |b: bool| if b { "pass" } else { "refused" };
-        let mut rows: Vec<[String; 7]> =
-            vec![["RESULT", "FROM", "TO", "SERVICE", "EXPECTED", "ACTUAL", "PATH"].map(String::from)];
+        let mut rows: Vec<[String; 8]> =
+            vec![["RESULT", "FROM", "TO", "SERVICE", "EXPECTED", "ACTUAL", "SEEN FROM", "PATH"].map(String::from)];
         let mut whys = Vec::new();
         for (p, o) in self.probes.iter().zip(self.outcomes) {
             let proto = match p.proto {
@@ -85,8 +85,15 @@ impl Report<'_> {
                 Method::VxlanInject { .. } => format!("{proto}/{} forged vxlan", p.port),
                 _ => format!("{proto}/{}", p.port),
             };
-            let ok = p.expect == o.passed;
-            let actual = if ok { verdict(o.passed).to_string() } else { format!("{} ({})", verdict(o.passed), o.detail) };
+            let ok = p.matches(o);
+            let actual = if ok {
+                verdict(o.passed).to_string()
+            } else if p.expect == o.passed {
+                format!("pass (expected from {})", p.arrives_from)
+            } else {
+                format!("{} ({})", verdict(o.passed), o.detail)
+            };
+            let seen = o.seen_from.map_or_else(|| "-".to_string(), |a| a.to_string());
             let path = p
                 .hops
                 .iter()
@@ -100,11 +107,12 @@ impl Report<'_> {
                 service,
                 verdict(p.expect).into(),
                 actual,
+                seen,
                 path,
             ]);
             whys.push(p.why.clone());
         }
-        let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
         for (i, r) in rows.iter().enumerate() {
             for (c, w) in widths.iter().enumerate() {
                 out.push_str(&format!("{:<w$}  ", r[c], w = w));

@@ -376,13 +376,12 @@ pub fn build(t: &Topology, guard: &Guard) -> Result<(), SimulateError> {
         t.router.ip(&["link", "set", &dev, "up"])?;
     }
     // Nodes first: pods attach to their cni0.
-    for (i, n) in t.nodes.iter().enumerate() {
+    for n in &t.nodes {
         let node_ns = &t.members[n.member].ns;
         node_ns.sysctl("net.ipv4.ip_forward", "1")?;
         node_ns.ip(&["link", "add", "cni0", "type", "bridge"])?;
         node_ns.ip(&["addr", "add", &format!("{}/24", n.cni_gateway()), "dev", "cni0"])?;
         node_ns.ip(&["link", "set", "cni0", "up"])?;
-        let _ = i;
     }
     for (k, m) in t.members.iter().enumerate() {
         match &m.attach {
@@ -466,10 +465,9 @@ fn build_overlay(t: &Topology) -> Result<(), SimulateError> {
         }
     }
     t.router.ip(&["route", "add", &c.service_cidr.to_string(), "via", &c.api_server.to_string()])?;
-    if let Some(u) = t.untrusted().map(|i| &t.members[i]) {
-        if u.attach == t.members.iter().find(|m| m.addr == c.api_server).map_or(Attach::Routed, |m| m.attach.clone()) {
-            u.ns.ip(&["route", "add", &c.service_cidr.to_string(), "via", &c.api_server.to_string()])?;
-        }
+    let server_attach = t.members.iter().find(|m| m.addr == c.api_server).map(|m| &m.attach);
+    if let Some(u) = t.untrusted().map(|i| &t.members[i]).filter(|u| matches!(u.attach, Attach::Lan { .. }) && Some(&u.attach) == server_attach) {
+        u.ns.ip(&["route", "add", &c.service_cidr.to_string(), "via", &c.api_server.to_string()])?;
     }
     Ok(())
 }

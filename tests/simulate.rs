@@ -89,14 +89,17 @@ fn passes_on_the_bundled_inventory_and_leaves_the_host_alone() {
         "ok admin alphard tcp/22 pass pass",
         "ok admin alkaid tcp/22 pass pass",
         "ok admin hamal tcp/22 pass pass",
-        "ok pod@hamal svc/kubernetes tcp/443 pass pass hamal:fwd>alphard:in",
-        "ok pod@alphard svc/kubernetes tcp/443 pass pass alphard:in",
-        "ok pod@hamal pod@alphard udp/8080 one-way pass pass hamal:fwd>alphard:in>alphard:fwd",
-        "ok pod@alphard pod@hamal udp/8080 one-way pass pass alphard:fwd>hamal:in>hamal:fwd",
-        "ok pod@hamal dns udp/53 pass pass",
-        "ok pod@hamal dns tcp/53 pass pass",
-        "ok pod@hamal svc/kube-dns udp/53 pass pass",
-        "ok pod@hamal alkaid tcp/5432 pass pass hamal:fwd>alkaid:in",
+        // The API VIP: DNATed by the kube-proxy stand-in, masqueraded when it leaves hamal.
+        "ok pod@hamal svc/kubernetes tcp/443 pass pass 172.22.0.135 hamal:fwd>alphard:in",
+        "ok pod@alphard svc/kubernetes tcp/443 pass pass 10.42.0.2 alphard:in",
+        // Each direction of the VXLAN overlay on its own; pod addresses kept.
+        "ok pod@hamal pod@alphard udp/8080 one-way pass pass 10.42.1.2 hamal:fwd>alphard:in>alphard:fwd",
+        "ok pod@alphard pod@hamal udp/8080 one-way pass pass 10.42.0.2 alphard:fwd>hamal:in>hamal:fwd",
+        "ok pod@hamal dns udp/53 pass pass 172.22.0.135",
+        "ok pod@hamal dns tcp/53 pass pass 172.22.0.135",
+        "ok pod@hamal svc/kube-dns udp/53 pass pass 10.42.1.2",
+        // PostgreSQL sees the node address (fact 5), which alkaid's ruleset admits.
+        "ok pod@hamal alkaid tcp/5432 pass pass 172.22.0.135 hamal:fwd>alkaid:in",
         "ok hamal alphard tcp/10250 pass pass",
         "ok alphard hamal tcp/10250 pass pass",
     ] {
@@ -295,4 +298,25 @@ fn runs_unprivileged_in_a_user_namespace() {
         .expect("run");
     assert!(o.status.success(), "{}\n{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
     assert!(stdout(&o).contains("simulate: PASS"));
+}
+
+#[test]
+fn a_narrow_admin_network_puts_the_untrusted_host_on_the_lan() {
+    // With admin narrowed to one workstation, the untrusted host is a LAN neighbour, and the
+    // other hosts' SSH, API and database are refused to it (the database still admits the
+    // nodes, since the pods arrive masqueraded).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(inventory()).expect("read").replace("admin = [\"172.22.0.0/24\"]", "admin = [\"172.22.0.10/32\"]");
+    let inv = dir.path().join("inventory.toml");
+    std::fs::write(&inv, text).expect("write");
+    let o = Command::new(IAC).args(["simulate", "--inventory"]).arg(&inv).output().expect("run");
+    let text = stdout(&o);
+    println!("{text}");
+    assert!(o.status.success(), "{text}");
+    let l = lines(&o);
+    let untrusted = l.iter().find(|l| l.starts_with("untrusted ")).expect("untrusted member line");
+    assert!(untrusted.ends_with("LAN lan"), "{untrusted}");
+    assert!(has_line(&o, "ok admin alphard tcp/22 pass pass 172.22.0.10"));
+    assert!(has_line(&o, "ok untrusted alphard tcp/22 refused refused"));
+    assert!(has_line(&o, "ok untrusted alkaid tcp/5432 refused refused"));
 }

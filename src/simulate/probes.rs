@@ -615,3 +615,25 @@ mod tests {
         assert_eq!(f.len(), 8 + 14 + 20 + 8 + 1);
     }
 }
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    #[test]
+    fn declared_probes_pass_and_untrusted_ones_are_refused_in_the_model() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml");
+        let site = crate::load_site(&path).unwrap_or_else(|e| panic!("{e}"));
+        let flows = crate::policy::flows(&site);
+        let t = super::super::topology::plan(&site, &flows, "t").unwrap_or_else(|e| panic!("{e}"));
+        let probes = plan(&site, &flows, &t);
+        let u = t.untrusted().unwrap_or_else(|| panic!("untrusted"));
+        for p in &probes {
+            assert_eq!(p.expect, p.from != u, "{p:?}");
+            assert_eq!(p.expect, p.hops.iter().all(|h| h.admitted_by.is_some()), "{p:?}");
+        }
+        // With one server, no pod crosses the server's forward chain to reach a server.
+        let left: Vec<String> = unprobed(&flows, &probes).iter().map(|f| format!("{} {}", f.host, f.name)).collect();
+        assert_eq!(left, ["alphard k3s-api"]);
+    }
+}

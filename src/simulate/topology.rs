@@ -484,3 +484,52 @@ mod tests {
         assert_eq!(free_from_top(net, &taken, |a| a.octets()[3] < 3), Some(Ipv4Addr::new(10, 0, 0, 2)));
     }
 }
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn site(admin: Option<&str>) -> Site {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml");
+        let Some(admin) = admin else { return crate::load_site(&path).unwrap_or_else(|e| panic!("{e}")) };
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        let text = text.replace("admin = [\"172.22.0.0/24\"]", &format!("admin = [\"{admin}\"]"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = dir.path().join("inventory.toml");
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+        crate::load_site(&p).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn member<'a>(t: &'a Topology, label: &str) -> &'a Member {
+        t.members.iter().find(|m| m.label == label).unwrap_or_else(|| panic!("no member {label}"))
+    }
+
+    #[test]
+    fn bundled_inventory_puts_the_untrusted_host_behind_the_router() {
+        let s = site(None);
+        let t = plan(&s, &crate::policy::flows(&s), "t").unwrap_or_else(|e| panic!("{e}"));
+        // The admin network is the whole LAN: no LAN address is untrusted.
+        assert_eq!(member(&t, "untrusted").addr, UNTRUSTED_FALLBACK);
+        assert_eq!(member(&t, "untrusted").attach, Attach::Routed);
+        assert_eq!(member(&t, "admin").addr, Ipv4Addr::new(172, 22, 0, 253));
+        assert_eq!(t.lans[0].router_addr, Ipv4Addr::new(172, 22, 0, 254));
+        assert_eq!(member(&t, "dns").attach, Attach::Routed);
+        let nodes: Vec<(&str, String)> = t.nodes.iter().map(|n| (n.host.as_str(), n.subnet.to_string())).collect();
+        assert_eq!(nodes, [("alphard", "10.42.0.0/24".to_string()), ("hamal", "10.42.1.0/24".to_string())]);
+        assert_eq!(member(&t, "pod@hamal").addr, Ipv4Addr::new(10, 42, 1, 2));
+        let c = t.cluster.as_ref().unwrap_or_else(|| panic!("cluster"));
+        let api = c.service(Ipv4Addr::new(10, 43, 0, 1), crate::model::Protocol::Tcp, 443).unwrap_or_else(|| panic!("api"));
+        assert_eq!((api.endpoint, api.endpoint_port), (Ipv4Addr::new(172, 22, 0, 134), 6443));
+        assert!(standin_ruleset(c).contains("ip saddr 10.42.0.0/16 ip daddr != 10.42.0.0/16 masquerade"));
+    }
+
+    #[test]
+    fn a_narrow_admin_network_leaves_an_untrusted_lan_address() {
+        let s = site(Some("172.22.0.10/32"));
+        let t = plan(&s, &crate::policy::flows(&s), "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(member(&t, "admin").addr, Ipv4Addr::new(172, 22, 0, 10));
+        let u = member(&t, "untrusted");
+        assert!(matches!(u.attach, Attach::Lan { .. }));
+        assert!(t.lans[0].cidr.contains(&u.addr) && u.addr != Ipv4Addr::new(172, 22, 0, 10));
+    }
+}

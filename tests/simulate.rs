@@ -15,13 +15,7 @@ fn inventory() -> PathBuf {
 
 fn simulate(extra: &[&str]) -> (Output, Duration) {
     let start = Instant::now();
-    let out = Command::new(IAC)
-        .arg("simulate")
-        .arg("--inventory")
-        .arg(inventory())
-        .args(extra)
-        .output()
-        .expect("run iac simulate");
+    let out = Command::new(IAC).arg("simulate").arg("--inventory").arg(inventory()).args(extra).output().expect("run iac simulate");
     let took = start.elapsed();
     eprintln!("iac simulate {extra:?}: {} ms", took.as_millis());
     (out, took)

@@ -98,9 +98,11 @@ pub fn endpoints(t: &Topology, flows: &Flows) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for (i, m) in t.members.iter().enumerate() {
         let ports: Vec<(Protocol, u16)> = match &m.role {
-            Role::Host { node, .. } => {
-                host_ports.iter().copied().filter(|&(p, port)| !(node.is_some() && p == Protocol::Udp && port == FLANNEL_VXLAN_PORT)).collect()
-            }
+            Role::Host { node, .. } => host_ports
+                .iter()
+                .copied()
+                .filter(|&(p, port)| !(node.is_some() && p == Protocol::Udp && port == FLANNEL_VXLAN_PORT))
+                .collect(),
             Role::Pod { node } => {
                 let mut v = vec![(Protocol::Tcp, POD_PORT), (Protocol::Udp, POD_PORT)];
                 // The stand-in CoreDNS (kube-dns endpoint) runs in the first node's pod.
@@ -110,12 +112,7 @@ pub fn endpoints(t: &Topology, flows: &Flows) -> Vec<Endpoint> {
                 v
             }
             Role::Dns => vec![(Protocol::Udp, DNS_PORT), (Protocol::Tcp, DNS_PORT)],
-            Role::Remote => flows
-                .0
-                .iter()
-                .filter(|f| f.to.as_ref().is_some_and(|s| s.contains(m.addr)))
-                .flat_map(flow_ports)
-                .collect(),
+            Role::Remote => flows.0.iter().filter(|f| f.to.as_ref().is_some_and(|s| s.contains(m.addr))).flat_map(flow_ports).collect(),
             Role::Admin | Role::Untrusted | Role::Client => vec![],
         };
         let mut seen = Vec::new();
@@ -302,7 +299,18 @@ pub fn plan(site: &Site, flows: &Flows, t: &Topology) -> Vec<Probe> {
             };
             if let Some(hops) = oracle.path(from, to, proto, port, method) {
                 let arrives_from = oracle.arrival(from, to, proto, port);
-                candidates.push(Probe { from, to, to_label: label_of(t, to), proto, port, method, expect: true, hops, arrives_from, why: String::new() });
+                candidates.push(Probe {
+                    from,
+                    to,
+                    to_label: label_of(t, to),
+                    proto,
+                    port,
+                    method,
+                    expect: true,
+                    hops,
+                    arrives_from,
+                    why: String::new(),
+                });
             }
         }
     }
@@ -318,8 +326,10 @@ pub fn plan(site: &Site, flows: &Flows, t: &Topology) -> Vec<Probe> {
     let mut ordered: Vec<&Flow> = flows.0.iter().filter(|f| f.chain == Chain::Forward).collect();
     ordered.extend(flows.0.iter().filter(|f| f.chain == Chain::Input));
     for f in ordered {
-        let exercising: Vec<&Probe> =
-            candidates.iter().filter(|p| p.hops.iter().any(|h| h.host == f.host && h.chain == f.chain && matches(f, h.chain, &h.packet))).collect();
+        let exercising: Vec<&Probe> = candidates
+            .iter()
+            .filter(|p| p.hops.iter().any(|h| h.host == f.host && h.chain == f.chain && matches(f, h.chain, &h.packet)))
+            .collect();
         let passing: Vec<&Probe> = exercising.iter().copied().filter(|p| p.hops.iter().all(|h| h.admitted_by.is_some())).collect();
         if passing.is_empty() {
             // Declared, yet the model itself refuses it somewhere on the way: probe it anyway,
@@ -369,7 +379,11 @@ pub fn unprobed<'a>(flows: &'a Flows, probes: &[Probe]) -> Vec<&'a Flow> {
     flows
         .0
         .iter()
-        .filter(|f| !probes.iter().any(|p| p.expect && p.hops.iter().any(|h| h.host == f.host && h.chain == f.chain && matches(f, h.chain, &h.packet))))
+        .filter(|f| {
+            !probes
+                .iter()
+                .any(|p| p.expect && p.hops.iter().any(|h| h.host == f.host && h.chain == f.chain && matches(f, h.chain, &h.packet)))
+        })
         .collect()
 }
 
@@ -548,7 +562,8 @@ fn one_way(dst: SocketAddrV4, payload: &[u8], nonce: &[u8], target: (Ipv4Addr, u
     let mut sent_again = false;
     let _ = s.send_to(payload, dst);
     while Instant::now() < deadline {
-        let seen = receipts.lock().ok().and_then(|r| r.get(&target).and_then(|v| v.iter().find(|(d, _)| d == nonce).map(|(_, from)| *from)));
+        let seen =
+            receipts.lock().ok().and_then(|r| r.get(&target).and_then(|v| v.iter().find(|(d, _)| d == nonce).map(|(_, from)| *from)));
         if let Some(from) = seen {
             return Outcome::passed(Some(from), format!("received by {}:{}", target.0, target.1));
         }

@@ -227,7 +227,14 @@ pub fn plan(site: &Site, flows: &Flows, prefix: &str) -> Result<Topology, Simula
             // The stand-in CoreDNS runs in the first node's pod, like the one replica k3s runs.
             if let Some(n0) = nodes.first() {
                 for proto in [Udp, Tcp] {
-                    services.push(svc("kube-dns", c.dns_service_ip(), proto, crate::policy::DNS_PORT, n0.pod_addr(), crate::policy::DNS_PORT));
+                    services.push(svc(
+                        "kube-dns",
+                        c.dns_service_ip(),
+                        proto,
+                        crate::policy::DNS_PORT,
+                        n0.pod_addr(),
+                        crate::policy::DNS_PORT,
+                    ));
                 }
             }
             // One Service per node, endpoint in that node's pod: pods elsewhere reach it
@@ -435,7 +442,21 @@ fn build_overlay(t: &Topology) -> Result<(), SimulateError> {
         let local = n.addr.to_string();
         let mac = n.mac_text();
         node_ns.ip(&[
-            "link", "add", "flannel.1", "address", &mac, "type", "vxlan", "id", &vni, "local", &local, "dev", "eth0", "dstport", &port,
+            "link",
+            "add",
+            "flannel.1",
+            "address",
+            &mac,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "local",
+            &local,
+            "dev",
+            "eth0",
+            "dstport",
+            &port,
             "nolearning",
         ])?;
         node_ns.ip(&["link", "set", "flannel.1", "mtu", "1450", "up"])?;
@@ -445,8 +466,10 @@ fn build_overlay(t: &Topology) -> Result<(), SimulateError> {
             let omac = o.mac_text();
             node_ns.ip(&["route", "add", &o.subnet.to_string(), "via", &vtep, "dev", "flannel.1", "onlink"])?;
             node_ns.ip(&["neigh", "replace", &vtep, "lladdr", &omac, "dev", "flannel.1", "nud", "permanent"])?;
-            let args: Vec<String> =
-                ["-n", &node_ns.0, "fdb", "append", &omac, "dev", "flannel.1", "dst", &o.addr.to_string()].iter().map(|s| s.to_string()).collect();
+            let args: Vec<String> = ["-n", &node_ns.0, "fdb", "append", &omac, "dev", "flannel.1", "dst", &o.addr.to_string()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             super::netns::run("bridge", &args)?;
         }
         node_ns.exec("nft", &["-f", "-"], Some(&standin_ruleset(c)))?;
@@ -466,7 +489,9 @@ fn build_overlay(t: &Topology) -> Result<(), SimulateError> {
     }
     t.router.ip(&["route", "add", &c.service_cidr.to_string(), "via", &c.api_server.to_string()])?;
     let server_attach = t.members.iter().find(|m| m.addr == c.api_server).map(|m| &m.attach);
-    if let Some(u) = t.untrusted().map(|i| &t.members[i]).filter(|u| matches!(u.attach, Attach::Lan { .. }) && Some(&u.attach) == server_attach) {
+    if let Some(u) =
+        t.untrusted().map(|i| &t.members[i]).filter(|u| matches!(u.attach, Attach::Lan { .. }) && Some(&u.attach) == server_attach)
+    {
         u.ns.ip(&["route", "add", &c.service_cidr.to_string(), "via", &c.api_server.to_string()])?;
     }
     Ok(())

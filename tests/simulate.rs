@@ -318,10 +318,8 @@ fn a_narrow_admin_network_puts_the_untrusted_host_on_the_lan() {
     // other hosts' SSH, API and database are refused to it (the database still admits the
     // nodes, since the pods arrive masqueraded).
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = std::fs::read_to_string(inventory()).expect("read").replace("admin = [\"172.22.0.0/24\"]", "admin = [\"172.22.0.10/32\"]");
-    let inv = dir.path().join("inventory.toml");
-    std::fs::write(&inv, text).expect("write");
-    let o = Command::new(IAC).args(["simulate", "--inventory"]).arg(&inv).output().expect("run");
+    let inv = variant(dir.path(), &[("admin = [\"172.22.0.0/24\"]", "admin = [\"172.22.0.10/32\"]")]);
+    let o = Command::new(IAC).args(["simulate", "--timeout-ms", "2000", "--inventory"]).arg(&inv).output().expect("run");
     let text = stdout(&o);
     println!("{text}");
     assert!(o.status.success(), "{text}");
@@ -331,4 +329,53 @@ fn a_narrow_admin_network_puts_the_untrusted_host_on_the_lan() {
     assert!(has_line(&o, "ok admin alphard tcp/22 pass pass 172.22.0.10"));
     assert!(has_line(&o, "ok untrusted alphard tcp/22 refused refused"));
     assert!(has_line(&o, "ok untrusted alkaid tcp/5432 refused refused"));
+}
+
+/// The bundled inventory, edited: `(from, to)` replacements, each of which must apply.
+fn variant(dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(inventory()).expect("read");
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} not in the inventory");
+        text = text.replacen(from, to, 1);
+    }
+    let p = dir.join("inventory.toml");
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+#[test]
+fn allow_and_egress_get_namespaces_of_their_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inv = variant(
+        dir.path(),
+        &[
+            (
+                "disable = [\"traefik\", \"servicelb\"]",
+                "disable = [\"traefik\", \"servicelb\"]\n\n[[cluster.egress]]\nto = [\"198.51.100.7/32\"]\nproto = \"tcp\"\nports = [443]\nwhy = \"registry mirror\"",
+            ),
+            (
+                "roles = [\"postgresql\"]",
+                "roles = [\"postgresql\"]\n\n[[hosts.alkaid.firewall.allow]]\nfrom = [\"10.99.0.0/24\"]\nproto = \"tcp\"\nports = [9187]\nwhy = \"exporter scrape\"",
+            ),
+        ],
+    );
+    let o = Command::new(IAC).args(["simulate", "--timeout-ms", "2000", "--inventory"]).arg(&inv).output().expect("run");
+    println!("{}", stdout(&o));
+    assert!(o.status.success());
+    assert!(has_line(&o, "client1 10.99.0.1 own segment behind the router"));
+    assert!(has_line(&o, "remote1 198.51.100.7 own segment behind the router"));
+    assert!(has_line(&o, "ok client1 alkaid tcp/9187 pass pass 10.99.0.1 alkaid:in exporter scrape"));
+    assert!(has_line(&o, "ok pod@hamal remote1 tcp/443 pass pass 172.22.0.135 hamal:fwd registry mirror"));
+    assert!(has_line(&o, "ok untrusted alkaid tcp/9187 refused refused"));
+}
+
+#[test]
+fn without_masquerade_the_database_sees_pod_addresses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inv = variant(dir.path(), &[("masquerade = true", "masquerade = false")]);
+    let o = Command::new(IAC).args(["simulate", "--timeout-ms", "2000", "--inventory"]).arg(&inv).output().expect("run");
+    println!("{}", stdout(&o));
+    assert!(o.status.success());
+    assert!(has_line(&o, "ok pod@hamal alkaid tcp/5432 pass pass 10.42.1.2 hamal:fwd>alkaid:in"));
+    assert!(has_line(&o, "ok pod@hamal dns udp/53 pass pass 10.42.1.2"));
 }

@@ -303,7 +303,6 @@ pub fn plan(site: &Site, flows: &Flows, prefix: &str) -> Result<Topology, Simula
     }
 
     // Sets no namespace stands in for yet: inventory `allow` sources and `egress` targets.
-    let mut extra = 0;
     for f in &flows.0 {
         let (set, role) = match (f.chain, &f.to) {
             (Chain::Input, _) => (&f.from, Role::Client),
@@ -322,8 +321,8 @@ pub fn plan(site: &Site, flows: &Flows, prefix: &str) -> Result<Topology, Simula
             .find(|a| !taken.contains(a) && (net.prefix_len() >= 31 || *a != net.network()))
             .ok_or_else(|| SimulateError::Unsupported(format!("no free address in {net} (set `{}`)", set.name)))?;
         taken.push(addr);
-        extra += 1;
-        let label = format!("{}{extra}", if role == Role::Client { "client" } else { "remote" });
+        let kind = if role == Role::Client { "client" } else { "remote" };
+        let label = format!("{kind}{}", 1 + members.iter().filter(|m| m.role == role).count());
         members.push(Member { label: label.clone(), ns: ns(prefix, &label), role, addr, attach: attach_for(addr) });
     }
 

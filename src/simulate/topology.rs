@@ -2,12 +2,17 @@
 //! the `ip`/`bridge`/`nft` commands that build it (`build`).
 //!
 //! ```text
-//!   admin   untrusted*   alkaid      alphard ─ cni0 ─ pod-alphard     (* on the LAN when an
-//!     │        │            │          │  flannel.1 (VXLAN id 1, udp 8472)   address outside
-//!   ══╧════════╧════════════╧══════════╧══════════╧══ LAN bridge (sw)     every admitted set
-//!                  │                   hamal ─ cni0 ─ pod-hamal            exists, else behind
-//!                router ── dns (upstream resolver, own segment)            the router)
+//!   admin    alkaid    alphard ── cni0 ── pod@alphard
+//!     │        │        │  └ flannel.1 ═╗ VXLAN id 1, udp 8472
+//!     │        │        │  ┌ flannel.1 ═╝
+//!     │        │      hamal ─── cni0 ── pod@hamal
+//!   ══╧════════╧════════╧════════╧═══ bridge per declared network (namespace sw<N>)
+//!            │
+//!          router ─┬─ dns (the upstream resolver, own point-to-point segment)
+//!                  └─ untrusted (own segment, or on the LAN when a LAN address no flow admits exists)
 //! ```
+//!
+//! See docs/simulate.md for why each piece is there.
 
 use std::net::Ipv4Addr;
 
@@ -146,14 +151,8 @@ pub struct Topology {
 }
 
 impl Topology {
-    pub fn member_by_addr(&self, addr: Ipv4Addr) -> Option<usize> {
-        self.members.iter().position(|m| m.addr == addr)
-    }
     pub fn host_member(&self, name: &str) -> Option<&Member> {
         self.members.iter().find(|m| matches!(&m.role, Role::Host { name: n, .. } if n == name))
-    }
-    pub fn pod_member(&self, node: usize) -> Option<usize> {
-        self.members.iter().position(|m| m.role == Role::Pod { node })
     }
     pub fn untrusted(&self) -> Option<usize> {
         self.members.iter().position(|m| m.role == Role::Untrusted)

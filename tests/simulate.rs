@@ -70,11 +70,14 @@ fn without_lines(text: &str, needle: &str) -> String {
     text.lines().filter(|l| !l.contains(needle)).map(|l| format!("{l}\n")).collect()
 }
 
+/// The host's links, its nftables ruleset and any namespace named like ours: what a leak or
+/// a stray command would change. (Other namespaces are left out: other tests may use them.)
 fn host_network_state() -> String {
     let run = |args: &[&str]| {
         Command::new(args[0]).args(&args[1..]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
     };
-    format!("{}\n{}\n{}", run(&["ip", "-o", "link", "show"]), run(&["ip", "netns", "list"]), run(&["nft", "list", "ruleset"]))
+    let ours: String = run(&["ip", "netns", "list"]).lines().filter(|l| l.starts_with("iacsim-")).collect();
+    format!("{}\n{ours}\n{}", run(&["ip", "-o", "link", "show"]), run(&["nft", "list", "ruleset"]))
 }
 
 #[test]

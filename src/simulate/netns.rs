@@ -1,13 +1,13 @@
 //! The process and namespace layer: the sandbox the whole simulation lives in, `ip netns`
 //! namespaces inside it, commands run in them, and sockets opened in them.
 //!
-//! Safety comes in two layers. First, `iac simulate` re-executes itself under `unshare` with a
-//! private network namespace and a private mount namespace (plus a user namespace when not
-//! root), and mounts a fresh tmpfs on `/run` inside it: every `ip netns add` then lands in that
-//! private `/run/netns`, invisible to the host, and the kernel destroys all of it when the
-//! process ends, however it ends (even SIGKILL). Second, a [`Guard`] deletes the namespaces it
-//! created on return, on error and on SIGINT/SIGTERM, so an orderly exit leaves nothing even
-//! inside the sandbox.
+//! Safety comes in layers. `iac simulate` re-executes itself under `unshare` in an empty
+//! network namespace (plus a user namespace when not root) and refuses to go on in any network
+//! namespace that has more than `lo`. It then makes a mount namespace of its own, in-process,
+//! and mounts a fresh tmpfs on `/run`: every `ip netns add` lands in that private `/run/netns`,
+//! invisible to the host, and the kernel destroys all of it when the process ends, however it
+//! ends (even SIGKILL). Finally a [`Guard`] deletes the namespaces it created on return, on
+//! error and on SIGINT/SIGTERM, so an orderly exit leaves nothing even inside the sandbox.
 
 use std::ffi::OsString;
 use std::fs::File;

@@ -56,6 +56,13 @@ pub fn run(opts: &Options) -> Result<ExitCode, Error> {
         return Err(netns::enter_sandbox().into());
     }
     netns::verify_sandbox()?;
+    if let Some(out) = &opts.out {
+        // /run is replaced by a private tmpfs below: a report written there would vanish.
+        let abs = std::path::absolute(out).map_err(|source| SimulateError::Io { what: format!("resolving {}", out.display()), source })?;
+        if abs.starts_with("/run") {
+            return Err(SimulateError::Sandbox(format!("--out {} is under /run, which the sandbox replaces", abs.display())).into());
+        }
+    }
     netns::private_run()?;
     let guard = Guard::default();
     guard.watch_signals()?;

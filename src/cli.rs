@@ -22,6 +22,9 @@ pub enum Command {
     Flows(FlowsArgs),
     /// Build and switch NixOS hosts, in parallel, with a rollback guard against lock-out.
     Deploy(DeployArgs),
+    /// Prove the rendered firewalls in Linux network namespaces: real traffic for every
+    /// declared flow (must pass) and from an untrusted host (must be refused), then a reload.
+    Simulate(SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,4 +90,20 @@ pub struct DeployArgs {
     /// SSH connect timeout in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    /// Also write the report, the loaded rulesets and their `nft list` output here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Load FILE on HOST instead of its rendered ruleset (repeatable), e.g. to prove that a
+    /// broken ruleset is caught.
+    #[arg(long, value_name = "HOST=FILE")]
+    pub ruleset: Vec<String>,
+    /// How long a probe waits for a handshake or reply before calling it refused.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
 }

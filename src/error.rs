@@ -47,4 +47,6 @@ pub enum Error {
     ForeignOutput { path: PathBuf, marker: &'static str },
     #[error(transparent)]
     Deploy(#[from] crate::deploy::DeployError),
+    #[error("simulate: {0}")]
+    Simulate(#[from] crate::simulate::SimulateError),
 }

@@ -12,6 +12,7 @@ pub mod model;
 pub mod output;
 pub mod policy;
 pub mod render;
+pub mod simulate;
 
 use std::path::Path;
 

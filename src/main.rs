@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use iac::cli::{Cli, Command, FlowsArgs, RenderArgs};
+use iac::cli::{Cli, Command, FlowsArgs, RenderArgs, SimulateArgs};
 use iac::{Error, load_site, output, render};
 
 /// Exit codes: 0 success, 1 failure or drift, 2 invalid inventory, 3 a deploy rolled back.
@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Command::Render(args) => render_command(&args),
         Command::Flows(args) => flows_command(&args),
         Command::Deploy(args) => iac::deploy::run(&args),
+        Command::Simulate(args) => simulate_command(&args),
     };
     match result {
         Ok(code) => code,
@@ -53,4 +54,13 @@ fn flows_command(args: &FlowsArgs) -> Result<ExitCode, Error> {
     let flows = render::flows(&site);
     print!("{}", iac::policy::table(&flows, args.host.as_deref()));
     Ok(ExitCode::SUCCESS)
+}
+
+fn simulate_command(args: &SimulateArgs) -> Result<ExitCode, Error> {
+    iac::simulate::run(&iac::simulate::Options {
+        inventory: args.inventory.inventory.clone(),
+        out: args.out.clone(),
+        rulesets: args.ruleset.clone(),
+        timeout: std::time::Duration::from_millis(args.timeout_ms),
+    })
 }

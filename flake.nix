@@ -54,6 +54,18 @@
           meta.mainProgram = "iac";
         };
 
+      # What `iac deploy` runs besides itself: the build, the closure copy, SSH and the preflight
+      # ruleset check in a private network namespace.
+      deployTools =
+        pkgs:
+        lib.makeBinPath [
+          pkgs.nixos-rebuild
+          pkgs.nix
+          pkgs.openssh
+          pkgs.nftables
+          pkgs.util-linux
+        ];
+
       app = pkgs: name: script: {
         type = "app";
         program = "${pkgs.writeShellScript name script}";
@@ -80,7 +92,8 @@
             host:
             lib.nameValuePair "deploy-${host}" (
               app pkgs "iac-deploy-${host}" ''
-                exec ${iac} deploy --flake ${self} --inventory ${self}/hosts/inventory.toml ${host} "$@"
+                export PATH=${deployTools pkgs}:$PATH
+                exec ${iac} deploy --flake ${self} ${host} "$@"
               ''
             )
           ) hostNames

@@ -5,6 +5,7 @@
 //! with side effects (processes, network, files) sits at the edges.
 
 pub mod cli;
+pub mod cluster;
 pub mod error;
 pub mod inventory;
 pub mod model;

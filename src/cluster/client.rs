@@ -20,10 +20,14 @@ pub fn install_crypto_provider() {
 pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client, Error> {
     install_crypto_provider();
     let options = KubeConfigOptions { context: context.map(str::to_owned), ..KubeConfigOptions::default() };
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &options).await?,
         None if context.is_some() => Config::from_kubeconfig(&options).await?,
         None => Config::infer().await?,
     };
+    // kube 5 retries 429/503/504 by default, up to 15 times with backoff growing to 1000s. The
+    // service proxy answers 503 while Kafka Connect has no ready endpoint, so one status call
+    // could sit silent for many minutes. Our waits retry themselves, bounded and saying so.
+    config.default_retry = false;
     Ok(Client::try_from(config)?)
 }

@@ -54,7 +54,12 @@ impl Env {
             cmd.env("IAC_PG_PASSWORD", PASSWORD);
         }
         let out = cmd.output().await.unwrap();
-        eprintln!("--- iac {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "--- iac {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
@@ -114,7 +119,10 @@ async fn verify_healthy_cluster_passes_and_cleans_up_its_pods() {
     let placed: Vec<(String, String)> = created
         .iter()
         .map(|p| {
-            (p["metadata"]["labels"]["app.kubernetes.io/component"].as_str().unwrap().to_owned(), p["spec"]["nodeName"].as_str().unwrap().to_owned())
+            (
+                p["metadata"]["labels"]["app.kubernetes.io/component"].as_str().unwrap().to_owned(),
+                p["spec"]["nodeName"].as_str().unwrap().to_owned(),
+            )
         })
         .collect();
     for want in [("net", "alphard"), ("net", "hamal"), ("server", "alphard"), ("client", "hamal")] {
@@ -129,7 +137,10 @@ async fn verify_healthy_cluster_passes_and_cleans_up_its_pods() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(report["checks"].as_array().unwrap().len(), 13);
-    assert_eq!(report["checks"][1], json!({"name": "node alphard registered and Ready", "status": "pass", "detail": "Ready (v1.33.5+k3s1)"}));
+    assert_eq!(
+        report["checks"][1],
+        json!({"name": "node alphard registered and Ready", "status": "pass", "detail": "Ready (v1.33.5+k3s1)"})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,14 +151,22 @@ async fn verify_reports_a_not_ready_node() {
     let out = e.verify(&["--format", "json"]).await;
     assert_eq!(out.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let hamal = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "node hamal registered and Ready").unwrap();
+    let hamal =
+        report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "node hamal registered and Ready").unwrap();
     assert_eq!(hamal["status"], "fail");
-    assert!(hamal["detail"].as_str().unwrap().starts_with("Ready=False (KubeletNotReady: container runtime network not ready"));
+    assert!(
+        hamal["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Ready=False (KubeletNotReady: container runtime network not ready")
+    );
     assert!(hamal["hint"].as_str().unwrap().contains("journalctl -u k3s-agent"));
     // No probe pod is pinned to a NotReady node; pod-to-pod needs two Ready nodes.
     let skip = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "pod-to-pod across nodes").unwrap();
     assert_eq!(skip["status"], "skip");
-    assert!(e.fake.requests().iter().filter(|r| r.method == "POST").all(|r| !r.body.contains("\"nodeName\":\"hamal\"")));
+    assert!(
+        e.fake.requests().iter().filter(|r| r.method == "POST").all(|r| !r.body.contains("\"nodeName\":\"hamal\""))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -159,7 +178,12 @@ async fn verify_reports_an_unregistered_node_and_a_coredns_pod_not_ready() {
     let out = e.verify(&[]).await;
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text.contains("[FAIL] node hamal registered and Ready: not registered\n       hint: on hamal: systemctl status k3s-agent"), "{text}");
+    assert!(
+        text.contains(
+            "[FAIL] node hamal registered and Ready: not registered\n       hint: on hamal: systemctl status k3s-agent"
+        ),
+        "{text}"
+    );
     assert!(
         text.contains("[FAIL] CoreDNS pods Running and ready: 0/1 ready; coredns-6f9c8d7b5-x2k4q (Running, not ready, main: CrashLoopBackOff)"),
         "{text}"
@@ -177,10 +201,16 @@ async fn verify_reports_a_failing_dns_probe_pod() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("[PASS] DNS nixos.org from a pod on alphard: ok"), "{text}");
-    assert!(text.contains("[FAIL] DNS nixos.org from a pod on hamal: ;; connection timed out; no servers could be reached"), "{text}");
+    assert!(
+        text.contains("[FAIL] DNS nixos.org from a pod on hamal: ;; connection timed out; no servers could be reached"),
+        "{text}"
+    );
     assert!(text.contains("hint: CoreDNS cannot reach the upstream resolver"), "{text}");
     assert!(text.contains("[PASS] DNS kubernetes.default from a pod on hamal: ok"), "{text}");
-    assert!(e.fake.collection("/api/v1/namespaces/default/pods").is_empty(), "the failed probe pod must be deleted too");
+    assert!(
+        e.fake.collection("/api/v1/namespaces/default/pods").is_empty(),
+        "the failed probe pod must be deleted too"
+    );
     let probe = e.fake.requests().into_iter().find(|r| r.method == "POST" && r.body.contains("hamal")).unwrap();
     assert!(probe.body.contains("nslookup nixos.org"), "{}", probe.body);
 }
@@ -199,6 +229,26 @@ async fn verify_without_an_api_server_fails_with_a_hint() {
     assert!(text.contains("[SKIP] remaining checks"), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_gives_up_on_probe_pods_that_never_start_and_deletes_them() {
+    let mut s = Scenario::healthy();
+    s.probe_pods_stuck = true;
+    let e = env(s).await;
+    let t = Instant::now();
+    let out = e.iac(&["verify", "--timeout", "2"], false).await;
+    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("[FAIL] DNS kubernetes.default from a pod on hamal: probe pod did not run: timed out after 2s waiting for probe pod iac-verify-net-"),
+        "{text}"
+    );
+    assert!(text.contains("(last seen: Pending, probe: ImagePullBackOff)"), "{text}");
+    assert!(text.contains("hint: kubectl get events; the probe image must be pullable on hamal"), "{text}");
+    assert!(text.contains("[FAIL] pod on hamal reaches a pod on alphard: server pod: timed out after 2s"), "{text}");
+    assert!(e.fake.collection("/api/v1/namespaces/default/pods").is_empty(), "stuck probe pods must be deleted");
+}
+
 // ---------------------------------------------------------------- apply
 
 /// The requests that matter for ordering: no discovery, compact.
@@ -207,7 +257,12 @@ fn trace(fake: &Fake) -> Vec<String> {
         .iter()
         .filter(|r| !matches!(r.path.as_str(), "/api/v1" | "/apis/apps/v1" | "/apis/batch/v1"))
         .map(|r| {
-            let p = r.path.replace(NS, "NS").replace(APPS, "APPS").replace(BATCH, "BATCH").replace("/api/v1/namespaces/kafka-pipeline", "NS");
+            let p = r
+                .path
+                .replace(NS, "NS")
+                .replace(APPS, "APPS")
+                .replace(BATCH, "BATCH")
+                .replace("/api/v1/namespaces/kafka-pipeline", "NS");
             format!("{} {p}", r.method)
         })
         .collect()
@@ -284,7 +339,10 @@ async fn apply_goes_in_dependency_order_and_waits() {
     }
     let text = stdout(&out);
     assert!(text.contains("statefulset/kafka created\n"), "{text}");
-    assert!(text.contains("connector/postgres-sink created\nconnector/postgres-sink connector RUNNING, tasks: 0 RUNNING\n"), "{text}");
+    assert!(
+        text.contains("connector/postgres-sink created\nconnector/postgres-sink connector RUNNING, tasks: 0 RUNNING\n"),
+        "{text}"
+    );
     assert!(text.ends_with("8 objects applied, 8 changed\n"), "{text}");
 }
 
@@ -299,7 +357,9 @@ async fn apply_twice_changes_nothing() {
             .unwrap()
             .objects
             .iter()
-            .flat_map(|(c, objs)| objs.iter().map(move |(n, o)| (format!("{c}/{n}"), o["metadata"]["resourceVersion"].clone())))
+            .flat_map(|(c, objs)| {
+                objs.iter().map(move |(n, o)| (format!("{c}/{n}"), o["metadata"]["resourceVersion"].clone()))
+            })
             .collect()
     };
     let before = versions(&e.fake);
@@ -340,7 +400,12 @@ async fn dry_run_sends_dry_run_all_and_persists_nothing() {
     let text = stdout(&out);
     assert_eq!(text.matches(" unchanged (dry run)\n").count(), 8, "{text}");
     assert!(text.contains("connector/postgres-sink config valid (dry run: not registered)"), "{text}");
-    assert!(e.fake.requests().iter().any(|r| r.path.ends_with("/connector-plugins/io.aiven.connect.jdbc.JdbcSinkConnector/config/validate")));
+    assert!(
+        e.fake
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/connector-plugins/io.aiven.connect.jdbc.JdbcSinkConnector/config/validate"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -394,7 +459,10 @@ async fn without_a_password_apply_touches_nothing() {
     let generated = e.generated.to_str().unwrap().to_owned();
     let out = e.iac(&["apply", "--generated", &generated], false).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("set the environment variable IAC_PG_PASSWORD (pipeline.password_env) or pass --password-file"));
+    assert!(
+        stderr(&out)
+            .contains("set the environment variable IAC_PG_PASSWORD (pipeline.password_env) or pass --password-file")
+    );
     assert!(e.fake.requests().is_empty());
 
     // --password-file works instead of the variable.
@@ -403,7 +471,10 @@ async fn without_a_password_apply_touches_nothing() {
     let out = e.iac(&["apply", "--generated", &generated, "--password-file", pw.to_str().unwrap()], false).await;
     assert!(out.status.success());
     let secret = e.fake.object(&format!("{NS}/secrets"), "pipeline-postgres").unwrap();
-    assert_eq!(secret["data"]["password"], serde_json::to_value(k8s_openapi::ByteString(PASSWORD.as_bytes().to_vec())).unwrap());
+    assert_eq!(
+        secret["data"]["password"],
+        serde_json::to_value(k8s_openapi::ByteString(PASSWORD.as_bytes().to_vec())).unwrap()
+    );
 }
 
 // ---------------------------------------------------------------- pipeline status
@@ -441,7 +512,8 @@ async fn pipeline_status_shows_kafka_connector_and_rows() {
     assert_eq!(j["rows"], json!({"ok": true, "value": 10}));
     assert_eq!(j["connector"]["value"]["tasks"][0]["state"], "RUNNING");
 
-    let failing = iac::cluster::status::status(&client, &site, async { Err::<i64, _>("connection refused") }).await.unwrap();
+    let failing =
+        iac::cluster::status::status(&client, &site, async { Err::<i64, _>("connection refused") }).await.unwrap();
     assert!(!failing.healthy());
     assert!(failing.text().contains("sink       BAD  kafka_messages: row count unavailable: connection refused"));
 
@@ -454,7 +526,8 @@ async fn pipeline_status_shows_kafka_connector_and_rows() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pipeline_status_shows_a_failed_task() {
     let mut s = Scenario::healthy();
-    s.connector_statuses = vec![connector_status("RUNNING", &[("FAILED", Some("java.lang.OutOfMemoryError: Java heap space"))])];
+    s.connector_statuses =
+        vec![connector_status("RUNNING", &[("FAILED", Some("java.lang.OutOfMemoryError: Java heap space"))])];
     let e = env(s).await;
     let site = iac::load_site(&repo().join("hosts/inventory.toml")).unwrap();
     assert_eq!(e.apply(&[]).await.status.code(), Some(1));

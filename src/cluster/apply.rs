@@ -19,12 +19,12 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use kube::discovery::{self, ApiCapabilities, Scope};
 use kube::{Client, Resource, ResourceExt};
 
+use super::Error;
 use super::conditions;
 use super::connect::ConnectApi;
 use super::manifests::{self, Manifests};
 use super::names::{FIELD_MANAGER, PASSWORD_KEY, PASSWORD_SECRET};
 use super::wait::{self, Progress, Waits};
-use super::Error;
 use crate::model::Site;
 
 /// Where the database password for the `pipeline-postgres` Secret comes from.
@@ -41,7 +41,8 @@ impl PasswordSource {
     pub fn read(&self) -> Result<String, Error> {
         let value = match self {
             Self::File(path) => {
-                let mut text = std::fs::read_to_string(path).map_err(|e| Error::Password(format!("cannot read {}: {e}", path.display())))?;
+                let mut text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::Password(format!("cannot read {}: {e}", path.display())))?;
                 if text.ends_with('\n') {
                     text.pop();
                     if text.ends_with('\r') {
@@ -51,7 +52,9 @@ impl PasswordSource {
                 text
             }
             Self::Env(var) => std::env::var(var).map_err(|_| {
-                Error::Password(format!("set the environment variable {var} (pipeline.password_env) or pass --password-file"))
+                Error::Password(format!(
+                    "set the environment variable {var} (pipeline.password_env) or pass --password-file"
+                ))
             })?,
         };
         if value.is_empty() {
@@ -177,7 +180,8 @@ impl Applier {
         if let Some(found) = self.kinds.get(&key) {
             return Ok(found.clone());
         }
-        let gvk = GroupVersionKind::try_from(types).map_err(|e| Error::Manifest { path: PathBuf::from(&key), message: e.to_string() })?;
+        let gvk = GroupVersionKind::try_from(types)
+            .map_err(|e| Error::Manifest { path: PathBuf::from(&key), message: e.to_string() })?;
         let found = discovery::pinned_kind(&self.client, &gvk).await?;
         self.kinds.insert(key, found.clone());
         Ok(found)
@@ -186,9 +190,11 @@ impl Applier {
     async fn apply_dynamic(&mut self, obj: &DynamicObject) -> Result<(), Error> {
         let (ar, caps) = self.resource(obj).await?;
         let api: Api<DynamicObject> = match caps.scope {
-            Scope::Namespaced => {
-                Api::namespaced_with(self.client.clone(), obj.metadata.namespace.as_deref().unwrap_or(&self.namespace), &ar)
-            }
+            Scope::Namespaced => Api::namespaced_with(
+                self.client.clone(),
+                obj.metadata.namespace.as_deref().unwrap_or(&self.namespace),
+                &ar,
+            ),
             Scope::Cluster => Api::all_with(self.client.clone(), &ar),
         };
         let label = format!("{}/{}", ar.kind.to_lowercase(), obj.name_any());
@@ -216,7 +222,13 @@ impl Applier {
     }
 
     /// One server-side apply. The GET before it tells created / configured / unchanged apart.
-    async fn patch<K>(&mut self, api: &Api<K>, name: &str, body: &(impl serde::Serialize + std::fmt::Debug), label: String) -> Result<(), Error>
+    async fn patch<K>(
+        &mut self,
+        api: &Api<K>,
+        name: &str,
+        body: &(impl serde::Serialize + std::fmt::Debug),
+        label: String,
+    ) -> Result<(), Error>
     where
         K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
     {
@@ -225,7 +237,11 @@ impl Applier {
         let outcome = match &before {
             None => Outcome::Created,
             Some(b) if self.dry_run => {
-                if same_content(b, &after) { Outcome::Unchanged } else { Outcome::Configured }
+                if same_content(b, &after) {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Configured
+                }
             }
             Some(b) if b.meta().resource_version == after.meta().resource_version => Outcome::Unchanged,
             Some(_) => Outcome::Configured,
@@ -237,9 +253,17 @@ impl Applier {
 
     /// Wait for every object of kind `K` in `objects` to satisfy `ready`. Skipped in a dry run:
     /// nothing was created to become ready.
-    async fn wait_all<K>(&self, objects: &[DynamicObject], waits: Waits, ready: fn(&K) -> Progress<()>) -> Result<(), Error>
+    async fn wait_all<K>(
+        &self,
+        objects: &[DynamicObject],
+        waits: Waits,
+        ready: fn(&K) -> Progress<()>,
+    ) -> Result<(), Error>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
         K::DynamicType: Default,
     {
         let kind = K::kind(&K::DynamicType::default()).to_string();
@@ -273,7 +297,10 @@ impl Applier {
             match api.validate(&m.connector).await {
                 Ok(v) if v.error_count == 0 => println!("connector/{name} config valid (dry run: not registered)"),
                 Ok(v) => {
-                    return Err(Error::Failed { what: format!("validating connector {name}"), reason: v.errors().join("; ") });
+                    return Err(Error::Failed {
+                        what: format!("validating connector {name}"),
+                        reason: v.errors().join("; "),
+                    });
                 }
                 Err(e) => println!("connector/{name} not validated: Kafka Connect is not reachable ({e})"),
             }
@@ -329,7 +356,8 @@ mod tests {
     #[test]
     fn same_content_ignores_server_fields() {
         let a: DynamicObject = serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "s", "resourceVersion": "1"}, "spec": {"ports": [{"port": 1}]}})).unwrap();
+            "metadata": {"name": "s", "resourceVersion": "1"}, "spec": {"ports": [{"port": 1}]}}))
+        .unwrap();
         let mut b = a.clone();
         b.metadata.resource_version = Some("2".into());
         assert!(same_content(&a, &b));

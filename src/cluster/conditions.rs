@@ -18,10 +18,7 @@ fn condition_true<'a>(mut conditions: impl Iterator<Item = (&'a str, &'a str)>, 
 pub fn pod_ready(pod: &Pod) -> bool {
     let Some(status) = &pod.status else { return false };
     status.phase.as_deref() == Some("Running")
-        && condition_true(
-            status.conditions.iter().flatten().map(|c| (c.type_.as_str(), c.status.as_str())),
-            "Ready",
-        )
+        && condition_true(status.conditions.iter().flatten().map(|c| (c.type_.as_str(), c.status.as_str())), "Ready")
 }
 
 /// A one-line description of why a pod is not ready: phase plus the first waiting/terminated
@@ -38,7 +35,12 @@ pub fn pod_state(pod: &Pod) -> String {
             if let Some(w) = &state.waiting {
                 out.push_str(&format!(", {}: {}", cs.name, w.reason.as_deref().unwrap_or("waiting")));
             } else if let Some(t) = &state.terminated {
-                out.push_str(&format!(", {}: {} (exit {})", cs.name, t.reason.as_deref().unwrap_or("terminated"), t.exit_code));
+                out.push_str(&format!(
+                    ", {}: {} (exit {})",
+                    cs.name,
+                    t.reason.as_deref().unwrap_or("terminated"),
+                    t.exit_code
+                ));
             }
         }
     }
@@ -47,7 +49,8 @@ pub fn pod_state(pod: &Pod) -> String {
 
 /// Ready=True, or why not (the Ready condition's reason and message).
 pub fn node_ready(node: &Node) -> Result<(), String> {
-    let ready = node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    let ready =
+        node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
     match ready {
         Some(c) if c.status == "True" => Ok(()),
         Some(c) => Err(format!(
@@ -84,7 +87,12 @@ pub fn deployment(dep: &Deployment) -> Progress<()> {
     let want = dep.spec.replicas.unwrap_or(1);
     let generation = dep.metadata.generation.unwrap_or(0);
     let Some(status) = &dep.status else { return Progress::Pending("no status yet".into()) };
-    if let Some(c) = status.conditions.iter().flatten().find(|c| c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False")) {
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False"))
+    {
         return Progress::Failed(format!(
             "{}: {}",
             c.reason.as_deref().unwrap_or("not progressing"),
@@ -139,12 +147,14 @@ mod tests {
 
     #[test]
     fn running_is_not_ready() {
-        let pod: Pod = from(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+        let pod: Pod =
+            from(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
             "containerStatuses": [{"name": "coredns", "ready": false, "restartCount": 4, "image": "x", "imageID": "",
               "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}));
         assert!(!pod_ready(&pod));
         assert_eq!(pod_state(&pod), "Running, not ready, coredns: CrashLoopBackOff");
-        let pod: Pod = from(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}));
+        let pod: Pod =
+            from(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}));
         assert!(pod_ready(&pod));
     }
 
@@ -152,19 +162,28 @@ mod tests {
     fn node_not_ready_says_why() {
         let node: Node = from(json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown",
             "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}]}}));
-        assert_eq!(node_ready(&node).unwrap_err(), "Ready=Unknown (NodeStatusUnknown: Kubelet stopped posting node status.)");
+        assert_eq!(
+            node_ready(&node).unwrap_err(),
+            "Ready=Unknown (NodeStatusUnknown: Kubelet stopped posting node status.)"
+        );
     }
 
     #[test]
     fn statefulset_waits_for_observed_generation_and_ready_replicas() {
-        let sts: StatefulSet = from(json!({"metadata": {"generation": 2}, "spec": {"replicas": 1, "selector": {}, "template": {}, "serviceName": "kafka-headless"},
-            "status": {"replicas": 1, "observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 1}}));
+        let sts: StatefulSet = from(
+            json!({"metadata": {"generation": 2}, "spec": {"replicas": 1, "selector": {}, "template": {}, "serviceName": "kafka-headless"},
+            "status": {"replicas": 1, "observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 1}}),
+        );
         assert!(matches!(statefulset(&sts), Progress::Pending(_)));
-        let sts: StatefulSet = from(json!({"metadata": {"generation": 2}, "spec": {"replicas": 1, "selector": {}, "template": {}, "serviceName": "kafka-headless"},
-            "status": {"replicas": 1, "observedGeneration": 2, "readyReplicas": 0, "updatedReplicas": 1}}));
+        let sts: StatefulSet = from(
+            json!({"metadata": {"generation": 2}, "spec": {"replicas": 1, "selector": {}, "template": {}, "serviceName": "kafka-headless"},
+            "status": {"replicas": 1, "observedGeneration": 2, "readyReplicas": 0, "updatedReplicas": 1}}),
+        );
         assert_eq!(statefulset(&sts), Progress::Pending("0/1 ready, 1/1 updated".into()));
-        let sts: StatefulSet = from(json!({"metadata": {"generation": 2}, "spec": {"replicas": 1, "selector": {}, "template": {}, "serviceName": "kafka-headless"},
-            "status": {"replicas": 1, "observedGeneration": 2, "readyReplicas": 1, "updatedReplicas": 1}}));
+        let sts: StatefulSet = from(
+            json!({"metadata": {"generation": 2}, "spec": {"replicas": 1, "selector": {}, "template": {}, "serviceName": "kafka-headless"},
+            "status": {"replicas": 1, "observedGeneration": 2, "readyReplicas": 1, "updatedReplicas": 1}}),
+        );
         assert_eq!(statefulset(&sts), Progress::Done(()));
     }
 
@@ -172,7 +191,10 @@ mod tests {
     fn deployment_past_its_deadline_fails() {
         let dep: Deployment = from(json!({"metadata": {"generation": 1}, "spec": {"selector": {}, "template": {}},
             "status": {"observedGeneration": 1, "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet has timed out progressing."}]}}));
-        assert_eq!(deployment(&dep), Progress::Failed("ProgressDeadlineExceeded: ReplicaSet has timed out progressing.".into()));
+        assert_eq!(
+            deployment(&dep),
+            Progress::Failed("ProgressDeadlineExceeded: ReplicaSet has timed out progressing.".into())
+        );
         let dep: Deployment = from(json!({"metadata": {"generation": 1}, "spec": {"selector": {}, "template": {}},
             "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1}}));
         assert!(matches!(deployment(&dep), Progress::Pending(_)), "an old replica still running");
@@ -180,8 +202,13 @@ mod tests {
 
     #[test]
     fn failed_job_fails_fast() {
-        let j: Job = from(json!({"status": {"failed": 7, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}}));
-        assert_eq!(job(&j), Progress::Failed("BackoffLimitExceeded: Job has reached the specified backoff limit".into()));
+        let j: Job = from(
+            json!({"status": {"failed": 7, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}}),
+        );
+        assert_eq!(
+            job(&j),
+            Progress::Failed("BackoffLimitExceeded: Job has reached the specified backoff limit".into())
+        );
         let j: Job = from(json!({"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}}));
         assert_eq!(job(&j), Progress::Done(()));
         let j: Job = from(json!({"status": {"active": 1}}));

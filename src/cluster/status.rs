@@ -12,11 +12,11 @@ use kube::Client;
 use kube::api::Api;
 use serde::Serialize;
 
+use super::Error;
 use super::conditions;
 use super::connect::{ConnectApi, ConnectorStatus};
 use super::names::KAFKA_STATEFULSET;
 use super::wait::Progress;
-use super::Error;
 use crate::model::Site;
 
 #[derive(Debug, Clone, Serialize)]

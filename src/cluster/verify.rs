@@ -13,9 +13,9 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
+use super::Error;
 use super::conditions;
 use super::wait::{self, Progress, Waits};
-use super::Error;
 use crate::model::{Role, Site};
 
 #[derive(Debug, Clone)]
@@ -131,9 +131,10 @@ pub async fn verify(client: &Client, site: &Site, opts: &VerifyOptions) -> Resul
         let addr = host.address.to_string();
         let found = nodes.items.iter().find(|n| {
             n.name_any() == host.name
-                || n.status.as_ref().and_then(|s| s.addresses.as_ref()).is_some_and(|a| {
-                    a.iter().any(|a| a.type_ == "InternalIP" && a.address == addr)
-                })
+                || n.status
+                    .as_ref()
+                    .and_then(|s| s.addresses.as_ref())
+                    .is_some_and(|a| a.iter().any(|a| a.type_ == "InternalIP" && a.address == addr))
         });
         match found {
             None => checks.push(Check::fail(
@@ -147,7 +148,8 @@ pub async fn verify(client: &Client, site: &Site, opts: &VerifyOptions) -> Resul
             )),
             Some(node) => match conditions::node_ready(node) {
                 Ok(()) => {
-                    let version = node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.kubelet_version.clone());
+                    let version =
+                        node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.kubelet_version.clone());
                     checks.push(Check::pass(name, format!("Ready ({})", version.unwrap_or_default())));
                     ready_nodes.push((host.name.clone(), node.name_any()));
                 }
@@ -219,7 +221,11 @@ fn component_check(c: &Component, pods: &[Pod]) -> Check {
     if not_ready.is_empty() {
         Check::pass(name, format!("{}/{} ready", live.len(), live.len()))
     } else {
-        Check::fail(name, format!("{}/{} ready; {}", live.len() - not_ready.len(), live.len(), not_ready.join("; ")), c.hint.clone())
+        Check::fail(
+            name,
+            format!("{}/{} ready; {}", live.len() - not_ready.len(), live.len(), not_ready.join("; ")),
+            c.hint.clone(),
+        )
     }
 }
 
@@ -350,7 +356,11 @@ impl Probes<'_> {
             ),
         ];
         if !safe_name(ext) {
-            return vec![Check::fail(items[1].1.clone(), format!("`{ext}` is not a host name"), "pass --external-name NAME")];
+            return vec![Check::fail(
+                items[1].1.clone(),
+                format!("`{ext}` is not a host name"),
+                "pass --external-name NAME",
+            )];
         }
         let script = format!(
             "{PRELUDE}probe dns-cluster nslookup kubernetes.default.svc.cluster.local\n\
@@ -366,12 +376,18 @@ impl Probes<'_> {
         if clients.is_empty() {
             return vec![Check::skip("pod-to-pod across nodes", "only one Ready node")];
         }
-        let names: Vec<String> = clients.iter().map(|(h, _)| format!("pod on {h} reaches a pod on {server_host}")).collect();
+        let names: Vec<String> =
+            clients.iter().map(|(h, _)| format!("pod on {h} reaches a pod on {server_host}")).collect();
         let hint = "cross-node pod traffic is dropped: nodes need UDP 8472 (flannel VXLAN) between them and the forward \
                     chain must accept the pod CIDR";
         let server = match self.create(&self.pod("server", server_node, "exec httpd -f -p 8080 -h /tmp".into())).await {
             Ok(n) => n,
-            Err(e) => return names.into_iter().map(|n| Check::fail(n, format!("cannot create the server pod: {e}"), hint)).collect(),
+            Err(e) => {
+                return names
+                    .into_iter()
+                    .map(|n| Check::fail(n, format!("cannot create the server pod: {e}"), hint))
+                    .collect();
+            }
         };
         let what = format!("probe server pod {server} on {server_host} to be ready");
         let ip = wait::until(&what, self.opts.waits, || async {
@@ -427,9 +443,11 @@ fn probe_checks(items: &[(&str, String, String)], ended: Result<Ended, Error>, h
                 .iter()
                 .map(|(key, name, hint)| match results.get(*key) {
                     Some(Ok(())) => Check::pass(name.clone(), "ok"),
-                    Some(Err(detail)) => {
-                        Check::fail(name.clone(), if detail.is_empty() { "failed".into() } else { detail.clone() }, hint.clone())
-                    }
+                    Some(Err(detail)) => Check::fail(
+                        name.clone(),
+                        if detail.is_empty() { "failed".into() } else { detail.clone() },
+                        hint.clone(),
+                    ),
                     None => Check::fail(
                         name.clone(),
                         format!("probe pod ended {} without reporting; log: {}", ended.phase, ended.log.trim()),

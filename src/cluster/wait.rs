@@ -93,7 +93,8 @@ mod tests {
 
     #[tokio::test]
     async fn fails_fast_on_failure() {
-        let got: Result<(), _> = until("job", fast(60_000), || async { Ok(Progress::Failed("BackoffLimitExceeded".into())) }).await;
+        let got: Result<(), _> =
+            until("job", fast(60_000), || async { Ok(Progress::Failed("BackoffLimitExceeded".into())) }).await;
         let e = got.unwrap_err().to_string();
         assert_eq!(e, "job failed: BackoffLimitExceeded");
     }
@@ -101,7 +102,8 @@ mod tests {
     #[tokio::test]
     async fn times_out_with_last_state() {
         let t = std::time::Instant::now();
-        let got: Result<(), _> = until("kafka", fast(200), || async { Ok(Progress::Pending("0/1 ready".into())) }).await;
+        let got: Result<(), _> =
+            until("kafka", fast(200), || async { Ok(Progress::Pending("0/1 ready".into())) }).await;
         assert!(t.elapsed() < Duration::from_secs(2));
         let e = got.unwrap_err().to_string();
         assert!(e.starts_with("timed out after 0s waiting for kafka (last seen: 0/1 ready)"), "{e}");
@@ -109,7 +111,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hanging_probe_is_cut_by_the_timeout() {
-        let got: Result<(), _> = until("hang", fast(100), || std::future::pending()).await;
+        let got: Result<(), _> = until("hang", fast(100), std::future::pending).await;
         assert!(matches!(got, Err(Error::Timeout { .. })));
     }
 }

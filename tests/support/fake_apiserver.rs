@@ -46,6 +46,8 @@ pub struct Scenario {
     pub system_pods: Vec<Value>,
     /// Nodes whose probe pods cannot resolve external names.
     pub external_dns_broken_on: Vec<String>,
+    /// Probe pods never start (their image cannot be pulled).
+    pub probe_pods_stuck: bool,
     /// The StatefulSet's pods become ready.
     pub kafka_ready: bool,
     /// How the producer Job ends: "Complete" or "Failed".
@@ -60,7 +62,10 @@ pub fn node(name: &str, ip: &str, ready: &str) -> Value {
     let (reason, message) = if ready == "True" {
         ("KubeletReady", "kubelet is posting ready status")
     } else {
-        ("KubeletNotReady", "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized")
+        (
+            "KubeletNotReady",
+            "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized",
+        )
     };
     json!({
         "apiVersion": "v1", "kind": "Node",
@@ -128,10 +133,16 @@ impl Scenario {
             nodes: vec![node("alphard", "172.22.0.134", "True"), node("hamal", "172.22.0.135", "True")],
             system_pods: vec![
                 system_pod("coredns-6f9c8d7b5-x2k4q", json!({"k8s-app": "kube-dns"}), "alphard", true),
-                system_pod("local-path-provisioner-5cf85fd84d-qm7r2", json!({"app": "local-path-provisioner"}), "alphard", true),
+                system_pod(
+                    "local-path-provisioner-5cf85fd84d-qm7r2",
+                    json!({"app": "local-path-provisioner"}),
+                    "alphard",
+                    true,
+                ),
                 system_pod("metrics-server-5985cbc9d7-8lzvn", json!({"k8s-app": "metrics-server"}), "hamal", true),
             ],
             external_dns_broken_on: vec![],
+            probe_pods_stuck: false,
             kafka_ready: true,
             job_outcome: "Complete",
             connect_conflicts: 1,
@@ -169,7 +180,8 @@ impl Fake {
     pub async fn start(scenario: Scenario) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State { conflicts_left: scenario.connect_conflicts, rv: 1000, ..State::default() }));
+        let state =
+            Arc::new(Mutex::new(State { conflicts_left: scenario.connect_conflicts, rv: 1000, ..State::default() }));
         let scenario = Arc::new(scenario);
         let (st, sc) = (state.clone(), scenario.clone());
         tokio::spawn(async move {
@@ -220,7 +232,11 @@ fn reply(code: StatusCode, body: &Value) -> Reply {
 }
 
 fn text(code: StatusCode, body: &str) -> Reply {
-    Response::builder().status(code).header("Content-Type", "text/plain").body(Full::new(Bytes::from(body.to_owned()))).unwrap()
+    Response::builder()
+        .status(code)
+        .header("Content-Type", "text/plain")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
 }
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Reply {
@@ -253,7 +269,10 @@ fn discovery(path: &str) -> Option<Value> {
                 resource("persistentvolumeclaims", "PersistentVolumeClaim", true),
             ],
         ),
-        "/apis/apps/v1" => ("apps/v1", vec![resource("statefulsets", "StatefulSet", true), resource("deployments", "Deployment", true)]),
+        "/apis/apps/v1" => (
+            "apps/v1",
+            vec![resource("statefulsets", "StatefulSet", true), resource("deployments", "Deployment", true)],
+        ),
         "/apis/batch/v1" => ("batch/v1", vec![resource("jobs", "Job", true)]),
         "/apis/policy/v1" => ("policy/v1", vec![resource("poddisruptionbudgets", "PodDisruptionBudget", true)]),
         _ => return None,
@@ -272,7 +291,11 @@ fn labels_match(obj: &Value, selector: &str) -> bool {
     })
 }
 
-async fn handle(state: Arc<Mutex<State>>, scenario: Arc<Scenario>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+async fn handle(
+    state: Arc<Mutex<State>>,
+    scenario: Arc<Scenario>,
+    req: Request<Incoming>,
+) -> Result<Reply, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query: BTreeMap<String, String> = req
@@ -290,7 +313,13 @@ async fn handle(state: Arc<Mutex<State>>, scenario: Arc<Scenario>, req: Request<
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let body = String::from_utf8_lossy(&body).into_owned();
     let mut st = state.lock().unwrap();
-    st.requests.push(Recorded { method: method.to_string(), path: path.clone(), query: query.clone(), content_type: content_type.clone(), body: body.clone() });
+    st.requests.push(Recorded {
+        method: method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        content_type: content_type.clone(),
+        body: body.clone(),
+    });
     Ok(route(&mut st, &scenario, &method, &path, &query, &content_type, &body))
 }
 
@@ -299,12 +328,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 3 <= bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
         i += 1;
@@ -312,7 +342,15 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn route(st: &mut State, sc: &Scenario, method: &Method, path: &str, query: &BTreeMap<String, String>, ct: &str, body: &str) -> Reply {
+fn route(
+    st: &mut State,
+    sc: &Scenario,
+    method: &Method,
+    path: &str,
+    query: &BTreeMap<String, String>,
+    ct: &str,
+    body: &str,
+) -> Reply {
     if path == "/version" {
         return reply(
             StatusCode::OK,
@@ -337,7 +375,10 @@ fn route(st: &mut State, sc: &Scenario, method: &Method, path: &str, query: &BTr
     if let Some(pod_path) = path.strip_suffix("/log") {
         let (coll, name) = split_name(pod_path);
         return match st.objects.get(&coll).and_then(|c| c.get(&name)) {
-            Some(pod) => text(StatusCode::OK, pod.pointer("/metadata/annotations/fake.log").and_then(Value::as_str).unwrap_or("")),
+            Some(pod) => text(
+                StatusCode::OK,
+                pod.pointer("/metadata/annotations/fake.log").and_then(Value::as_str).unwrap_or(""),
+            ),
             None => status(StatusCode::NOT_FOUND, "NotFound", &format!("pods \"{name}\" not found")),
         };
     }
@@ -383,14 +424,21 @@ fn connect_error(code: StatusCode, message: &str) -> Reply {
 fn connect_proxy(st: &mut State, sc: &Scenario, method: &Method, ns: &str, rest: &str, body: &str) -> Reply {
     let deployments = format!("/apis/apps/v1/namespaces/{ns}/deployments");
     if st.objects.get(&deployments).and_then(|c| c.get("kafka-connect")).is_none() {
-        return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "no endpoints available for service \"kafka-connect:8083\"");
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "no endpoints available for service \"kafka-connect:8083\"",
+        );
     }
     let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     match (method.clone(), parts.as_slice()) {
         (Method::PUT, ["connectors", name, "config"]) => {
             if st.conflicts_left > 0 {
                 st.conflicts_left -= 1;
-                return connect_error(StatusCode::CONFLICT, "Cannot complete request momentarily due to stale configuration (typically caused by a concurrent config change)");
+                return connect_error(
+                    StatusCode::CONFLICT,
+                    "Cannot complete request momentarily due to stale configuration (typically caused by a concurrent config change)",
+                );
             }
             let config: Value = match serde_json::from_str(body) {
                 Ok(v) => v,
@@ -449,9 +497,16 @@ fn create(st: &mut State, sc: &Scenario, coll: &str, body: &str) -> Reply {
 
 /// Play the kubelet for a verify probe pod: read its role and node, decide its log and phase.
 fn run_probe_pod(sc: &Scenario, pod: &mut Value) {
-    let role = pod.pointer("/metadata/labels/app.kubernetes.io~1component").and_then(Value::as_str).unwrap_or("").to_owned();
+    let role =
+        pod.pointer("/metadata/labels/app.kubernetes.io~1component").and_then(Value::as_str).unwrap_or("").to_owned();
     let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_owned();
     let script = pod.pointer("/spec/containers/0/command/2").and_then(Value::as_str).unwrap_or("").to_owned();
+    if sc.probe_pods_stuck {
+        pod["status"] = json!({"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "probe", "ready": false, "restartCount": 0, "image": "busybox:1.37", "imageID": "",
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"busybox:1.37\""}}}]});
+        return;
+    }
     let (phase, log) = match role.as_str() {
         "net" => {
             let broken = sc.external_dns_broken_on.contains(&node);
@@ -461,7 +516,10 @@ fn run_probe_pod(sc: &Scenario, pod: &mut Value) {
                 "iac-probe dns-external ok"
             };
             assert!(script.contains("nc -z -w 5 10.43.0.1 443"), "probe must target the API VIP: {script}");
-            (if broken { "Failed" } else { "Succeeded" }, format!("iac-probe dns-cluster ok\n{ext}\niac-probe api-vip ok\n"))
+            (
+                if broken { "Failed" } else { "Succeeded" },
+                format!("iac-probe dns-cluster ok\n{ext}\niac-probe api-vip ok\n"),
+            )
         }
         "client" => {
             assert!(script.contains("10.42.0.50 8080"), "client must target the server pod's IP: {script}");
@@ -479,12 +537,27 @@ fn run_probe_pod(sc: &Scenario, pod: &mut Value) {
 /// Server-side apply as the API server does it, in the parts that matter here: fieldManager is
 /// required, the body must be `application/apply-patch+yaml`, an apply identical to the last one
 /// changes nothing (same resourceVersion, same generation), dryRun=All persists nothing.
-fn server_side_apply(st: &mut State, sc: &Scenario, path: &str, query: &BTreeMap<String, String>, ct: &str, body: &str) -> Reply {
+fn server_side_apply(
+    st: &mut State,
+    sc: &Scenario,
+    path: &str,
+    query: &BTreeMap<String, String>,
+    ct: &str,
+    body: &str,
+) -> Reply {
     if ct != "application/apply-patch+yaml" {
-        return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", &format!("the fake only takes apply patches, got {ct}"));
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!("the fake only takes apply patches, got {ct}"),
+        );
     }
     if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch");
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        );
     }
     let applied: Value = match serde_json::from_str(body) {
         Ok(v) => v,
@@ -496,10 +569,10 @@ fn server_side_apply(st: &mut State, sc: &Scenario, path: &str, query: &BTreeMap
     }
     let dry_run = query.get("dryRun").map(String::as_str) == Some("All");
     let existing = st.objects.get(&coll).and_then(|c| c.get(&name)).cloned();
-    if let Some(e) = &existing {
-        if st.applied.get(path) == Some(&applied) {
-            return reply(StatusCode::OK, e);
-        }
+    if let Some(e) = &existing
+        && st.applied.get(path) == Some(&applied)
+    {
+        return reply(StatusCode::OK, e);
     }
     let mut obj = applied.clone();
     let ns = coll.split('/').nth(4).map(str::to_owned);

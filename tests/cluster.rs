@@ -227,6 +227,17 @@ async fn verify_without_an_api_server_fails_with_a_hint() {
     assert!(text.starts_with("[FAIL] API server reachable: "), "{text}");
     assert!(text.contains("that k3s runs on alphard"), "{text}");
     assert!(text.contains("[SKIP] remaining checks"), "{text}");
+
+    // --context picks another cluster of the same kubeconfig.
+    let two = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: dead\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+         - name: good\n  cluster:\n    server: http://{}\ncontexts:\n- name: dead\n  context:\n    cluster: dead\n    user: u\n\
+         - name: good\n  context:\n    cluster: good\n    user: u\ncurrent-context: dead\nusers:\n- name: u\n  user:\n    token: t\n",
+        e.fake.addr
+    );
+    std::fs::write(&e.kubeconfig, two).unwrap();
+    let out = e.verify(&["--context", "good"]).await;
+    assert!(out.status.success(), "{}", stdout(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -333,7 +344,7 @@ async fn apply_goes_in_dependency_order_and_waits() {
         "waiting for deployment/kafka-connect in kafka-pipeline to be ready (timeout 20s)",
         "Kafka Connect to accept connector postgres-sink: 409: the worker group is rebalancing",
         "connector postgres-sink and its tasks to be RUNNING: connector RUNNING, tasks: none yet",
-        "waiting for job/demo-producer in kafka-pipeline to be ready (timeout 20s)",
+        "waiting for job/demo-producer in kafka-pipeline to complete (timeout 20s)",
     ] {
         assert!(err.contains(line), "missing `{line}` in\n{err}");
     }
@@ -435,7 +446,7 @@ async fn a_failed_producer_job_fails_fast() {
     assert_eq!(out.status.code(), Some(1));
     assert!(t.elapsed() < Duration::from_secs(30), "waited {:?} for a failed Job", t.elapsed());
     let err = stderr(&out);
-    assert!(err.contains("job/demo-producer in kafka-pipeline to be ready failed: BackoffLimitExceeded: Job has reached the specified backoff limit"), "{err}");
+    assert!(err.contains("job/demo-producer in kafka-pipeline to complete failed: BackoffLimitExceeded: Job has reached the specified backoff limit"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

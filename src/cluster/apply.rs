@@ -147,12 +147,12 @@ pub async fn apply(client: &Client, site: &Site, dir: &Path, opts: &ApplyOptions
     a.stage("namespace", &m.namespace).await?;
     a.secret(password).await?;
     a.stage("kafka", &m.kafka).await?;
-    a.wait_all::<StatefulSet>(&m.kafka, opts.waits, conditions::statefulset).await?;
+    a.wait_all::<StatefulSet>(&m.kafka, "be ready", opts.waits, conditions::statefulset).await?;
     a.stage("connect", &m.connect).await?;
-    a.wait_all::<Deployment>(&m.connect, opts.waits, conditions::deployment).await?;
+    a.wait_all::<Deployment>(&m.connect, "be ready", opts.waits, conditions::deployment).await?;
     a.connector(&m, opts.waits).await?;
     a.stage("producer", &m.producer).await?;
-    a.wait_all::<Job>(&m.producer, opts.waits, conditions::job).await?;
+    a.wait_all::<Job>(&m.producer, "complete", opts.waits, conditions::job).await?;
     let changed = a.summary.changed();
     println!(
         "{} objects applied, {changed} changed{}",
@@ -256,6 +256,7 @@ impl Applier {
     async fn wait_all<K>(
         &self,
         objects: &[DynamicObject],
+        goal: &str,
         waits: Waits,
         ready: fn(&K) -> Progress<()>,
     ) -> Result<(), Error>
@@ -270,7 +271,7 @@ impl Applier {
         for obj in objects.iter().filter(|o| o.types.as_ref().is_some_and(|t| t.kind == kind)) {
             let name = obj.name_any();
             let ns = obj.metadata.namespace.clone().unwrap_or_else(|| self.namespace.clone());
-            let what = format!("{}/{name} in {ns} to be ready", kind.to_lowercase());
+            let what = format!("{}/{name} in {ns} to {goal}", kind.to_lowercase());
             if self.dry_run {
                 println!("(dry run) would wait for {what}");
                 continue;

@@ -390,6 +390,42 @@ async fn apply_twice_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_changed_producer_replaces_the_finished_job() {
+    let e = env(Scenario::healthy()).await;
+    assert!(e.apply(&[]).await.status.success());
+    let producer = e.generated.join("k8s/producer.yaml");
+    let text = std::fs::read_to_string(&producer).unwrap().replace("echo produce", "echo produce 20");
+    std::fs::write(&producer, text).unwrap();
+    let first = e.fake.requests().len();
+
+    let out = e.apply(&["--dry-run"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("job/demo-producer would be replaced: its template changed and Jobs are immutable (dry run)"));
+    assert!(e.fake.requests()[first..].iter().all(|r| r.method != "DELETE"), "a dry run deletes nothing");
+
+    let out = e.apply(&[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("job/demo-producer replacing the finished Job: its template changed and Jobs are immutable\njob/demo-producer created\n"), "{text}");
+    assert!(text.ends_with("8 objects applied, 1 changed\n"), "{text}");
+    let all = trace(&e.fake);
+    // The rejected apply (422), the look at the old Job, its deletion, the wait until it is
+    // gone, the fresh apply and the wait for completion.
+    assert_eq!(
+        all[all.len() - 7..],
+        [
+            "PATCH BATCH/jobs/demo-producer",
+            "GET BATCH/jobs/demo-producer",
+            "DELETE BATCH/jobs/demo-producer",
+            "GET BATCH/jobs/demo-producer",
+            "GET BATCH/jobs/demo-producer",
+            "PATCH BATCH/jobs/demo-producer",
+            "GET BATCH/jobs/demo-producer",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn dry_run_sends_dry_run_all_and_persists_nothing() {
     let e = env(Scenario::healthy()).await;
     let out = e.apply(&["--dry-run"]).await;

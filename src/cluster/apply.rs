@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{self, ApiCapabilities, Scope};
 use kube::{Client, Resource, ResourceExt};
 
@@ -113,6 +113,7 @@ struct Applier {
     namespace: String,
     params: PatchParams,
     dry_run: bool,
+    waits: Waits,
     kinds: HashMap<String, (ApiResource, ApiCapabilities)>,
     summary: Summary,
 }
@@ -141,6 +142,7 @@ pub async fn apply(client: &Client, site: &Site, dir: &Path, opts: &ApplyOptions
         namespace: pipeline.namespace.clone(),
         params,
         dry_run: opts.dry_run,
+        waits: opts.waits,
         kinds: HashMap::new(),
         summary: Summary::default(),
     };
@@ -198,7 +200,50 @@ impl Applier {
             Scope::Cluster => Api::all_with(self.client.clone(), &ar),
         };
         let label = format!("{}/{}", ar.kind.to_lowercase(), obj.name_any());
-        self.patch(&api, &obj.name_any(), obj, label).await
+        match self.patch(&api, &obj.name_any(), obj, label.clone()).await {
+            Err(Error::Kube(kube::Error::Api(s))) if s.code == 422 && ar.kind == "Job" => {
+                self.replace_job(&api, &obj.name_any(), obj, label, &s.message).await
+            }
+            other => other,
+        }
+    }
+
+    /// A Job's pod template is immutable, so a re-rendered producer cannot be applied over the
+    /// old one. A finished Job is deleted and applied anew; a running one is left alone.
+    async fn replace_job(
+        &mut self,
+        api: &Api<DynamicObject>,
+        name: &str,
+        obj: &DynamicObject,
+        label: String,
+        message: &str,
+    ) -> Result<(), Error> {
+        let finished = api.get_opt(name).await?.is_some_and(|job| {
+            job.data["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True")
+            })
+        });
+        if !finished {
+            return Err(Error::Failed {
+                what: format!("applying {label}"),
+                reason: format!("{message}: the Job is still running; wait for it or delete it"),
+            });
+        }
+        if self.dry_run {
+            println!("{label} would be replaced: its template changed and Jobs are immutable (dry run)");
+            self.summary.applied.push((label, Outcome::Configured));
+            return Ok(());
+        }
+        println!("{label} replacing the finished Job: its template changed and Jobs are immutable");
+        api.delete(name, &DeleteParams::background()).await?;
+        wait::until(&format!("{label} to be deleted"), self.waits, || async {
+            Ok(match api.get_opt(name).await? {
+                None => Progress::Done(()),
+                Some(_) => Progress::Pending("still present".into()),
+            })
+        })
+        .await?;
+        self.patch(api, name, obj, label).await
     }
 
     async fn secret(&mut self, password: String) -> Result<(), Error> {

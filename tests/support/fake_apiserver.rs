@@ -574,6 +574,16 @@ fn server_side_apply(
     {
         return reply(StatusCode::OK, e);
     }
+    if let Some(e) = &existing
+        && e["kind"] == "Job"
+        && e.pointer("/spec/template") != applied.pointer("/spec/template")
+    {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            &format!("Job.batch \"{name}\" is invalid: spec.template: Invalid value: core.PodTemplateSpec{{...}}: field is immutable"),
+        );
+    }
     let mut obj = applied.clone();
     let ns = coll.split('/').nth(4).map(str::to_owned);
     let (uid, generation) = match &existing {

@@ -23,7 +23,6 @@ pub use client::{connect as connect_client, install_crypto_provider};
 /// The contract with the manifest renderer (issue 3): object names `iac` relies on.
 pub mod names {
     pub const KAFKA_STATEFULSET: &str = "kafka";
-    pub const CONNECT_DEPLOYMENT: &str = "kafka-connect";
     pub const CONNECT_SERVICE: &str = "kafka-connect";
     pub const CONNECT_PORT: u16 = 8083;
     pub const PASSWORD_SECRET: &str = "pipeline-postgres";

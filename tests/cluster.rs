@@ -438,6 +438,9 @@ async fn dry_run_sends_dry_run_all_and_persists_nothing() {
     assert!(reqs.iter().all(|r| !r.path.ends_with("/connectors/postgres-sink/config")), "no connector registration");
     let text = stdout(&out);
     assert!(text.contains("namespace/kafka-pipeline created (dry run)"), "{text}");
+    // Nothing can be dry-run inside a namespace that does not exist yet: said, not failed.
+    assert!(text.contains("statefulset/kafka not checked (dry run): namespaces \"kafka-pipeline\" not found"), "{text}");
+    assert!(text.contains("8 objects applied, 1 changed, 7 not checked (their namespace does not exist yet) (dry run)"), "{text}");
     assert!(text.contains("(dry run) would wait for statefulset/kafka"), "{text}");
     assert!(text.contains("connector/postgres-sink not validated: Kafka Connect is not reachable"), "{text}");
 

@@ -84,6 +84,9 @@ pub enum Outcome {
     Created,
     Configured,
     Unchanged,
+    /// Dry run only: the object's namespace does not exist yet, so the API server cannot
+    /// dry-run it (it answers 404 for the namespace).
+    NotChecked,
 }
 
 impl Outcome {
@@ -92,6 +95,7 @@ impl Outcome {
             Self::Created => "created",
             Self::Configured => "configured",
             Self::Unchanged => "unchanged",
+            Self::NotChecked => "not checked",
         }
     }
 }
@@ -104,7 +108,11 @@ pub struct Summary {
 
 impl Summary {
     pub fn changed(&self) -> usize {
-        self.applied.iter().filter(|(_, o)| *o != Outcome::Unchanged).count()
+        self.applied.iter().filter(|(_, o)| matches!(o, Outcome::Created | Outcome::Configured)).count()
+    }
+
+    pub fn not_checked(&self) -> usize {
+        self.applied.iter().filter(|(_, o)| *o == Outcome::NotChecked).count()
     }
 }
 
@@ -156,8 +164,12 @@ pub async fn apply(client: &Client, site: &Site, dir: &Path, opts: &ApplyOptions
     a.stage("producer", &m.producer).await?;
     a.wait_all::<Job>(&m.producer, "complete", opts.waits, conditions::job).await?;
     let changed = a.summary.changed();
+    let not_checked = match a.summary.not_checked() {
+        0 => String::new(),
+        n => format!(", {n} not checked (their namespace does not exist yet)"),
+    };
     println!(
-        "{} objects applied, {changed} changed{}",
+        "{} objects applied, {changed} changed{not_checked}{}",
         a.summary.applied.len(),
         if opts.dry_run { " (dry run)" } else { "" }
     );
@@ -278,7 +290,18 @@ impl Applier {
         K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
     {
         let before = api.get_opt(name).await?;
-        let after = api.patch(name, &self.params, &Patch::Apply(body)).await?;
+        let after = match api.patch(name, &self.params, &Patch::Apply(body)).await {
+            Ok(after) => after,
+            // First deployment: a dry-run Namespace is not persisted, so the server cannot
+            // dry-run what goes inside it. Say so rather than fail (`kubectl --dry-run=server`
+            // fails here).
+            Err(kube::Error::Api(s)) if self.dry_run && s.code == 404 => {
+                println!("{label} not checked (dry run): {}", s.message);
+                self.summary.applied.push((label, Outcome::NotChecked));
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let outcome = match &before {
             None => Outcome::Created,
             Some(b) if self.dry_run => {

@@ -568,6 +568,11 @@ fn server_side_apply(
         return status(StatusCode::BAD_REQUEST, "BadRequest", "the name of the object does not match the URL");
     }
     let dry_run = query.get("dryRun").map(String::as_str) == Some("All");
+    if let Some(ns) = path.strip_prefix("/api/v1/namespaces/").or_else(|| path.split("/namespaces/").nth(1)).and_then(|r| r.split_once('/')).map(|(ns, _)| ns)
+        && st.objects.get("/api/v1/namespaces").is_none_or(|c| !c.contains_key(ns))
+    {
+        return status(StatusCode::NOT_FOUND, "NotFound", &format!("namespaces \"{ns}\" not found"));
+    }
     let existing = st.objects.get(&coll).and_then(|c| c.get(&name)).cloned();
     if let Some(e) = &existing
         && st.applied.get(path) == Some(&applied)

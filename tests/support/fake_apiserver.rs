@@ -568,7 +568,11 @@ fn server_side_apply(
         return status(StatusCode::BAD_REQUEST, "BadRequest", "the name of the object does not match the URL");
     }
     let dry_run = query.get("dryRun").map(String::as_str) == Some("All");
-    if let Some(ns) = path.strip_prefix("/api/v1/namespaces/").or_else(|| path.split("/namespaces/").nth(1)).and_then(|r| r.split_once('/')).map(|(ns, _)| ns)
+    if let Some(ns) = path
+        .strip_prefix("/api/v1/namespaces/")
+        .or_else(|| path.split("/namespaces/").nth(1))
+        .and_then(|r| r.split_once('/'))
+        .map(|(ns, _)| ns)
         && st.objects.get("/api/v1/namespaces").is_none_or(|c| !c.contains_key(ns))
     {
         return status(StatusCode::NOT_FOUND, "NotFound", &format!("namespaces \"{ns}\" not found"));
@@ -586,7 +590,9 @@ fn server_side_apply(
         return status(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
-            &format!("Job.batch \"{name}\" is invalid: spec.template: Invalid value: core.PodTemplateSpec{{...}}: field is immutable"),
+            &format!(
+                "Job.batch \"{name}\" is invalid: spec.template: Invalid value: core.PodTemplateSpec{{...}}: field is immutable"
+            ),
         );
     }
     let mut obj = applied.clone();

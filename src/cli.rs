@@ -25,6 +25,13 @@ pub enum Command {
     /// Prove the rendered firewalls in Linux network namespaces: real traffic for every
     /// declared flow (must pass) and from an untrusted host (must be refused), then a reload.
     Simulate(SimulateArgs),
+    /// Check the cluster's health: nodes, system pods, DNS and API from pods, pod-to-pod.
+    Verify(VerifyArgs),
+    /// Server-side apply generated/k8s in dependency order, register the connector, run the producer.
+    Apply(ApplyArgs),
+    /// The data pipeline on the cluster.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,4 +113,79 @@ pub struct SimulateArgs {
     /// How long a probe waits for a handshake or reply before calling it refused.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,
+}
+
+/// Which cluster to talk to (kube-rs's usual lookup when neither is given).
+#[derive(Debug, clap::Args)]
+pub struct KubeArgs {
+    /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// Image of the short-lived probe pods (needs busybox's sh, nslookup, nc, httpd).
+    #[arg(long, default_value = "busybox:1.37")]
+    pub probe_image: String,
+    /// Namespace the probe pods run in.
+    #[arg(long, default_value = "default")]
+    pub probe_namespace: String,
+    /// A name outside the cluster that pods must resolve through CoreDNS and the upstream resolver.
+    #[arg(long, default_value = "example.com")]
+    pub external_name: String,
+    /// Seconds to wait for each probe pod.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// The rendered tree; manifests are read from GENERATED/k8s.
+    #[arg(long, default_value = DEFAULT_OUT)]
+    pub generated: PathBuf,
+    /// Send everything with the API's server-side dry run (dryRun=All); wait for nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Read the database password from this file instead of the variable named by pipeline.password_env.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Seconds each wait (Kafka, Connect, connector, producer) may take.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Kafka ready, connector and task state, rows in the sink table.
+    Status(PipelineStatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PipelineStatusArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
 }

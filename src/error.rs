@@ -49,4 +49,6 @@ pub enum Error {
     Deploy(#[from] crate::deploy::DeployError),
     #[error("simulate: {0}")]
     Simulate(#[from] crate::simulate::SimulateError),
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::Error),
 }

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod deploy;
+pub mod cluster;
 pub mod error;
 pub mod inventory;
 pub mod model;

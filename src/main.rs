@@ -9,12 +9,16 @@ use iac::{Error, load_site, output, render};
 
 /// Exit codes: 0 success, 1 failure or drift, 2 invalid inventory, 3 a deploy rolled back.
 fn main() -> ExitCode {
+    iac::cluster::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Render(args) => render_command(&args),
         Command::Flows(args) => flows_command(&args),
         Command::Deploy(args) => iac::deploy::run(&args),
         Command::Simulate(args) => simulate_command(&args),
+        Command::Verify(args) => iac::cluster::command::verify(&args),
+        Command::Apply(args) => iac::cluster::command::apply(&args),
+        Command::Pipeline(iac::cli::PipelineCommand::Status(args)) => iac::cluster::command::pipeline_status(&args),
     };
     match result {
         Ok(code) => code,

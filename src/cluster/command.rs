@@ -1,0 +1,91 @@
+//! The `verify`, `apply` and `pipeline status` commands: load the inventory, connect, run, print.
+//! Each builds its own tokio runtime, so `main.rs` stays synchronous.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::apply::{ApplyOptions, PasswordSource};
+use super::verify::VerifyOptions;
+use super::wait::Waits;
+use super::{apply as apply_mod, client, status, verify as verify_mod};
+use crate::cli::{ApplyArgs, KubeArgs, PipelineStatusArgs, ReportFormat, VerifyArgs};
+use crate::{Error, load_site};
+
+fn runtime<T>(f: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Cluster(super::Error::Connect(format!("cannot start the async runtime: {e}"))))?;
+    rt.block_on(f)
+}
+
+async fn kube_client(k: &KubeArgs) -> Result<kube::Client, Error> {
+    Ok(client::connect(k.kubeconfig.as_deref(), k.context.as_deref()).await?)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    // Serializing our own plain structs cannot fail; fall back to an empty object regardless.
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into())
+}
+
+/// Exit 0 when every check passes (skips allowed), 1 otherwise.
+pub fn verify(args: &VerifyArgs) -> Result<ExitCode, Error> {
+    let site = load_site(&args.inventory.inventory)?;
+    let opts = VerifyOptions {
+        probe_image: args.probe_image.clone(),
+        probe_namespace: args.probe_namespace.clone(),
+        external_name: args.external_name.clone(),
+        waits: Waits { timeout: Duration::from_secs(args.timeout), ..Waits::default() },
+    };
+    let report = runtime(async {
+        let client = kube_client(&args.kube).await?;
+        Ok(verify_mod::verify(&client, &site, &opts).await?)
+    })?;
+    match args.format {
+        ReportFormat::Text => print!("{}", report.text()),
+        ReportFormat::Json => println!("{}", json(&report)),
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub fn apply(args: &ApplyArgs) -> Result<ExitCode, Error> {
+    let site = load_site(&args.inventory.inventory)?;
+    let pipeline = site.pipeline.as_ref().ok_or(super::Error::Missing("pipeline"))?;
+    let password = match &args.password_file {
+        Some(path) => PasswordSource::File(path.clone()),
+        None => PasswordSource::Env(pipeline.password_env.clone()),
+    };
+    let opts = ApplyOptions {
+        dry_run: args.dry_run,
+        waits: Waits { timeout: Duration::from_secs(args.timeout), ..Waits::default() },
+        password,
+    };
+    let dir = args.generated.join("k8s");
+    runtime(async {
+        let client = kube_client(&args.kube).await?;
+        Ok(apply_mod::apply(&client, &site, &dir, &opts).await?)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// MERGE POINT (issue 4): replace this with the query module's row count of
+/// `site.pipeline.table`, e.g. `crate::query::count(&site, &pipeline.table)`. Until then the
+/// status says plainly that the count is not available.
+async fn row_count(_site: &crate::model::Site) -> Result<i64, String> {
+    Err("the query module (issue 4) is not wired in yet".into())
+}
+
+/// Exit 0 when Kafka is ready, the connector and its tasks run and the row count is known.
+pub fn pipeline_status(args: &PipelineStatusArgs) -> Result<ExitCode, Error> {
+    let site = load_site(&args.inventory.inventory)?;
+    let st = runtime(async {
+        let client = kube_client(&args.kube).await?;
+        Ok(status::status(&client, &site, row_count(&site)).await?)
+    })?;
+    match args.format {
+        ReportFormat::Text => print!("{}", st.text()),
+        ReportFormat::Json => println!("{}", json(&st)),
+    }
+    Ok(if st.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

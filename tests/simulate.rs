@@ -268,6 +268,12 @@ fn interrupted_run_cleans_up(signal: rustix::process::Signal, code: i32) {
         line.clear();
     }
     assert!(seen.contains("topology up"), "{seen}");
+    let built: usize = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("simulate: topology up: ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no namespace count in {seen:?}"));
+    // 3 hosts, 2 pods, router, DNS, admin, untrusted, plus one per egress destination.
+    assert!(built >= 10, "{seen}");
     // Probes are now waiting out their 20 s timeouts.
     std::thread::sleep(Duration::from_millis(300));
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid")).expect("pid");
@@ -280,7 +286,7 @@ fn interrupted_run_cleans_up(signal: rustix::process::Signal, code: i32) {
         .lines()
         .find_map(|l| l.strip_prefix("simulate: interrupted; deleted ")?.strip_suffix(" namespaces")?.parse().ok())
         .unwrap_or_else(|| panic!("no cleanup message in {rest:?}"));
-    assert_eq!(deleted, 10);
+    assert_eq!(deleted, built, "every namespace built is deleted");
     assert_eq!(before, host_network_state());
 }
 

@@ -342,7 +342,11 @@ pub fn table(flows: &Flows, host: Option<&str>) -> String {
     let mut rows = vec![["HOST".to_string(), "CHAIN".into(), "FROM".into(), "TO".into(), "SERVICE".into(), "WHY".into()]];
     for f in flows.0.iter().filter(|f| host.is_none_or(|h| f.host == h)) {
         let members = |s: &AddrSet| format!("@{} ({})", s.name, s.members.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "));
-        let to = f.to.as_ref().map_or_else(|| "this host".to_string(), members);
+        let to = match (&f.to, f.chain) {
+            (Some(set), _) => members(set),
+            (None, Chain::Input) => "this host".to_string(),
+            (None, Chain::Forward) => "any Service endpoint".to_string(),
+        };
         let proto = match f.proto {
             Some(Protocol::Tcp) => "tcp",
             Some(Protocol::Udp) => "udp",

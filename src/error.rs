@@ -43,4 +43,6 @@ pub enum Error {
     Render { file: String, message: String },
     #[error("refusing to replace {}: it exists and was not written by iac (no {marker})", path.display())]
     ForeignOutput { path: PathBuf, marker: &'static str },
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
 }

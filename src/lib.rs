@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod model;
 pub mod output;
 pub mod policy;
+pub mod query;
 pub mod render;
 
 use std::path::Path;

@@ -7,12 +7,14 @@ use clap::Parser;
 use iac::cli::{Cli, Command, FlowsArgs, RenderArgs};
 use iac::{Error, load_site, output, render};
 
-/// Exit codes: 0 success, 1 failure or drift, 2 invalid inventory.
+/// Exit codes: 0 success, 1 failure or drift, 2 invalid inventory; `query` adds 3 (server
+/// unreachable, timeout, TLS), 4 (authentication), 5 (database or table missing).
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Render(args) => render_command(&args),
         Command::Flows(args) => flows_command(&args),
+        Command::Query(args) => iac::query::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             match e {
                 Error::Inventory(_) => ExitCode::from(2),
+                Error::Query(q) => ExitCode::from(q.exit_code()),
                 _ => ExitCode::FAILURE,
             }
         }

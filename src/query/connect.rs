@@ -357,7 +357,7 @@ fn classify(e: tokio_postgres::Error, s: &Settings) -> QueryError {
         return QueryError::server(&e);
     }
     let text = e.to_string();
-    if text.contains("password missing") {
+    if source_text(&e) == "password missing" {
         return QueryError::Auth {
             server: s.server(),
             user: s.user().into(),

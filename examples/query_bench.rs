@@ -28,6 +28,8 @@ struct Measure {
     bytes: usize,
 }
 
+/// Run a command, reading its output through a pipe; reaped with wait4 for its rusage.
+#[allow(clippy::zombie_processes)]
 fn measure(mut cmd: Command) -> Measure {
     let start = Instant::now();
     let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");

@@ -298,7 +298,7 @@ pub async fn connect(settings: &Settings) -> Result<Client, QueryError> {
                 Ok(client)
             }
             mode => {
-                let tls = tls::connector(mode, settings.root_cert.as_deref(), &settings.host())?;
+                let tls = tls::connector(mode, settings.root_cert.as_deref())?;
                 let mut config = settings.config.clone();
                 config.ssl_mode(match mode {
                     SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,

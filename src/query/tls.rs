@@ -31,7 +31,7 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
 }
 
-pub fn connector(mode: SslMode, root: Option<&Path>, _host: &str) -> Result<MakeRustlsConnect, TlsSetupError> {
+pub fn connector(mode: SslMode, root: Option<&Path>) -> Result<MakeRustlsConnect, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let default_root = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".postgresql/root.crt"));
     let root = match root {

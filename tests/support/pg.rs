@@ -269,6 +269,8 @@ impl PgServer {
         Db { name: name.clone(), user: name, password, port: self.port }
     }
 
+    /// The reaper outlives this process by design: nobody waits for it (init adopts it).
+    #[allow(clippy::zombie_processes)]
     fn spawn_reaper(&self) {
         let script = r#"
             while kill -0 "$1" 2>/dev/null && [ -d "$3" ]; do sleep 1; done

@@ -80,6 +80,10 @@ fn jsonl_shows_every_type_faithfully() {
     // Exact text: integers beyond 2^53 and numeric scale survive, columns keep table order.
     assert!(lines[0].starts_with("{\"id\":1,\"big\":9007199254740993,\"msg\":"), "{}", lines[0]);
     assert!(lines[0].contains("\"amount\":12.50,"), "{}", lines[0]);
+    // The same values the server's own row_to_json gives (it writes UTC as +00:00, we as Z).
+    let theirs = _pg.psql(&db.name, "SET TIME ZONE 'UTC'; SELECT json_agg(row_to_json(t)) FROM kafka_messages t");
+    let theirs: Value = serde_json::from_str(&theirs.replace("+00:00", "Z")).expect("json");
+    assert_eq!(Value::Array(rows), theirs);
 }
 
 #[test]
@@ -422,4 +426,43 @@ fn large_table_streams_in_flat_memory_and_counts_every_row() {
     // --limit reads only what it needs.
     let out = stdout(&iac(&db, &["messages", "--format", "jsonl", "--limit", "3"]));
     assert_eq!(out.lines().count(), 3);
+}
+
+/// Our timestamp text against the server's own ISO 8601 (`to_json`), over edge cases (BC,
+/// years past 9999, infinity, microsecond fractions) and a spread of random instants.
+#[test]
+fn timestamps_match_the_servers_iso_8601() {
+    let pg = PgServer::shared();
+    let db = pg.fresh_database("ts");
+    pg.psql(
+        &db.name,
+        &format!(
+            "CREATE TABLE t (n int, ts timestamp, tstz timestamptz);
+             INSERT INTO t SELECT i, v, v FROM unnest(ARRAY[
+               '2000-01-01', '1999-12-31 23:59:59.999999', '0001-01-01', '0001-12-31 23:59:59 BC',
+               '4713-11-24 00:00:00 BC', '294276-12-31 23:59:59.999999', '10000-01-01 00:00:00.1',
+               'infinity', '-infinity', '1970-01-01 00:00:00.5', '2026-02-28 12:34:56.000001']::timestamp[])
+               WITH ORDINALITY AS u(v, i);
+             INSERT INTO t SELECT 100 + i, v, v FROM (
+               SELECT i, timestamp 'epoch' + (random() * 9.15e12 - 1.5e11) * interval '1 second' AS v
+               FROM generate_series(1, 500) i) r;
+             ALTER TABLE t OWNER TO {};",
+            db.user
+        ),
+    );
+    let ours = stdout(&iac(&db, &["messages", "--table", "t", "--format", "jsonl"]));
+    let theirs = pg.psql(&db.name, "SET TIME ZONE 'UTC'; SELECT json_build_object('n', n, 'ts', ts, 'tstz', tstz) FROM t");
+    let parse = |l: &str| -> Value { serde_json::from_str(l).expect("json") };
+    let theirs: Vec<Value> = theirs.lines().filter(|l| !l.is_empty()).map(|l| {
+        let mut v = parse(l);
+        if let Some(s) = v["tstz"].as_str() {
+            v["tstz"] = Value::String(s.replacen("+00:00", "Z", 1));
+        }
+        v
+    }).collect();
+    let ours: Vec<Value> = ours.lines().map(parse).collect();
+    assert_eq!(ours.len(), 511);
+    for (o, t) in ours.iter().zip(&theirs) {
+        assert_eq!(o, t);
+    }
 }

@@ -140,8 +140,9 @@ const CYCLE_MICROS: i64 = 146_097 * 86_400 * 1_000_000;
 
 /// ISO 8601, as `row_to_json` writes it: `2026-11-25T16:47:48.123456` (fraction trimmed,
 /// omitted when zero); timestamptz in UTC with `Z`. PostgreSQL's `infinity` stays a word.
-/// Years outside ±9999 (PostgreSQL allows up to 294276) are shifted by whole 400-year cycles
-/// into jiff's range and the year put back, which is exact.
+/// Years BC carry PostgreSQL's ` BC` suffix, as its own `to_json` does. Years outside ±9999
+/// (PostgreSQL allows up to 294276) are shifted by whole 400-year cycles into jiff's range and
+/// the year put back, which is exact.
 pub fn write_timestamp(out: &mut impl Write, micros: i64, tz: bool) -> io::Result<()> {
     match micros {
         i64::MAX => return out.write_all(b"infinity"),
@@ -156,14 +157,10 @@ pub fn write_timestamp(out: &mut impl Write, micros: i64, tz: bool) -> io::Resul
     };
     let ts = jiff::Timestamp::from_microsecond(unix).map_err(io::Error::other)?;
     let dt = ts.to_zoned(jiff::tz::TimeZone::UTC).datetime();
+    // Astronomical year 0 is 1 BC: written the server's way, `0001-12-31T23:59:59 BC`.
     let year = i128::from(dt.year()) + extra_years;
-    if (0..=9999).contains(&year) {
-        write!(out, "{year:04}")?;
-    } else if year < 0 {
-        write!(out, "-{:04}", -year)?;
-    } else {
-        write!(out, "{year}")?;
-    }
+    let bc = year <= 0;
+    write!(out, "{:04}", if bc { 1 - year } else { year })?;
     write!(out, "-{:02}-{:02}T{:02}:{:02}:{:02}", dt.month(), dt.day(), dt.hour(), dt.minute(), dt.second())?;
     let mut frac = dt.subsec_nanosecond() / 1000;
     if frac != 0 {
@@ -176,6 +173,9 @@ pub fn write_timestamp(out: &mut impl Write, micros: i64, tz: bool) -> io::Resul
     }
     if tz {
         out.write_all(b"Z")?;
+    }
+    if bc {
+        out.write_all(b" BC")?;
     }
     Ok(())
 }
@@ -457,8 +457,8 @@ mod tests {
         assert_eq!(ts(i64::MIN, false), "-infinity");
         // PostgreSQL's largest timestamp, 294276-12-31 23:59:59.999999.
         assert_eq!(ts(9_223_371_331_199_999_999, false), "294276-12-31T23:59:59.999999");
-        // 4713-11-24 BC (proleptic Gregorian year -4712), PostgreSQL's smallest date.
-        assert_eq!(ts(-211_813_488_000_000_000, false), "-4713-11-24T00:00:00");
+        // 4714-11-24 BC, PostgreSQL's smallest timestamp.
+        assert_eq!(ts(-211_813_488_000_000_000, true), "4714-11-24T00:00:00Z BC");
     }
 
     #[test]

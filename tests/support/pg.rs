@@ -126,7 +126,10 @@ impl PgServer {
     fn start_with(b: Builder, owned: bool) -> PgServer {
         let bindir = bindir();
         let run_as = if unsafe { libc::geteuid() } == 0 { Some(nobody()) } else { None };
-        let root = tempfile::Builder::new().prefix("iac-pg-").tempdir().expect("temp dir").keep();
+        // As root, the server's user must reach the directory: /tmp is open to all, while
+        // $TMPDIR might be under a private home.
+        let parent = if run_as.is_some() { PathBuf::from("/tmp") } else { std::env::temp_dir() };
+        let root = tempfile::Builder::new().prefix("iac-pg-").tempdir_in(parent).expect("temp dir").keep();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).expect("chmod");
         let data = root.join("data");
         let password = random_password();

@@ -51,4 +51,6 @@ pub enum Error {
     Simulate(#[from] crate::simulate::SimulateError),
     #[error("{0}")]
     Cluster(#[from] crate::cluster::Error),
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
 }

@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod model;
 pub mod output;
 pub mod policy;
+pub mod query;
 pub mod render;
 pub mod simulate;
 

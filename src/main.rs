@@ -7,7 +7,9 @@ use clap::Parser;
 use iac::cli::{Cli, Command, FlowsArgs, RenderArgs, SimulateArgs};
 use iac::{Error, load_site, output, render};
 
-/// Exit codes: 0 success, 1 failure or drift, 2 invalid inventory, 3 a deploy rolled back.
+/// Exit codes: 0 success, 1 failure or drift, 2 invalid inventory, 3 a deploy rolled back;
+/// `query` uses 3 (server unreachable, timeout, TLS), 4 (authentication), 5 (database or
+/// table missing).
 fn main() -> ExitCode {
     iac::cluster::install_crypto_provider();
     let cli = Cli::parse();
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => iac::cluster::command::verify(&args),
         Command::Apply(args) => iac::cluster::command::apply(&args),
         Command::Pipeline(iac::cli::PipelineCommand::Status(args)) => iac::cluster::command::pipeline_status(&args),
+        Command::Query(args) => iac::query::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             match e {
                 Error::Inventory(_) => ExitCode::from(2),
+                Error::Query(q) => ExitCode::from(q.exit_code()),
                 _ => ExitCode::FAILURE,
             }
         }

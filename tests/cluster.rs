@@ -3,6 +3,9 @@
 
 #[path = "support/fake_apiserver.rs"]
 mod fake;
+#[path = "support/pg.rs"]
+#[allow(dead_code)]
+mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -571,10 +574,33 @@ async fn pipeline_status_shows_kafka_connector_and_rows() {
     assert!(!failing.healthy());
     assert!(failing.text().contains("sink       BAD  kafka_messages: row count unavailable: connection refused"));
 
-    // The binary says plainly that the row count is not wired in on this branch.
-    let out = e.iac(&["pipeline", "status"], false).await;
+    // The binary reads the row count from a real PostgreSQL, the way `iac query count` does.
+    let server = pg::PgServer::shared();
+    let db = server.fresh_database("status");
+    server.psql(&db.name, &format!("CREATE TABLE kafka_messages (id int); ALTER TABLE kafka_messages OWNER TO {}; INSERT INTO kafka_messages SELECT generate_series(1, 7)", db.user));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_iac"));
+    db.apply_env(&mut cmd)
+        .args(["pipeline", "status", "--inventory"])
+        .arg(repo().join("hosts/inventory.toml"))
+        .arg("--kubeconfig")
+        .arg(&e.kubeconfig)
+        .env_remove("KUBECONFIG");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("sink       ok   7 rows in kafka_messages"), "{}", stdout(&out));
+
+    // With the server gone, the status says why and fails.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_iac"));
+    db.apply_env(&mut cmd)
+        .env("PGPORT", "1")
+        .args(["pipeline", "status", "--inventory"])
+        .arg(repo().join("hosts/inventory.toml"))
+        .arg("--kubeconfig")
+        .arg(&e.kubeconfig)
+        .env_remove("KUBECONFIG");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("row count unavailable: the query module (issue 4) is not wired in yet"));
+    assert!(stdout(&out).contains("sink       BAD  kafka_messages: row count unavailable"), "{}", stdout(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -69,11 +69,9 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// MERGE POINT (issue 4): replace this with the query module's row count of
-/// `site.pipeline.table`, e.g. `crate::query::count(&site, &pipeline.table)`. Until then the
-/// status says plainly that the count is not available.
-async fn row_count(_site: &crate::model::Site) -> Result<i64, String> {
-    Err("the query module (issue 4) is not wired in yet".into())
+/// The sink table's row count, read the way `iac query count` reads it.
+async fn row_count(site: &crate::model::Site) -> Result<i64, String> {
+    crate::query::sink_row_count(site).await.map_err(|e| e.to_string())
 }
 
 /// Exit 0 when Kafka is ready, the connector and its tasks run and the row count is known.

@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{repo, text};
+use support::{nix_eval as eval, repo, text};
 
 fn nix_files() -> Vec<PathBuf> {
     let mut files = vec![repo().join("flake.nix")];
@@ -46,23 +46,6 @@ fn every_nix_file_parses_with_nix_instantiate() {
         let out = Command::new(&nix).arg("--parse").arg(&f).output().unwrap();
         assert!(out.status.success(), "{}: {}", f.display(), text(&out.stderr));
     }
-}
-
-/// Evaluate `expr` with `lib` stubbed to the identity for the few functions our modules use.
-fn eval(expr: &str) -> Option<String> {
-    let nix = support::tool("nix-instantiate")?;
-    let wrapped = format!(
-        "let lib = {{ mkDefault = x: x; mkAfter = x: x; }}; \
-              module = path: import path {{ inherit lib; }}; in {expr}"
-    );
-    let out = Command::new(nix)
-        .args(["--eval", "--strict", "--json", "-E", &wrapped])
-        .current_dir(repo())
-        .env("NIX_STATE_DIR", std::env::temp_dir().join("iac-nix-state"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{expr}: {}", text(&out.stderr));
-    Some(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_str().map_or_else(|| text(&out.stdout), String::from))
 }
 
 /// The table NixOS loads is, after Nix strips the indentation, the same table as the standalone

@@ -73,3 +73,23 @@ fn walk(root: &Path, here: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
         }
     }
 }
+
+/// Evaluate a Nix expression with `nix-instantiate --eval --strict --json`, with `lib` stubbed
+/// to the identity for the few functions our generated modules use and `module PATH` importing
+/// one of them. `None` (skipped) when nix-instantiate is missing; see `tool`.
+pub fn nix_eval(expr: &str) -> Option<String> {
+    let nix = tool("nix-instantiate")?;
+    let wrapped = format!(
+        "let lib = {{ mkDefault = x: x; mkAfter = x: x; }}; \
+              module = path: import path {{ inherit lib; }}; in {expr}"
+    );
+    let out = Command::new(nix)
+        .args(["--eval", "--strict", "--json", "-E", &wrapped])
+        .current_dir(repo())
+        .env("NIX_STATE_DIR", std::env::temp_dir().join("iac-nix-state"))
+        .output()
+        .expect("nix-instantiate runs");
+    assert!(out.status.success(), "{expr}: {}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    Some(value.as_str().map_or_else(|| text(&out.stdout), String::from))
+}

@@ -9,6 +9,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use similar::TextDiff;
 
 use crate::error::Error;
@@ -30,9 +31,11 @@ pub fn write_tree(dir: &Path, tree: &Tree) -> Result<(), Error> {
         .prefix(&format!(".{name}.iac-"))
         .tempdir_in(&parent)
         .map_err(|source| Error::Write { path: parent.clone(), source })?;
-    for (rel, text) in tree {
-        write_file(&staging.path().join(rel), text)?;
+    let dirs: BTreeSet<PathBuf> = tree.keys().filter_map(|rel| rel.parent()).map(|p| staging.path().join(p)).collect();
+    for dir in &dirs {
+        fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.clone(), source })?;
     }
+    tree.par_iter().try_for_each(|(rel, text)| write_file(&staging.path().join(rel), text))?;
     // One syncfs for the whole tree instead of an fsync per file: thousands of fsyncs made a
     // 1,000-host render take seconds. The swap below happens only once the data is durable.
     let dir_fd = fs::File::open(staging.path()).map_err(|source| Error::Write { path: staging.path().to_path_buf(), source })?;
@@ -50,9 +53,6 @@ pub fn write_tree(dir: &Path, tree: &Tree) -> Result<(), Error> {
 
 fn write_file(path: &Path, text: &str) -> Result<(), Error> {
     let err = |source| Error::Write { path: path.to_path_buf(), source };
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(err)?;
-    }
     let mut f = fs::File::create(path).map_err(err)?;
     f.write_all(text.as_bytes()).map_err(err)
 }

@@ -2,7 +2,9 @@
 //! k3s/flannel/kube-proxy/PostgreSQL traffic facts; the nftables rules and the pg_hba lines are
 //! both printed from these flows, so they cannot disagree.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::ops::Range;
 
 use ipnet::Ipv4Net;
 
@@ -88,16 +90,35 @@ pub struct Flow {
     pub grant: Option<Grant>,
 }
 
-/// Every flow of the estate, in a stable order (host, chain, declaration order).
+/// Every flow of the estate, in a stable order (host, chain, declaration order), indexed by
+/// host: renderers ask for one host's flows many times, and a scan per question made a
+/// 1,000-host render quadratic.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flows(pub Vec<Flow>);
+pub struct Flows {
+    all: Vec<Flow>,
+    by_host: HashMap<String, Range<usize>>,
+}
 
 impl Flows {
-    pub fn for_host<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Flow> + 'a {
-        self.0.iter().filter(move |f| f.host == host)
+    /// Flows must come grouped by host, as `flows` produces them.
+    fn new(all: Vec<Flow>) -> Self {
+        let mut by_host: HashMap<String, Range<usize>> = HashMap::new();
+        for (i, f) in all.iter().enumerate() {
+            by_host.entry(f.host.clone()).and_modify(|r| r.end = i + 1).or_insert(i..i + 1);
+        }
+        Self { all, by_host }
     }
 
-    pub fn in_chain<'a>(&'a self, host: &'a str, chain: Chain) -> impl Iterator<Item = &'a Flow> + 'a {
+    pub fn all(&self) -> &[Flow] {
+        &self.all
+    }
+
+    pub fn for_host<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Flow> + 'a {
+        let range = self.by_host.get(host).cloned().unwrap_or(0..0);
+        self.all[range].iter()
+    }
+
+    pub fn in_chain<'a>(&'a self, host: &str, chain: Chain) -> impl Iterator<Item = &'a Flow> + 'a {
         self.for_host(host).filter(move |f| f.chain == chain)
     }
 }
@@ -117,7 +138,7 @@ pub fn flows(site: &Site) -> Flows {
         b.databases();
         b.allows();
     }
-    Flows(out)
+    Flows::new(out)
 }
 
 /// Where traffic from the cluster's pods arrives at `target`: a k3s node sees its own pods
@@ -340,7 +361,7 @@ impl HostFlows<'_> {
 /// A plain-text table of flows (optionally of one host), for people reviewing a change.
 pub fn table(flows: &Flows, host: Option<&str>) -> String {
     let mut rows = vec![["HOST".to_string(), "CHAIN".into(), "FROM".into(), "TO".into(), "SERVICE".into(), "WHY".into()]];
-    for f in flows.0.iter().filter(|f| host.is_none_or(|h| f.host == h)) {
+    for f in flows.all().iter().filter(|f| host.is_none_or(|h| f.host == h)) {
         let members = |s: &AddrSet| format!("@{} ({})", s.name, s.members.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "));
         let to = match (&f.to, f.chain) {
             (Some(set), _) => members(set),

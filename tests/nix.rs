@@ -59,7 +59,7 @@ fn module_carries_the_same_table_as_the_standalone_script() {
         else {
             return;
         };
-        let body = iac::render::nft::table_body(&site, &flows, host).unwrap();
+        let body = iac::render::nft::table_body(&flows, host).unwrap();
         let normalise = |s: &str| s.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect::<Vec<_>>();
         assert_eq!(normalise(&content), normalise(&body), "{}", host.name);
         assert!(content.starts_with("set admin {\n"), "indentation stripped: {content:?}");

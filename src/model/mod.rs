@@ -171,8 +171,10 @@ pub enum PluginSource {
 }
 
 impl Site {
+    /// `hosts` is sorted by name (validation builds it from a sorted map), so a lookup is a
+    /// binary search: renderers look hosts up per node and per database.
     pub fn host(&self, name: &str) -> Option<&Host> {
-        self.hosts.iter().find(|h| h.name == name)
+        self.hosts.binary_search_by(|h| h.name.as_str().cmp(name)).ok().map(|i| &self.hosts[i])
     }
 
     pub fn database(&self, name: &str) -> Option<&Database> {

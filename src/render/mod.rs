@@ -10,8 +10,10 @@ pub mod postgres;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use rayon::prelude::*;
+
 use crate::error::Error;
-use crate::model::{Role, Site};
+use crate::model::{Host, Role, Site};
 use crate::policy::{self, Flows};
 
 /// Relative path → file content; the complete output of one render.
@@ -20,24 +22,31 @@ pub type Tree = BTreeMap<PathBuf, String>;
 /// Written at the top of the output directory; also marks the directory as iac's to replace.
 pub const MARKER: &str = "README.md";
 
-/// Render every file of the estate.
+/// Render every file of the estate. Hosts are independent, so they render (and their Nix is
+/// parsed) in parallel.
 pub fn render(site: &Site) -> Result<Tree, Error> {
     let flows = policy::flows(site);
-    let mut tree = Tree::new();
+    let per_host: Vec<Vec<(PathBuf, String)>> = site.hosts.par_iter().map(|host| host_files(site, &flows, host)).collect::<Result<_, _>>()?;
+    let mut tree: Tree = per_host.into_iter().flatten().collect();
     tree.insert(PathBuf::from(MARKER), marker_text(site));
-    for host in &site.hosts {
-        let dir = PathBuf::from(&host.name);
-        tree.insert(dir.join("nftables.nft"), nft::standalone(site, &flows, host)?);
-        tree.insert(dir.join("default.nix"), nixos::host_module(site, &flows, host)?);
-        if host.has(Role::Postgresql) {
-            tree.insert(dir.join("postgresql.nix"), postgres::module(site, &flows, host)?);
-        }
-    }
     if let Some(pipeline) = &site.pipeline {
         tree.extend(k8s::render(site, pipeline)?);
     }
     check_nix_syntax(&tree)?;
     Ok(tree)
+}
+
+fn host_files(site: &Site, flows: &Flows, host: &Host) -> Result<Vec<(PathBuf, String)>, Error> {
+    let dir = PathBuf::from(&host.name);
+    let table = nft::table_body(flows, host)?;
+    let mut files = vec![
+        (dir.join("nftables.nft"), nft::standalone(host, &table)?),
+        (dir.join("default.nix"), nixos::host_module(site, host, &table)?),
+    ];
+    if host.has(Role::Postgresql) {
+        files.push((dir.join("postgresql.nix"), postgres::module(site, flows, host)?));
+    }
+    Ok(files)
 }
 
 /// The flows, for commands that show them (`iac flows`) and for tests.
@@ -58,13 +67,14 @@ fn marker_text(site: &Site) -> String {
 /// Every rendered `.nix` file must parse with a real Nix parser (rnix) before anything is
 /// written: a renderer bug must never reach `nixos-rebuild`.
 fn check_nix_syntax(tree: &Tree) -> Result<(), Error> {
-    for (path, text) in tree.iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "nix")) {
+    let nix: Vec<(&PathBuf, &String)> = tree.iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "nix")).collect();
+    nix.par_iter().try_for_each(|(path, text)| {
         let parsed = rnix::Root::parse(text);
-        if let Some(err) = parsed.errors().first() {
-            return Err(Error::Render { file: path.display().to_string(), message: format!("generated Nix does not parse: {err}") });
+        match parsed.errors().first() {
+            Some(err) => Err(Error::Render { file: path.display().to_string(), message: format!("generated Nix does not parse: {err}") }),
+            None => Ok(()),
         }
-    }
-    Ok(())
+    })
 }
 
 pub(crate) fn template_error(file: &str, e: askama::Error) -> Error {

@@ -5,7 +5,7 @@
 use askama::Template;
 
 use crate::error::Error;
-use crate::model::{Host, Protocol, Site};
+use crate::model::{Host, Protocol};
 use crate::policy::{AddrSet, Chain, Flow, Flows, PortRange};
 
 use super::{role_names, template_error};
@@ -44,8 +44,7 @@ struct RuleView {
 }
 
 /// The inside of `table inet iac { … }` for `host`.
-pub fn table_body(site: &Site, flows: &Flows, host: &Host) -> Result<String, Error> {
-    let _ = site;
+pub fn table_body(flows: &Flows, host: &Host) -> Result<String, Error> {
     let file = format!("{}/nftables.nft", host.name);
     let mut sets: Vec<&AddrSet> = Vec::new();
     for flow in flows.for_host(&host.name) {
@@ -70,9 +69,10 @@ pub fn table_body(site: &Site, flows: &Flows, host: &Host) -> Result<String, Err
     Ok(body.trim_matches('\n').to_string())
 }
 
-/// A script for `nft -f`: owns only its table, never flushes the ruleset, idempotent.
-pub fn standalone(site: &Site, flows: &Flows, host: &Host) -> Result<String, Error> {
-    let body = indent(&table_body(site, flows, host)?);
+/// A script for `nft -f` around the `table_body`: owns only its table, never flushes the
+/// ruleset, idempotent.
+pub fn standalone(host: &Host, table_body: &str) -> Result<String, Error> {
+    let body = indent(table_body);
     let t = StandaloneTemplate { host: &host.name, address: host.address.to_string(), roles: role_names(host), table: TABLE, body };
     let mut out = t.render().map_err(|e| template_error(&format!("{}/nftables.nft", host.name), e))?;
     out.push('\n');

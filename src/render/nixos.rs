@@ -5,10 +5,10 @@ use askama::Template;
 
 use crate::error::Error;
 use crate::model::{Host, Role, Site};
-use crate::policy::{Flows, K3S_API_PORT};
+use crate::policy::K3S_API_PORT;
 
 use super::filters;
-use super::nft::{TABLE, table_body};
+use super::nft::TABLE;
 use super::{role_names, template_error};
 
 /// Where the generated module points k3s's `--resolv-conf`.
@@ -35,7 +35,8 @@ struct K3sView {
     flags: Vec<String>,
 }
 
-pub fn host_module(site: &Site, flows: &Flows, host: &Host) -> Result<String, Error> {
+/// `table_body` is the host's nftables table (`nft::table_body`), carried verbatim.
+pub fn host_module(site: &Site, host: &Host, table_body: &str) -> Result<String, Error> {
     let imports = if host.has(Role::Postgresql) { vec!["./postgresql.nix"] } else { vec![] };
     let t = HostTemplate {
         host: &host.name,
@@ -44,7 +45,7 @@ pub fn host_module(site: &Site, flows: &Flows, host: &Host) -> Result<String, Er
         imports,
         nameservers: site.dns_upstream.iter().map(ToString::to_string).collect(),
         table: TABLE,
-        table_body: spaces_for_tabs(&table_body(site, flows, host)?),
+        table_body: spaces_for_tabs(table_body),
         k3s: k3s(site, host),
     };
     let mut out = t.render().map_err(|e| template_error(&format!("{}/default.nix", host.name), e))?;

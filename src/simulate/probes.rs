@@ -88,7 +88,7 @@ pub struct Endpoint {
 /// egress targets their declared ports.
 pub fn endpoints(t: &Topology, flows: &Flows) -> Vec<Endpoint> {
     let mut host_ports: Vec<(Protocol, u16)> = Vec::new();
-    for f in flows.0.iter().filter(|f| f.chain == Chain::Input) {
+    for f in flows.all().iter().filter(|f| f.chain == Chain::Input) {
         for (proto, port) in flow_ports(f) {
             if !host_ports.contains(&(proto, port)) {
                 host_ports.push((proto, port));
@@ -112,7 +112,7 @@ pub fn endpoints(t: &Topology, flows: &Flows) -> Vec<Endpoint> {
                 v
             }
             Role::Dns => vec![(Protocol::Udp, DNS_PORT), (Protocol::Tcp, DNS_PORT)],
-            Role::Remote => flows.0.iter().filter(|f| f.to.as_ref().is_some_and(|s| s.contains(m.addr))).flat_map(flow_ports).collect(),
+            Role::Remote => flows.all().iter().filter(|f| f.to.as_ref().is_some_and(|s| s.contains(m.addr))).flat_map(flow_ports).collect(),
             Role::Admin | Role::Untrusted | Role::Client => vec![],
         };
         let mut seen = Vec::new();
@@ -146,7 +146,7 @@ fn admit(site: &Site, flows: &Flows, host: &str, chain: Chain, pkt: &Packet) -> 
     if site.host(host).is_some_and(|h| h.block.iter().any(|n| n.contains(&pkt.src))) {
         return None;
     }
-    flows.0.iter().position(|f| f.host == host && matches(f, chain, pkt))
+    flows.all().iter().position(|f| f.host == host && matches(f, chain, pkt))
 }
 
 fn matches(f: &Flow, chain: Chain, pkt: &Packet) -> bool {
@@ -323,8 +323,8 @@ pub fn plan(site: &Site, flows: &Flows, t: &Topology) -> Vec<Probe> {
     };
     // Forward flows first: a probe then carries the why of the rule that routes it (pods to
     // the database) rather than of the destination's generic rule (its clients).
-    let mut ordered: Vec<&Flow> = flows.0.iter().filter(|f| f.chain == Chain::Forward).collect();
-    ordered.extend(flows.0.iter().filter(|f| f.chain == Chain::Input));
+    let mut ordered: Vec<&Flow> = flows.all().iter().filter(|f| f.chain == Chain::Forward).collect();
+    ordered.extend(flows.all().iter().filter(|f| f.chain == Chain::Input));
     for f in ordered {
         let exercising: Vec<&Probe> = candidates
             .iter()
@@ -361,7 +361,7 @@ pub fn plan(site: &Site, flows: &Flows, t: &Topology) -> Vec<Probe> {
         let Some(hops) = oracle.path(u, to, proto, port, method) else { continue };
         let expect = hops.iter().all(|h| h.admitted_by.is_some());
         let why = if expect {
-            hops.iter().filter_map(|h| h.admitted_by).map(|i| flows.0[i].why.clone()).collect::<Vec<_>>().join("; ")
+            hops.iter().filter_map(|h| h.admitted_by).map(|i| flows.all()[i].why.clone()).collect::<Vec<_>>().join("; ")
         } else {
             "not declared: no flow admits the untrusted host".to_string()
         };
@@ -377,7 +377,7 @@ pub fn plan(site: &Site, flows: &Flows, t: &Topology) -> Vec<Probe> {
 /// Flows no probe exercises (every one should be; the report lists any that is not).
 pub fn unprobed<'a>(flows: &'a Flows, probes: &[Probe]) -> Vec<&'a Flow> {
     flows
-        .0
+        .all()
         .iter()
         .filter(|f| {
             !probes

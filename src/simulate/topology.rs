@@ -290,7 +290,7 @@ pub fn plan(site: &Site, flows: &Flows, prefix: &str) -> Result<Topology, Simula
     }
 
     // The untrusted host: a LAN address no flow admits from, else its own segment.
-    let admitted = |a: Ipv4Addr| flows.0.iter().any(|f| f.from.contains(a));
+    let admitted = |a: Ipv4Addr| flows.all().iter().any(|f| f.from.contains(a));
     let on_lan = lans.iter().find_map(|l| free_from_top(l.cidr, &taken, |a| !admitted(a)));
     let addr = on_lan.unwrap_or(UNTRUSTED_FALLBACK);
     taken.push(addr);
@@ -302,7 +302,7 @@ pub fn plan(site: &Site, flows: &Flows, prefix: &str) -> Result<Topology, Simula
     }
 
     // Sets no namespace stands in for yet: inventory `allow` sources and `egress` targets.
-    for f in &flows.0 {
+    for f in flows.all() {
         let (set, role) = match (f.chain, &f.to) {
             (Chain::Input, _) => (&f.from, Role::Client),
             (Chain::Forward, Some(to)) => (to, Role::Remote),

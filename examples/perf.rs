@@ -23,7 +23,7 @@ fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("--inside-load") => return inside_load(Path::new(&args[2])),
-        Some("--serve") => return serve(&args[2]),
+        Some("--serve") => return serve(&args[2], args[3].parse()?),
         Some("--send") => return send(&args[2], args[3].parse()?),
         _ => {}
     }
@@ -200,6 +200,10 @@ fn inside_load(file: &Path) -> Res<()> {
     Ok(())
 }
 
+/// Alternating rounds per throughput setting; a shared VM's throughput swings by ±30 % from
+/// one 2 s run to the next, so the medians need many.
+const ROUNDS: usize = 11;
+
 /// Namespaces a (10.42.0.2) — r (router, forward chain under test) — b (10.42.1.2).
 fn throughput(ruleset: &Path) -> Res<()> {
     if unsafe { libc::geteuid() } != 0 {
@@ -222,32 +226,51 @@ fn throughput(ruleset: &Path) -> Res<()> {
     ip(&["-n", b, "route", "add", "default", "via", "10.42.1.1"])?;
     run(Command::new("ip").args(["netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]))?;
     let me = std::env::current_exe()?;
-    let mut server = Command::new("ip").args(["netns", "exec", b]).arg(&me).args(["--serve", "10.42.1.2:5201"]).spawn()?;
+    let connections = (3 * ROUNDS).to_string();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", b])
+        .arg(&me)
+        .args(["--serve", "10.42.1.2:5201", &connections])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     std::thread::sleep(Duration::from_millis(300));
     let measure = || -> Res<f64> {
         let out = Command::new("ip").args(["netns", "exec", a]).arg(&me).args(["--send", "10.42.1.2:5201", "2"]).output()?;
         Ok(String::from_utf8(out.stdout)?.trim().parse::<f64>()?)
     };
-    let (mut bare, mut with) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
+    // A third setting separates conntrack's cost (which every k3s node pays anyway: kube-proxy
+    // and flannel NAT through it) from the cost of our rules and sets.
+    let conntrack_only = std::env::temp_dir().join(format!("{tag}-ct.nft"));
+    std::fs::write(
+        &conntrack_only,
+        "table inet ctonly {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tct state established,related accept\n\t}\n}\n",
+    )?;
+    let (mut bare, mut ct, mut with) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
         run(Command::new("ip").args(["netns", "exec", r, "nft", "flush", "ruleset"]))?;
         bare.push(measure()?);
+        run(Command::new("ip").args(["netns", "exec", r, "nft", "-f"]).arg(&conntrack_only))?;
+        ct.push(measure()?);
+        run(Command::new("ip").args(["netns", "exec", r, "nft", "flush", "ruleset"]))?;
         run(Command::new("ip").args(["netns", "exec", r, "nft", "-f"]).arg(ruleset))?;
         with.push(measure()?);
     }
+    let _ = std::fs::remove_file(&conntrack_only);
     let _ = server.kill();
     let _ = server.wait();
     let med = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (bm, wm) = (med(&mut bare), med(&mut with));
-    println!("## Forward-chain throughput, TCP a -> r -> b, 5 alternating rounds of 2 s each");
+    let (bm, cm, wm) = (med(&mut bare), med(&mut ct), med(&mut with));
+    println!("## Forward-chain throughput, TCP a -> r -> b, {ROUNDS} alternating rounds of 2 s each");
     println!("| ruleset in r | median | runs (Gbit/s) |");
     println!("| --- | ---: | --- |");
     println!("| none | {bm:.2} Gbit/s | {} |", list(&bare));
+    println!("| conntrack only (one `ct state` rule) | {cm:.2} Gbit/s | {} |", list(&ct));
     println!("| 1,000-host node ruleset | {wm:.2} Gbit/s | {} |", list(&with));
-    println!("with/without: {:.1}%", wm / bm * 100.0);
+    println!("ruleset/none: {:.1}%  conntrack-only/none: {:.1}%  ruleset/conntrack-only: {:.1}%", wm / bm * 100.0, cm / bm * 100.0, wm / cm * 100.0);
     Ok(())
 }
 
@@ -272,10 +295,11 @@ fn run(cmd: &mut Command) -> Res<()> {
     if out.status.success() { Ok(()) } else { Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)).into()) }
 }
 
-fn serve(addr: &str) -> Res<()> {
+/// Sink `connections` TCP connections, then exit (so nothing outlives the benchmark).
+fn serve(addr: &str, connections: usize) -> Res<()> {
     let listener = TcpListener::bind(addr)?;
     let mut buf = vec![0u8; 1 << 20];
-    for stream in listener.incoming() {
+    for stream in listener.incoming().take(connections) {
         let mut s = stream?;
         while s.read(&mut buf)? > 0 {}
     }

@@ -35,7 +35,9 @@ fn main() -> Res<()> {
     // separates iac's own cost from the filesystem's metadata latency).
     let shm = tempfile::tempdir_in("/dev/shm").unwrap_or(tempfile::tempdir()?);
     println!("## iac render, end to end (median of runs; CPU and peak RSS of the process)");
-    println!("| hosts | k3s nodes | files | output | runs | disk: median | tmpfs: median | tmpfs: user+sys CPU | per host (tmpfs) | peak RSS |");
+    println!(
+        "| hosts | k3s nodes | files | output | runs | disk: median | tmpfs: median | tmpfs: user+sys CPU | per host (tmpfs) | peak RSS |"
+    );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut node_rulesets = Vec::new();
     for &n in &[3usize, 100, 1_000, 10_000] {
@@ -270,7 +272,12 @@ fn throughput(ruleset: &Path) -> Res<()> {
     println!("| none | {bm:.2} Gbit/s | {} |", list(&bare));
     println!("| conntrack only (one `ct state` rule) | {cm:.2} Gbit/s | {} |", list(&ct));
     println!("| 1,000-host node ruleset | {wm:.2} Gbit/s | {} |", list(&with));
-    println!("ruleset/none: {:.1}%  conntrack-only/none: {:.1}%  ruleset/conntrack-only: {:.1}%", wm / bm * 100.0, cm / bm * 100.0, wm / cm * 100.0);
+    println!(
+        "ruleset/none: {:.1}%  conntrack-only/none: {:.1}%  ruleset/conntrack-only: {:.1}%",
+        wm / bm * 100.0,
+        cm / bm * 100.0,
+        wm / cm * 100.0
+    );
     Ok(())
 }
 

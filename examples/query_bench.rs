@@ -127,8 +127,8 @@ fn main() {
             ms[0].bytes >> 20,
         );
     }
-    let wall_ratio = median(iacs.iter().map(|m| m.wall).collect()).as_secs_f64()
-        / median(psqls.iter().map(|m| m.wall).collect()).as_secs_f64();
+    let wall_ratio =
+        median(iacs.iter().map(|m| m.wall).collect()).as_secs_f64() / median(psqls.iter().map(|m| m.wall).collect()).as_secs_f64();
     let peak = iacs.iter().map(|m| m.maxrss_kib).max().unwrap_or(0) as f64 / 1024.0;
     println!("ratio iac/psql wall {wall_ratio:.2}x (target <= 1.5x: {})", if wall_ratio <= 1.5 { "met" } else { "MISSED" });
     println!("iac peak RSS {peak:.1} MiB (target < 50 MiB: {})", if peak < 50.0 { "met" } else { "MISSED" });

@@ -5,8 +5,8 @@
 //! with side effects (processes, network, files) sits at the edges.
 
 pub mod cli;
-pub mod deploy;
 pub mod cluster;
+pub mod deploy;
 pub mod error;
 pub mod inventory;
 pub mod model;

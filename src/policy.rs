@@ -129,11 +129,9 @@ pub fn flows(site: &Site) -> Flows {
     for host in &site.hosts {
         let mut b = HostFlows { site, host, out: &mut out };
         b.ssh();
-        if let Some(cluster) = &site.cluster {
-            if host.is_k3s_node() {
-                b.k3s_input(cluster);
-                b.k3s_forward(cluster);
-            }
+        if let Some(cluster) = site.cluster.as_ref().filter(|_| host.is_k3s_node()) {
+            b.k3s_input(cluster);
+            b.k3s_forward(cluster);
         }
         b.databases();
         b.allows();
@@ -183,20 +181,47 @@ struct HostFlows<'a> {
     out: &'a mut Vec<Flow>,
 }
 
+/// A protocol and its ports: what a flow admits once source and destination match.
+struct Service {
+    proto: Option<Protocol>,
+    ports: Vec<PortRange>,
+}
+
+impl Service {
+    fn tcp(port: u16) -> Self {
+        Self { proto: Some(Protocol::Tcp), ports: vec![PortRange::single(port)] }
+    }
+    fn udp(port: u16) -> Self {
+        Self { proto: Some(Protocol::Udp), ports: vec![PortRange::single(port)] }
+    }
+    fn any() -> Self {
+        Self { proto: None, ports: vec![] }
+    }
+    fn ports(proto: Protocol, ports: &[u16]) -> Self {
+        Self { proto: Some(proto), ports: ports.iter().map(|p| PortRange::single(*p)).collect() }
+    }
+}
+
 impl HostFlows<'_> {
-    fn push(&mut self, chain: Chain, name: &str, from: AddrSet, to: Option<AddrSet>, proto: Option<Protocol>, ports: Vec<PortRange>, why: String) {
-        self.out.push(Flow {
+    /// A flow admitted by this host's ruleset; `to` is set for forwarded flows.
+    fn flow(&self, chain: Chain, name: &str, from: AddrSet, to: Option<AddrSet>, service: Service, why: String) -> Flow {
+        Flow {
             host: self.host.name.clone(),
             chain,
             name: name.into(),
             from,
             to,
-            proto,
-            ports,
+            proto: service.proto,
+            ports: service.ports,
             dnat_only: false,
             why,
             grant: None,
-        });
+        }
+    }
+
+    fn push(&mut self, chain: Chain, name: &str, from: AddrSet, to: Option<AddrSet>, service: Service, why: String) {
+        let flow = self.flow(chain, name, from, to, service, why);
+        self.out.push(flow);
     }
 
     fn admin(&self) -> AddrSet {
@@ -214,98 +239,49 @@ impl HostFlows<'_> {
 
     fn ssh(&mut self) {
         let why = "SSH from the admin networks: the deploy path, never cut".to_string();
-        let port = self.host.ssh_port;
-        self.push(Chain::Input, "ssh", self.admin(), None, Some(Protocol::Tcp), vec![PortRange::single(port)], why);
+        self.push(Chain::Input, "ssh", self.admin(), None, Service::tcp(self.host.ssh_port), why);
     }
 
     fn k3s_input(&mut self, cluster: &Cluster) {
-        let tcp = Some(Protocol::Tcp);
-        let api = vec![PortRange::single(K3S_API_PORT)];
         if self.host.has(Role::K3sServer) {
             let vip = cluster.api_service_ip();
-            self.push(Chain::Input, "k3s-api", self.admin(), None, tcp, api.clone(), "kubectl and iac apply from the admin networks".into());
-            self.push(
-                Chain::Input,
-                "k3s-api",
-                self.nodes(),
-                None,
-                tcp,
-                api.clone(),
-                format!("nodes join the server; pods on other nodes reach the API VIP {vip}:443, DNATed to 6443 and masqueraded to their node address"),
+            let api = || Service::tcp(K3S_API_PORT);
+            self.push(Chain::Input, "k3s-api", self.admin(), None, api(), "kubectl and iac apply from the admin networks".into());
+            let why = format!(
+                "nodes join the server; pods on other nodes reach the API VIP {vip}:443, DNATed to 6443 and masqueraded to their node address"
             );
-            self.push(
-                Chain::Input,
-                "k3s-api",
-                Self::pods(cluster),
-                None,
-                tcp,
-                api,
-                format!("pods on this node reach the API VIP {vip}:443, DNATed to this node's 6443"),
-            );
+            self.push(Chain::Input, "k3s-api", self.nodes(), None, api(), why);
+            let why = format!("pods on this node reach the API VIP {vip}:443, DNATed to this node's 6443");
+            self.push(Chain::Input, "k3s-api", Self::pods(cluster), None, api(), why);
             if self.site.hosts_with(Role::K3sServer).count() > 1 {
-                self.push(Chain::Input, "etcd", self.servers(), None, tcp, vec![ETCD_PORTS], "embedded etcd peers and clients between servers".into());
+                let etcd = Service { proto: Some(Protocol::Tcp), ports: vec![ETCD_PORTS] };
+                self.push(Chain::Input, "etcd", self.servers(), None, etcd, "embedded etcd peers and clients between servers".into());
             }
         }
-        let kubelet = vec![PortRange::single(KUBELET_PORT)];
-        self.push(Chain::Input, "kubelet", self.nodes(), None, tcp, kubelet.clone(), "the API server and metrics-server reach the kubelet (logs, exec, metrics)".into());
-        self.push(Chain::Input, "kubelet", Self::pods(cluster), None, tcp, kubelet, "metrics-server on this node scrapes the kubelet".into());
-        self.push(
-            Chain::Input,
-            "flannel-vxlan",
-            self.nodes(),
-            None,
-            Some(Protocol::Udp),
-            vec![PortRange::single(FLANNEL_VXLAN_PORT)],
-            "flannel VXLAN overlay between node addresses".into(),
-        );
+        let kubelet = || Service::tcp(KUBELET_PORT);
+        let why = "the API server and metrics-server reach the kubelet (logs, exec, metrics)".to_string();
+        self.push(Chain::Input, "kubelet", self.nodes(), None, kubelet(), why);
+        self.push(Chain::Input, "kubelet", Self::pods(cluster), None, kubelet(), "metrics-server on this node scrapes the kubelet".into());
+        let vxlan = Service::udp(FLANNEL_VXLAN_PORT);
+        self.push(Chain::Input, "flannel-vxlan", self.nodes(), None, vxlan, "flannel VXLAN overlay between node addresses".into());
     }
 
     fn k3s_forward(&mut self, cluster: &Cluster) {
         let pods = Self::pods(cluster);
-        self.push(Chain::Forward, "pod-to-pod", pods.clone(), Some(pods.clone()), None, vec![], "pods talk to each other over cni0 and flannel.1".into());
-        self.out.push(Flow {
-            host: self.host.name.clone(),
-            chain: Chain::Forward,
-            name: "services".into(),
-            from: pods.clone(),
-            to: None,
-            proto: None,
-            ports: vec![],
-            dnat_only: true,
-            why: format!("Service traffic ({}) that kube-proxy DNATed to its endpoints", cluster.service_cidr),
-            grant: None,
-        });
-        let tcp = Some(Protocol::Tcp);
-        self.push(
-            Chain::Forward,
-            "k3s-api",
-            pods.clone(),
-            Some(self.servers()),
-            tcp,
-            vec![PortRange::single(K3S_API_PORT)],
-            "pods reach the API server on a server node".into(),
-        );
-        self.push(
-            Chain::Forward,
-            "kubelet",
-            pods.clone(),
-            Some(self.nodes()),
-            tcp,
-            vec![PortRange::single(KUBELET_PORT)],
-            "metrics-server scrapes the kubelets of other nodes".into(),
-        );
+        let why = "pods talk to each other over cni0 and flannel.1".to_string();
+        self.push(Chain::Forward, "pod-to-pod", pods.clone(), Some(pods.clone()), Service::any(), why);
+        let why = format!("Service traffic ({}) that kube-proxy DNATed to its endpoints", cluster.service_cidr);
+        let services = Flow { dnat_only: true, ..self.flow(Chain::Forward, "services", pods.clone(), None, Service::any(), why) };
+        self.out.push(services);
+        let why = "pods reach the API server on a server node".to_string();
+        self.push(Chain::Forward, "k3s-api", pods.clone(), Some(self.servers()), Service::tcp(K3S_API_PORT), why);
+        let why = "metrics-server scrapes the kubelets of other nodes".to_string();
+        self.push(Chain::Forward, "kubelet", pods.clone(), Some(self.nodes()), Service::tcp(KUBELET_PORT), why);
         if !self.site.dns_upstream.is_empty() {
             let dns = AddrSet::new("dns_upstream", self.site.dns_upstream.iter().map(|a| Ipv4Net::from(*a)));
             for proto in [Protocol::Udp, Protocol::Tcp] {
-                self.push(
-                    Chain::Forward,
-                    "dns",
-                    pods.clone(),
-                    Some(dns.clone()),
-                    Some(proto),
-                    vec![PortRange::single(DNS_PORT)],
-                    "CoreDNS forwards queries to the upstream resolver".into(),
-                );
+                let why = "CoreDNS forwards queries to the upstream resolver".to_string();
+                self.push(Chain::Forward, "dns", pods.clone(), Some(dns.clone()), Service::ports(proto, &[DNS_PORT]), why);
             }
         }
         // One rule per database port, whatever the number of databases: the destinations are a set.
@@ -322,38 +298,28 @@ impl HostFlows<'_> {
             let names: Vec<&str> = dbs.iter().map(|(n, _)| *n).collect();
             let to = AddrSet::new(name, dbs.iter().map(|(_, a)| *a));
             let why = format!("pods reach the database servers of {}", names.join(", "));
-            self.push(Chain::Forward, "postgresql", pods.clone(), Some(to), tcp, vec![PortRange::single(port)], why);
+            self.push(Chain::Forward, "postgresql", pods.clone(), Some(to), Service::tcp(port), why);
         }
         for (i, e) in cluster.egress.iter().enumerate() {
             let to = AddrSet::new(format!("egress_{i}"), e.to.iter().copied());
-            let ports = e.ports.iter().map(|p| PortRange::single(*p)).collect();
-            self.push(Chain::Forward, "egress", pods.clone(), Some(to), Some(e.proto), ports, e.why.clone());
+            self.push(Chain::Forward, "egress", pods.clone(), Some(to), Service::ports(e.proto, &e.ports), e.why.clone());
         }
     }
 
     fn databases(&mut self) {
         for db in self.site.databases.iter().filter(|d| d.host == self.host.name) {
             let from = AddrSet::new(format!("pg_{}_clients", set_ident(&db.name)), resolve(self.site, self.host, &db.clients));
-            self.out.push(Flow {
-                host: self.host.name.clone(),
-                chain: Chain::Input,
-                name: "postgresql".into(),
-                from,
-                to: None,
-                proto: Some(Protocol::Tcp),
-                ports: vec![PortRange::single(db.port)],
-                dnat_only: false,
-                why: format!("clients of database `{}` (user `{}`)", db.name, db.owner),
-                grant: Some(Grant { database: db.name.clone(), user: db.owner.clone() }),
-            });
+            let why = format!("clients of database `{}` (user `{}`)", db.name, db.owner);
+            let grant = Some(Grant { database: db.name.clone(), user: db.owner.clone() });
+            let flow = Flow { grant, ..self.flow(Chain::Input, "postgresql", from, None, Service::tcp(db.port), why) };
+            self.out.push(flow);
         }
     }
 
     fn allows(&mut self) {
         for (i, a) in self.host.allow.iter().enumerate() {
             let from = AddrSet::new(format!("allow_{i}"), resolve(self.site, self.host, &a.from));
-            let ports = a.ports.iter().map(|p| PortRange::single(*p)).collect();
-            self.push(Chain::Input, "allow", from, None, Some(a.proto), ports, a.why.clone());
+            self.push(Chain::Input, "allow", from, None, Service::ports(a.proto, &a.ports), a.why.clone());
         }
     }
 }

@@ -57,12 +57,7 @@ impl Env {
             cmd.env("IAC_PG_PASSWORD", PASSWORD);
         }
         let out = cmd.output().await.unwrap();
-        eprintln!(
-            "--- iac {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        eprintln!("--- iac {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         out
     }
 
@@ -154,22 +149,14 @@ async fn verify_reports_a_not_ready_node() {
     let out = e.verify(&["--format", "json"]).await;
     assert_eq!(out.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let hamal =
-        report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "node hamal registered and Ready").unwrap();
+    let hamal = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "node hamal registered and Ready").unwrap();
     assert_eq!(hamal["status"], "fail");
-    assert!(
-        hamal["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("Ready=False (KubeletNotReady: container runtime network not ready")
-    );
+    assert!(hamal["detail"].as_str().unwrap().starts_with("Ready=False (KubeletNotReady: container runtime network not ready"));
     assert!(hamal["hint"].as_str().unwrap().contains("journalctl -u k3s-agent"));
     // No probe pod is pinned to a NotReady node; pod-to-pod needs two Ready nodes.
     let skip = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "pod-to-pod across nodes").unwrap();
     assert_eq!(skip["status"], "skip");
-    assert!(
-        e.fake.requests().iter().filter(|r| r.method == "POST").all(|r| !r.body.contains("\"nodeName\":\"hamal\""))
-    );
+    assert!(e.fake.requests().iter().filter(|r| r.method == "POST").all(|r| !r.body.contains("\"nodeName\":\"hamal\"")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -182,13 +169,13 @@ async fn verify_reports_an_unregistered_node_and_a_coredns_pod_not_ready() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text.contains(
-            "[FAIL] node hamal registered and Ready: not registered\n       hint: on hamal: systemctl status k3s-agent"
-        ),
+        text.contains("[FAIL] node hamal registered and Ready: not registered\n       hint: on hamal: systemctl status k3s-agent"),
         "{text}"
     );
     assert!(
-        text.contains("[FAIL] CoreDNS pods Running and ready: 0/1 ready; coredns-6f9c8d7b5-x2k4q (Running, not ready, main: CrashLoopBackOff)"),
+        text.contains(
+            "[FAIL] CoreDNS pods Running and ready: 0/1 ready; coredns-6f9c8d7b5-x2k4q (Running, not ready, main: CrashLoopBackOff)"
+        ),
         "{text}"
     );
     assert!(text.contains("CoreDNS needs the API at 10.43.0.1:443 and the upstream resolver 172.22.100.104"), "{text}");
@@ -204,16 +191,10 @@ async fn verify_reports_a_failing_dns_probe_pod() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("[PASS] DNS nixos.org from a pod on alphard: ok"), "{text}");
-    assert!(
-        text.contains("[FAIL] DNS nixos.org from a pod on hamal: ;; connection timed out; no servers could be reached"),
-        "{text}"
-    );
+    assert!(text.contains("[FAIL] DNS nixos.org from a pod on hamal: ;; connection timed out; no servers could be reached"), "{text}");
     assert!(text.contains("hint: CoreDNS cannot reach the upstream resolver"), "{text}");
     assert!(text.contains("[PASS] DNS kubernetes.default from a pod on hamal: ok"), "{text}");
-    assert!(
-        e.fake.collection("/api/v1/namespaces/default/pods").is_empty(),
-        "the failed probe pod must be deleted too"
-    );
+    assert!(e.fake.collection("/api/v1/namespaces/default/pods").is_empty(), "the failed probe pod must be deleted too");
     let probe = e.fake.requests().into_iter().find(|r| r.method == "POST" && r.body.contains("hamal")).unwrap();
     assert!(probe.body.contains("nslookup nixos.org"), "{}", probe.body);
 }
@@ -348,10 +329,7 @@ async fn apply_goes_in_dependency_order_and_waits() {
     }
     let text = stdout(&out);
     assert!(text.contains("statefulset/kafka created\n"), "{text}");
-    assert!(
-        text.contains("connector/postgres-sink created\nconnector/postgres-sink connector RUNNING, tasks: 0 RUNNING\n"),
-        "{text}"
-    );
+    assert!(text.contains("connector/postgres-sink created\nconnector/postgres-sink connector RUNNING, tasks: 0 RUNNING\n"), "{text}");
     assert!(text.ends_with("8 objects applied, 8 changed\n"), "{text}");
 }
 
@@ -366,9 +344,7 @@ async fn apply_twice_changes_nothing() {
             .unwrap()
             .objects
             .iter()
-            .flat_map(|(c, objs)| {
-                objs.iter().map(move |(n, o)| (format!("{c}/{n}"), o["metadata"]["resourceVersion"].clone()))
-            })
+            .flat_map(|(c, objs)| objs.iter().map(move |(n, o)| (format!("{c}/{n}"), o["metadata"]["resourceVersion"].clone())))
             .collect()
     };
     let before = versions(&e.fake);
@@ -398,16 +374,18 @@ async fn a_changed_producer_replaces_the_finished_job() {
 
     let out = e.apply(&["--dry-run"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out)
-            .contains("job/demo-producer would be replaced: its template changed and Jobs are immutable (dry run)")
-    );
+    assert!(stdout(&out).contains("job/demo-producer would be replaced: its template changed and Jobs are immutable (dry run)"));
     assert!(e.fake.requests()[first..].iter().all(|r| r.method != "DELETE"), "a dry run deletes nothing");
 
     let out = e.apply(&[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("job/demo-producer replacing the finished Job: its template changed and Jobs are immutable\njob/demo-producer created\n"), "{text}");
+    assert!(
+        text.contains(
+            "job/demo-producer replacing the finished Job: its template changed and Jobs are immutable\njob/demo-producer created\n"
+        ),
+        "{text}"
+    );
     assert!(text.ends_with("8 objects applied, 1 changed\n"), "{text}");
     let all = trace(&e.fake);
     // The rejected apply (422), the look at the old Job, its deletion, the wait until it is
@@ -440,14 +418,8 @@ async fn dry_run_sends_dry_run_all_and_persists_nothing() {
     let text = stdout(&out);
     assert!(text.contains("namespace/kafka-pipeline created (dry run)"), "{text}");
     // Nothing can be dry-run inside a namespace that does not exist yet: said, not failed.
-    assert!(
-        text.contains("statefulset/kafka not checked (dry run): namespaces \"kafka-pipeline\" not found"),
-        "{text}"
-    );
-    assert!(
-        text.contains("8 objects applied, 1 changed, 7 not checked (their namespace does not exist yet) (dry run)"),
-        "{text}"
-    );
+    assert!(text.contains("statefulset/kafka not checked (dry run): namespaces \"kafka-pipeline\" not found"), "{text}");
+    assert!(text.contains("8 objects applied, 1 changed, 7 not checked (their namespace does not exist yet) (dry run)"), "{text}");
     assert!(text.contains("(dry run) would wait for statefulset/kafka"), "{text}");
     assert!(text.contains("connector/postgres-sink not validated: Kafka Connect is not reachable"), "{text}");
 
@@ -458,10 +430,7 @@ async fn dry_run_sends_dry_run_all_and_persists_nothing() {
     assert_eq!(text.matches(" unchanged (dry run)\n").count(), 8, "{text}");
     assert!(text.contains("connector/postgres-sink config valid (dry run: not registered)"), "{text}");
     assert!(
-        e.fake
-            .requests()
-            .iter()
-            .any(|r| r.path.ends_with("/connector-plugins/io.aiven.connect.jdbc.JdbcSinkConnector/config/validate"))
+        e.fake.requests().iter().any(|r| r.path.ends_with("/connector-plugins/io.aiven.connect.jdbc.JdbcSinkConnector/config/validate"))
     );
 }
 
@@ -492,7 +461,12 @@ async fn a_failed_producer_job_fails_fast() {
     assert_eq!(out.status.code(), Some(1));
     assert!(t.elapsed() < Duration::from_secs(30), "waited {:?} for a failed Job", t.elapsed());
     let err = stderr(&out);
-    assert!(err.contains("job/demo-producer in kafka-pipeline to complete failed: BackoffLimitExceeded: Job has reached the specified backoff limit"), "{err}");
+    assert!(
+        err.contains(
+            "job/demo-producer in kafka-pipeline to complete failed: BackoffLimitExceeded: Job has reached the specified backoff limit"
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -506,7 +480,12 @@ async fn a_kafka_that_never_gets_ready_times_out_and_stops() {
     assert_eq!(out.status.code(), Some(1));
     assert!(t.elapsed() < Duration::from_secs(15));
     let err = stderr(&out);
-    assert!(err.contains("error: timed out after 3s waiting for statefulset/kafka in kafka-pipeline to be ready (last seen: 0/1 ready, 1/1 updated)"), "{err}");
+    assert!(
+        err.contains(
+            "error: timed out after 3s waiting for statefulset/kafka in kafka-pipeline to be ready (last seen: 0/1 ready, 1/1 updated)"
+        ),
+        "{err}"
+    );
     assert!(e.fake.requests().iter().all(|r| !r.path.contains("deployments")), "Connect must not be applied");
 }
 
@@ -516,10 +495,7 @@ async fn without_a_password_apply_touches_nothing() {
     let generated = e.generated.to_str().unwrap().to_owned();
     let out = e.iac(&["apply", "--generated", &generated], false).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out)
-            .contains("set the environment variable IAC_PG_PASSWORD (pipeline.password_env) or pass --password-file")
-    );
+    assert!(stderr(&out).contains("set the environment variable IAC_PG_PASSWORD (pipeline.password_env) or pass --password-file"));
     assert!(e.fake.requests().is_empty());
 
     // --password-file works instead of the variable.
@@ -528,10 +504,7 @@ async fn without_a_password_apply_touches_nothing() {
     let out = e.iac(&["apply", "--generated", &generated, "--password-file", pw.to_str().unwrap()], false).await;
     assert!(out.status.success());
     let secret = e.fake.object(&format!("{NS}/secrets"), "pipeline-postgres").unwrap();
-    assert_eq!(
-        secret["data"]["password"],
-        serde_json::to_value(k8s_openapi::ByteString(PASSWORD.as_bytes().to_vec())).unwrap()
-    );
+    assert_eq!(secret["data"]["password"], serde_json::to_value(k8s_openapi::ByteString(PASSWORD.as_bytes().to_vec())).unwrap());
 }
 
 // ---------------------------------------------------------------- pipeline status
@@ -569,8 +542,7 @@ async fn pipeline_status_shows_kafka_connector_and_rows() {
     assert_eq!(j["rows"], json!({"ok": true, "value": 10}));
     assert_eq!(j["connector"]["value"]["tasks"][0]["state"], "RUNNING");
 
-    let failing =
-        iac::cluster::status::status(&client, &site, async { Err::<i64, _>("connection refused") }).await.unwrap();
+    let failing = iac::cluster::status::status(&client, &site, async { Err::<i64, _>("connection refused") }).await.unwrap();
     assert!(!failing.healthy());
     assert!(failing.text().contains("sink       BAD  kafka_messages: row count unavailable: connection refused"));
 
@@ -606,8 +578,7 @@ async fn pipeline_status_shows_kafka_connector_and_rows() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pipeline_status_shows_a_failed_task() {
     let mut s = Scenario::healthy();
-    s.connector_statuses =
-        vec![connector_status("RUNNING", &[("FAILED", Some("java.lang.OutOfMemoryError: Java heap space"))])];
+    s.connector_statuses = vec![connector_status("RUNNING", &[("FAILED", Some("java.lang.OutOfMemoryError: Java heap space"))])];
     let e = env(s).await;
     let site = iac::load_site(&repo().join("hosts/inventory.toml")).unwrap();
     assert_eq!(e.apply(&[]).await.status.code(), Some(1));
@@ -616,6 +587,9 @@ async fn pipeline_status_shows_a_failed_task() {
     assert!(!st.healthy());
     let text = st.text();
     assert!(text.contains("kafka      ok"), "{text}");
-    assert!(text.contains("connector  BAD  postgres-sink: connector RUNNING, tasks: 0 FAILED\ntask 0 of connector postgres-sink FAILED"), "{text}");
+    assert!(
+        text.contains("connector  BAD  postgres-sink: connector RUNNING, tasks: 0 FAILED\ntask 0 of connector postgres-sink FAILED"),
+        "{text}"
+    );
     assert!(text.contains("java.lang.OutOfMemoryError: Java heap space"), "{text}");
 }

@@ -204,9 +204,7 @@ impl Estate {
     /// Every command the fakes saw for `host`, in order; the run id normalised to RUN.
     fn log(&self, host: &str) -> Vec<Vec<String>> {
         let Ok(text) = fs::read_to_string(self.sim(host).join("log")) else { return Vec::new() };
-        text.split_terminator('\x1e')
-            .map(|rec| rec.split_terminator('\x1f').map(normalise_run_id).collect())
-            .collect()
+        text.split_terminator('\x1e').map(|rec| rec.split_terminator('\x1f').map(normalise_run_id).collect()).collect()
     }
 }
 
@@ -248,8 +246,22 @@ fn ssh(host: &str, remote: &[&str]) -> Vec<String> {
         _ => ("root", "10.9.0.3", "22"),
     };
     let mut v: Vec<String> = [
-        "ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o",
-        "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-p", port, "--",
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=10",
+        "-o",
+        "ControlMaster=no",
+        "-o",
+        "ControlPath=none",
+        "-o",
+        "ServerAliveInterval=5",
+        "-o",
+        "ServerAliveCountMax=3",
+        "-p",
+        port,
+        "--",
     ]
     .map(String::from)
     .to_vec();
@@ -380,7 +392,10 @@ fn unreachable_host_fails_the_preflight_and_others_go_on() {
     assert_eq!(env.log("gamma"), [reach("gamma")]);
     assert_eq!(env.log("beta").len(), 7, "beta deployed all the same");
     let table = stdout(&out);
-    assert!(table.contains("gamma  check   FAILED: unreachable over SSH (ssh: connect to host 10.9.0.3 port 22: Connection timed out)"), "{table}");
+    assert!(
+        table.contains("gamma  check   FAILED: unreachable over SSH (ssh: connect to host 10.9.0.3 port 22: Connection timed out)"),
+        "{table}"
+    );
     assert!(table.contains("beta   switch  ok: switched, confirmed"), "{table}");
 }
 

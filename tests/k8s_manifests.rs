@@ -15,8 +15,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Service};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_iac");
-const PLUGIN_URL: &str =
-    "url = \"https://github.com/Aiven-Open/jdbc-connector-for-apache-kafka/releases/download/v6.10.0/jdbc-connector-for-apache-kafka-6.10.0.tar\"";
+const PLUGIN_URL: &str = "url = \"https://github.com/Aiven-Open/jdbc-connector-for-apache-kafka/releases/download/v6.10.0/jdbc-connector-for-apache-kafka-6.10.0.tar\"";
 
 fn bundled() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml")).expect("bundled inventory")
@@ -117,10 +116,8 @@ fn validate(files: &[PathBuf], version: &str) -> Output {
 
 #[test]
 fn every_object_passes_the_kubernetes_schemas() {
-    let variants = [
-        bundled(),
-        replace(&replace(&bundled(), "replicas = 1", "replicas = 3"), PLUGIN_URL, "image = \"registry.example/jdbc:1\""),
-    ];
+    let variants =
+        [bundled(), replace(&replace(&bundled(), "replicas = 1", "replicas = 3"), PLUGIN_URL, "image = \"registry.example/jdbc:1\"")];
     for text in variants {
         let r = render(&text);
         let files = r.yaml_files();
@@ -158,7 +155,8 @@ fn kustomize_builds_the_whole_pipeline() {
     let out = Command::new(kubectl).arg("kustomize").arg(r.out.join("k8s")).output().expect("run kubectl kustomize");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let built: Vec<Value> = serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&out.stdout)).expect("kustomize output is YAML");
-    let mut kinds: Vec<String> = built.iter().map(|d| format!("{}/{}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap())).collect();
+    let mut kinds: Vec<String> =
+        built.iter().map(|d| format!("{}/{}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap())).collect();
     kinds.sort();
     assert_eq!(
         kinds,
@@ -254,7 +252,9 @@ fn the_broker_advertises_its_headless_service_dns_name() {
     let cm: ConfigMap = r.object("connect.yaml", "ConfigMap", "kafka-connect-config");
     let props = &cm.data.unwrap()["connect-distributed.properties"];
     assert!(props.contains("\nbootstrap.servers=kafka-bootstrap.kafka-pipeline.svc.cluster.local:9092\n"), "{props}");
-    for line in ["value.converter=org.apache.kafka.connect.json.JsonConverter", "value.converter.schemas.enable=true", "config.providers=env"] {
+    for line in
+        ["value.converter=org.apache.kafka.connect.json.JsonConverter", "value.converter.schemas.enable=true", "config.providers=env"]
+    {
         assert!(props.lines().any(|l| l == line), "{line} in {props}");
     }
 }
@@ -332,7 +332,10 @@ fn manifests_follow_inventory_changes() {
          1@kafka-1.kafka-headless.streams.svc.cluster.local:9093,\
          2@kafka-2.kafka-headless.streams.svc.cluster.local:9093"
     );
-    assert_eq!(env_of(&pod, "kafka", "KAFKA_ADVERTISED_LISTENERS").unwrap(), "PLAINTEXT://$(POD_NAME).kafka-headless.streams.svc.cluster.local:9092");
+    assert_eq!(
+        env_of(&pod, "kafka", "KAFKA_ADVERTISED_LISTENERS").unwrap(),
+        "PLAINTEXT://$(POD_NAME).kafka-headless.streams.svc.cluster.local:9092"
+    );
     assert_eq!(env_of(&pod, "kafka", "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR").unwrap(), "3");
     assert_eq!(env_of(&pod, "kafka", "KAFKA_MIN_INSYNC_REPLICAS").unwrap(), "2");
     assert_eq!(env_of(&pod, "kafka", "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR").unwrap(), "2");
@@ -356,7 +359,8 @@ fn no_secret_value_reaches_the_output() {
     let dir = tempfile::tempdir().unwrap();
     let pw_file = dir.path().join("pg-password");
     std::fs::write(&pw_file, secret).unwrap();
-    let text = replace(&bundled(), "password_file = \"/var/lib/secrets/postgresql-kafka\"", &format!("password_file = \"{}\"", pw_file.display()));
+    let text =
+        replace(&bundled(), "password_file = \"/var/lib/secrets/postgresql-kafka\"", &format!("password_file = \"{}\"", pw_file.display()));
     let text = replace(&text, "password_env = \"IAC_PG_PASSWORD\"", "password_env = \"IAC_TEST_PG_PASSWORD\"");
     let r = render_with(&text, &[("IAC_TEST_PG_PASSWORD", secret), ("IAC_PG_PASSWORD", secret)]);
     assert!(r.output.status.success(), "{}", String::from_utf8_lossy(&r.output.stderr));
@@ -485,7 +489,8 @@ fn plugin_tar() -> (Vec<u8>, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("jdbc-connector-for-apache-kafka-6.10.0")).unwrap();
     std::fs::write(dir.path().join("jdbc-connector-for-apache-kafka-6.10.0/connector.jar"), b"jar bytes").unwrap();
-    let out = Command::new("tar").arg("-cf").arg("-").arg("-C").arg(dir.path()).arg("jdbc-connector-for-apache-kafka-6.10.0").output().unwrap();
+    let out =
+        Command::new("tar").arg("-cf").arg("-").arg("-C").arg(dir.path()).arg("jdbc-connector-for-apache-kafka-6.10.0").output().unwrap();
     assert!(out.status.success());
     let sum = Command::new("sha256sum").stdin_bytes(&out.stdout);
     (out.stdout, sum)
@@ -512,7 +517,10 @@ fn the_plugin_installs_only_with_the_pinned_checksum() {
     let fetch = script("fetch-plugin.sh");
     let attempt = |pin: &str| {
         let dir = tempfile::tempdir().unwrap();
-        let out = run_sh(&fetch, &[("PLUGIN_URL", url.clone()), ("PLUGIN_SHA256", pin.to_string()), ("PLUGIN_DIR", dir.path().display().to_string())]);
+        let out = run_sh(
+            &fetch,
+            &[("PLUGIN_URL", url.clone()), ("PLUGIN_SHA256", pin.to_string()), ("PLUGIN_DIR", dir.path().display().to_string())],
+        );
         let installed = dir.path().join("jdbc-sink/jdbc-connector-for-apache-kafka-6.10.0/connector.jar").is_file();
         (out, installed, dir)
     };
@@ -535,15 +543,20 @@ fn the_plugin_installs_only_with_the_pinned_checksum() {
 fn connect_route(put_codes: Vec<u16>) -> Box<Route> {
     Box::new(move |method, path, n| match (method, path) {
         ("GET", "/connectors") => (200, b"[]".to_vec()),
-        ("GET", "/connector-plugins") => (200, br#"[{"class":"io.aiven.connect.jdbc.JdbcSinkConnector","type":"sink","version":"6.10.0"}]"#.to_vec()),
+        ("GET", "/connector-plugins") => {
+            (200, br#"[{"class":"io.aiven.connect.jdbc.JdbcSinkConnector","type":"sink","version":"6.10.0"}]"#.to_vec())
+        }
         ("PUT", "/connectors/postgres-sink/config") => {
             let code = put_codes[(n - 1).min(put_codes.len() - 1)];
             (code, br#"{"error_code":409,"message":"rebalance"}"#.to_vec())
         }
-        ("GET", "/connectors/postgres-sink/status") if n < 2 => (200, br#"{"name":"postgres-sink","connector":{"state":"RUNNING"},"tasks":[]}"#.to_vec()),
-        ("GET", "/connectors/postgres-sink/status") => {
-            (200, br#"{"name":"postgres-sink","connector":{"state":"RUNNING","worker_id":"x"},"tasks":[{"id":0,"state":"RUNNING"}]}"#.to_vec())
+        ("GET", "/connectors/postgres-sink/status") if n < 2 => {
+            (200, br#"{"name":"postgres-sink","connector":{"state":"RUNNING"},"tasks":[]}"#.to_vec())
         }
+        ("GET", "/connectors/postgres-sink/status") => (
+            200,
+            br#"{"name":"postgres-sink","connector":{"state":"RUNNING","worker_id":"x"},"tasks":[{"id":0,"state":"RUNNING"}]}"#.to_vec(),
+        ),
         _ => (404, b"{}".to_vec()),
     })
 }
@@ -554,12 +567,15 @@ fn register(url: &str) -> Output {
     std::fs::write(&config, r#"{"topics":"demo-messages"}"#).unwrap();
     // The script sleeps 5s between attempts in the cluster; 0 here keeps the test fast.
     let text = script("register-connector.sh").replace("sleep 5", "sleep 0");
-    run_sh(&text, &[
-        ("CONNECT_URL", url.to_string()),
-        ("CONNECTOR", "postgres-sink".into()),
-        ("CONNECTOR_CLASS", "io.aiven.connect.jdbc.JdbcSinkConnector".into()),
-        ("CONFIG_FILE", config.display().to_string()),
-    ])
+    run_sh(
+        &text,
+        &[
+            ("CONNECT_URL", url.to_string()),
+            ("CONNECTOR", "postgres-sink".into()),
+            ("CONNECTOR_CLASS", "io.aiven.connect.jdbc.JdbcSinkConnector".into()),
+            ("CONFIG_FILE", config.display().to_string()),
+        ],
+    )
 }
 
 /// PUT creates or updates; 409 (a rebalance) is retried; success waits for a RUNNING task.
@@ -613,7 +629,8 @@ fn the_producer_writes_schema_envelopes() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let topics = std::fs::read_to_string(bin.join("topics-args")).unwrap();
     assert!(topics.contains("--create --if-not-exists --topic demo-messages --partitions 1 --replication-factor 1"), "{topics}");
-    let lines: Vec<Value> = std::fs::read_to_string(&captured).unwrap().lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&captured).unwrap().lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert_eq!(lines.len(), 3);
     for (i, msg) in lines.iter().enumerate() {
         assert_eq!(msg.as_object().unwrap().keys().collect::<Vec<_>>(), ["payload", "schema"]);
@@ -644,7 +661,8 @@ fn the_producer_writes_schema_envelopes() {
 fn render_check_covers_the_manifests() {
     let r = render(&bundled());
     let inventory = r.out.parent().unwrap().join("inventory.toml");
-    let check = || Command::new(BIN).arg("render").arg("--check").arg("--inventory").arg(&inventory).arg("--out").arg(&r.out).output().unwrap();
+    let check =
+        || Command::new(BIN).arg("render").arg("--check").arg("--inventory").arg(&inventory).arg("--out").arg(&r.out).output().unwrap();
     assert!(check().status.success());
     let kafka = r.out.join("k8s/kafka.yaml");
     std::fs::write(&kafka, replace(&r.file("kafka.yaml"), "replicas: 1", "replicas: 2")).unwrap();

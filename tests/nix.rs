@@ -55,8 +55,7 @@ fn module_carries_the_same_table_as_the_standalone_script() {
     let site = iac::load_site(&repo().join("hosts/inventory.toml")).unwrap();
     let flows = iac::render::flows(&site);
     for host in &site.hosts {
-        let Some(content) = eval(&format!("(module ./generated/{}/default.nix).networking.nftables.tables.iac.content", host.name))
-        else {
+        let Some(content) = eval(&format!("(module ./generated/{}/default.nix).networking.nftables.tables.iac.content", host.name)) else {
             return;
         };
         let body = iac::render::nft::table_body(&flows, host).unwrap();

@@ -41,7 +41,10 @@ fn setup_script_sets_the_password_from_the_credential() {
     let Some(script) = nix_eval("(module ./generated/alkaid/postgresql.nix).systemd.services.postgresql-setup.script") else {
         return;
     };
-    let credential = nix_eval("builtins.toJSON (module ./generated/alkaid/postgresql.nix).systemd.services.postgresql-setup.serviceConfig.LoadCredential").unwrap();
+    let credential = nix_eval(
+        "builtins.toJSON (module ./generated/alkaid/postgresql.nix).systemd.services.postgresql-setup.serviceConfig.LoadCredential",
+    )
+    .unwrap();
     assert_eq!(credential, r#"["kafka-password:/var/lib/secrets/postgresql-kafka"]"#);
 
     let server = PgServer::builder().start();

@@ -132,11 +132,7 @@ fn missing_table_is_named_with_exit_5() {
         let o = iac(&db, cmd);
         assert_eq!(o.status.code(), Some(5), "{cmd:?}: {}", stderr(&o));
         let table = if cmd.len() > 1 { "\"nope\"" } else { "\"kafka_messages\"" };
-        assert!(
-            stderr(&o).contains(&format!("table {table} does not exist in database \"{}\"", db.name)),
-            "{}",
-            stderr(&o)
-        );
+        assert!(stderr(&o).contains(&format!("table {table} does not exist in database \"{}\"", db.name)), "{}", stderr(&o));
     }
 }
 
@@ -339,7 +335,15 @@ fn conninfo_uses_the_inventory_without_connecting() {
     clear_pg_env(&mut cmd).current_dir(env!("CARGO_MANIFEST_DIR")).args(["query", "conninfo"]);
     let out = stdout(&cmd.output().unwrap());
     // hosts/inventory.toml: pipeline.database = kafka on alkaid (172.22.0.133), owner kafka.
-    for want in ["host      172.22.0.133", "port      5432", "database  kafka", "user      kafka", "password  none", "sslmode   prefer", "table     \"kafka_messages\""] {
+    for want in [
+        "host      172.22.0.133",
+        "port      5432",
+        "database  kafka",
+        "user      kafka",
+        "password  none",
+        "sslmode   prefer",
+        "table     \"kafka_messages\"",
+    ] {
         assert!(out.contains(want), "{want:?} in\n{out}");
     }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iac"));
@@ -453,13 +457,17 @@ fn timestamps_match_the_servers_iso_8601() {
     let ours = stdout(&iac(&db, &["messages", "--table", "t", "--format", "jsonl"]));
     let theirs = pg.psql(&db.name, "SET TIME ZONE 'UTC'; SELECT json_build_object('n', n, 'ts', ts, 'tstz', tstz) FROM t");
     let parse = |l: &str| -> Value { serde_json::from_str(l).expect("json") };
-    let theirs: Vec<Value> = theirs.lines().filter(|l| !l.is_empty()).map(|l| {
-        let mut v = parse(l);
-        if let Some(s) = v["tstz"].as_str() {
-            v["tstz"] = Value::String(s.replacen("+00:00", "Z", 1));
-        }
-        v
-    }).collect();
+    let theirs: Vec<Value> = theirs
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut v = parse(l);
+            if let Some(s) = v["tstz"].as_str() {
+                v["tstz"] = Value::String(s.replacen("+00:00", "Z", 1));
+            }
+            v
+        })
+        .collect();
     let ours: Vec<Value> = ours.lines().map(parse).collect();
     assert_eq!(ours.len(), 511);
     for (o, t) in ours.iter().zip(&theirs) {

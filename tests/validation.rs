@@ -37,7 +37,13 @@ fn assert_rejected(from: &str, to: &str, key: &str, at: &str, message: &str) {
 
 #[test]
 fn invalid_cidr() {
-    assert_rejected(r#"pod_cidr = "10.42.0.0/16""#, r#"pod_cidr = "10.42.0.0/33""#, "cluster.pod_cidr", "10.42.0.0/33", "not a valid IPv4 CIDR");
+    assert_rejected(
+        r#"pod_cidr = "10.42.0.0/16""#,
+        r#"pod_cidr = "10.42.0.0/33""#,
+        "cluster.pod_cidr",
+        "10.42.0.0/33",
+        "not a valid IPv4 CIDR",
+    );
 }
 
 #[test]
@@ -47,37 +53,79 @@ fn cidr_with_host_bits() {
 
 #[test]
 fn invalid_address() {
-    assert_rejected(r#"address = "172.22.0.135""#, r#"address = "172.22.0.300""#, "hosts.hamal.address", "172.22.0.300", "not a valid IPv4 address");
+    assert_rejected(
+        r#"address = "172.22.0.135""#,
+        r#"address = "172.22.0.300""#,
+        "hosts.hamal.address",
+        "172.22.0.300",
+        "not a valid IPv4 address",
+    );
 }
 
 #[test]
 fn invalid_dns_address() {
-    assert_rejected(r#"upstream = ["172.22.100.104"]"#, r#"upstream = ["dns.example"]"#, "dns.upstream[0]", "dns.example", "not a valid IPv4 address");
+    assert_rejected(
+        r#"upstream = ["172.22.100.104"]"#,
+        r#"upstream = ["dns.example"]"#,
+        "dns.upstream[0]",
+        "dns.example",
+        "not a valid IPv4 address",
+    );
 }
 
 #[test]
 fn duplicate_host_address() {
-    assert_rejected(r#"address = "172.22.0.135""#, r#"address = "172.22.0.134""#, "hosts.hamal.address", "", "already the address of host `alphard`");
+    assert_rejected(
+        r#"address = "172.22.0.135""#,
+        r#"address = "172.22.0.134""#,
+        "hosts.hamal.address",
+        "",
+        "already the address of host `alphard`",
+    );
 }
 
 #[test]
 fn pod_cidr_overlaps_lan() {
-    assert_rejected(r#"pod_cidr = "10.42.0.0/16""#, r#"pod_cidr = "172.22.0.0/16""#, "cluster.pod_cidr", "172.22.0.0/16", "overlaps networks.lan.cidr");
+    assert_rejected(
+        r#"pod_cidr = "10.42.0.0/16""#,
+        r#"pod_cidr = "172.22.0.0/16""#,
+        "cluster.pod_cidr",
+        "172.22.0.0/16",
+        "overlaps networks.lan.cidr",
+    );
 }
 
 #[test]
 fn service_cidr_overlaps_pod_cidr() {
-    assert_rejected(r#"service_cidr = "10.43.0.0/16""#, r#"service_cidr = "10.42.128.0/17""#, "cluster.service_cidr", "10.42.128.0/17", "overlaps cluster.pod_cidr");
+    assert_rejected(
+        r#"service_cidr = "10.43.0.0/16""#,
+        r#"service_cidr = "10.42.128.0/17""#,
+        "cluster.service_cidr",
+        "10.42.128.0/17",
+        "overlaps cluster.pod_cidr",
+    );
 }
 
 #[test]
 fn host_outside_every_network() {
-    assert_rejected(r#"address = "172.22.0.133""#, r#"address = "192.168.1.133""#, "hosts.alkaid.address", "192.168.1.133", "outside every declared network");
+    assert_rejected(
+        r#"address = "172.22.0.133""#,
+        r#"address = "192.168.1.133""#,
+        "hosts.alkaid.address",
+        "192.168.1.133",
+        "outside every declared network",
+    );
 }
 
 #[test]
 fn unknown_role() {
-    assert_rejected(r#"roles = ["k3s-agent"]"#, r#"roles = ["k3s-worker"]"#, "hosts.hamal.roles", "k3s-worker", "unknown variant `k3s-worker`");
+    assert_rejected(
+        r#"roles = ["k3s-agent"]"#,
+        r#"roles = ["k3s-worker"]"#,
+        "hosts.hamal.roles",
+        "k3s-worker",
+        "unknown variant `k3s-worker`",
+    );
 }
 
 #[test]
@@ -92,12 +140,24 @@ fn database_on_host_without_postgresql() {
 
 #[test]
 fn unknown_client_reference() {
-    assert_rejected(r#"clients = ["cluster", "admin"]"#, r#"clients = ["cluster", "mizar"]"#, "databases.kafka.clients[1]", "mizar", "unknown host `mizar`");
+    assert_rejected(
+        r#"clients = ["cluster", "admin"]"#,
+        r#"clients = ["cluster", "mizar"]"#,
+        "databases.kafka.clients[1]",
+        "mizar",
+        "unknown host `mizar`",
+    );
 }
 
 #[test]
 fn unknown_database_reference() {
-    assert_rejected(r#"database = "kafka""#, r#"database = "events""#, "pipeline.database", r#"database = "events""#, "unknown database `events`");
+    assert_rejected(
+        r#"database = "kafka""#,
+        r#"database = "events""#,
+        "pipeline.database",
+        r#"database = "events""#,
+        "unknown database `events`",
+    );
 }
 
 #[test]
@@ -139,7 +199,13 @@ fn unknown_key() {
 
 #[test]
 fn unknown_key_in_host() {
-    assert_rejected(r#"roles = ["postgresql"]"#, "roles = [\"postgresql\"]\nadress = \"1.2.3.4\"", "hosts.alkaid", "adress", "unknown field `adress`");
+    assert_rejected(
+        r#"roles = ["postgresql"]"#,
+        "roles = [\"postgresql\"]\nadress = \"1.2.3.4\"",
+        "hosts.alkaid",
+        "adress",
+        "unknown field `adress`",
+    );
 }
 
 #[test]
@@ -149,9 +215,11 @@ fn toml_syntax_error() {
 
 #[test]
 fn every_error_is_reported_at_once() {
-    let bad = bundled_inventory()
-        .replacen(r#"address = "172.22.0.135""#, r#"address = "172.22.0.300""#, 1)
-        .replacen(r#"database = "kafka""#, r#"database = "events""#, 1);
+    let bad = bundled_inventory().replacen(r#"address = "172.22.0.135""#, r#"address = "172.22.0.300""#, 1).replacen(
+        r#"database = "kafka""#,
+        r#"database = "events""#,
+        1,
+    );
     let dir = project_with(&bad);
     let out = run_iac(dir.path(), &["render"]);
     let stderr = text(&out.stderr);

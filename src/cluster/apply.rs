@@ -41,8 +41,8 @@ impl PasswordSource {
     pub fn read(&self) -> Result<String, Error> {
         let value = match self {
             Self::File(path) => {
-                let mut text = std::fs::read_to_string(path)
-                    .map_err(|e| Error::Password(format!("cannot read {}: {e}", path.display())))?;
+                let mut text =
+                    std::fs::read_to_string(path).map_err(|e| Error::Password(format!("cannot read {}: {e}", path.display())))?;
                 if text.ends_with('\n') {
                     text.pop();
                     if text.ends_with('\r') {
@@ -52,9 +52,7 @@ impl PasswordSource {
                 text
             }
             Self::Env(var) => std::env::var(var).map_err(|_| {
-                Error::Password(format!(
-                    "set the environment variable {var} (pipeline.password_env) or pass --password-file"
-                ))
+                Error::Password(format!("set the environment variable {var} (pipeline.password_env) or pass --password-file"))
             })?,
         };
         if value.is_empty() {
@@ -168,11 +166,7 @@ pub async fn apply(client: &Client, site: &Site, dir: &Path, opts: &ApplyOptions
         0 => String::new(),
         n => format!(", {n} not checked (their namespace does not exist yet)"),
     };
-    println!(
-        "{} objects applied, {changed} changed{not_checked}{}",
-        a.summary.applied.len(),
-        if opts.dry_run { " (dry run)" } else { "" }
-    );
+    println!("{} objects applied, {changed} changed{not_checked}{}", a.summary.applied.len(), if opts.dry_run { " (dry run)" } else { "" });
     Ok(a.summary)
 }
 
@@ -186,16 +180,15 @@ impl Applier {
     }
 
     async fn resource(&mut self, obj: &DynamicObject) -> Result<(ApiResource, ApiCapabilities), Error> {
-        let types = obj.types.as_ref().ok_or_else(|| Error::Manifest {
-            path: PathBuf::from(obj.name_any()),
-            message: "no apiVersion/kind".into(),
-        })?;
+        let types = obj
+            .types
+            .as_ref()
+            .ok_or_else(|| Error::Manifest { path: PathBuf::from(obj.name_any()), message: "no apiVersion/kind".into() })?;
         let key = format!("{}/{}", types.api_version, types.kind);
         if let Some(found) = self.kinds.get(&key) {
             return Ok(found.clone());
         }
-        let gvk = GroupVersionKind::try_from(types)
-            .map_err(|e| Error::Manifest { path: PathBuf::from(&key), message: e.to_string() })?;
+        let gvk = GroupVersionKind::try_from(types).map_err(|e| Error::Manifest { path: PathBuf::from(&key), message: e.to_string() })?;
         let found = discovery::pinned_kind(&self.client, &gvk).await?;
         self.kinds.insert(key, found.clone());
         Ok(found)
@@ -204,11 +197,9 @@ impl Applier {
     async fn apply_dynamic(&mut self, obj: &DynamicObject) -> Result<(), Error> {
         let (ar, caps) = self.resource(obj).await?;
         let api: Api<DynamicObject> = match caps.scope {
-            Scope::Namespaced => Api::namespaced_with(
-                self.client.clone(),
-                obj.metadata.namespace.as_deref().unwrap_or(&self.namespace),
-                &ar,
-            ),
+            Scope::Namespaced => {
+                Api::namespaced_with(self.client.clone(), obj.metadata.namespace.as_deref().unwrap_or(&self.namespace), &ar)
+            }
             Scope::Cluster => Api::all_with(self.client.clone(), &ar),
         };
         let label = format!("{}/{}", ar.kind.to_lowercase(), obj.name_any());
@@ -231,9 +222,9 @@ impl Applier {
         message: &str,
     ) -> Result<(), Error> {
         let finished = api.get_opt(name).await?.is_some_and(|job| {
-            job.data["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter().any(|c| matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True")
-            })
+            job.data["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True"))
         });
         if !finished {
             return Err(Error::Failed {
@@ -321,18 +312,9 @@ impl Applier {
 
     /// Wait for every object of kind `K` in `objects` to satisfy `ready`. Skipped in a dry run:
     /// nothing was created to become ready.
-    async fn wait_all<K>(
-        &self,
-        objects: &[DynamicObject],
-        goal: &str,
-        waits: Waits,
-        ready: fn(&K) -> Progress<()>,
-    ) -> Result<(), Error>
+    async fn wait_all<K>(&self, objects: &[DynamicObject], goal: &str, waits: Waits, ready: fn(&K) -> Progress<()>) -> Result<(), Error>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
         K::DynamicType: Default,
     {
         let kind = K::kind(&K::DynamicType::default()).to_string();
@@ -366,10 +348,7 @@ impl Applier {
             match api.validate(&m.connector).await {
                 Ok(v) if v.error_count == 0 => println!("connector/{name} config valid (dry run: not registered)"),
                 Ok(v) => {
-                    return Err(Error::Failed {
-                        what: format!("validating connector {name}"),
-                        reason: v.errors().join("; "),
-                    });
+                    return Err(Error::Failed { what: format!("validating connector {name}"), reason: v.errors().join("; ") });
                 }
                 Err(e) => println!("connector/{name} not validated: Kafka Connect is not reachable ({e})"),
             }

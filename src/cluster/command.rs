@@ -56,11 +56,8 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode, Error> {
         Some(path) => PasswordSource::File(path.clone()),
         None => PasswordSource::Env(pipeline.password_env.clone()),
     };
-    let opts = ApplyOptions {
-        dry_run: args.dry_run,
-        waits: Waits { timeout: Duration::from_secs(args.timeout), ..Waits::default() },
-        password,
-    };
+    let opts =
+        ApplyOptions { dry_run: args.dry_run, waits: Waits { timeout: Duration::from_secs(args.timeout), ..Waits::default() }, password };
     let dir = args.generated.join("k8s");
     runtime(async {
         let client = kube_client(&args.kube).await?;

@@ -35,12 +35,7 @@ pub fn pod_state(pod: &Pod) -> String {
             if let Some(w) = &state.waiting {
                 out.push_str(&format!(", {}: {}", cs.name, w.reason.as_deref().unwrap_or("waiting")));
             } else if let Some(t) = &state.terminated {
-                out.push_str(&format!(
-                    ", {}: {} (exit {})",
-                    cs.name,
-                    t.reason.as_deref().unwrap_or("terminated"),
-                    t.exit_code
-                ));
+                out.push_str(&format!(", {}: {} (exit {})", cs.name, t.reason.as_deref().unwrap_or("terminated"), t.exit_code));
             }
         }
     }
@@ -49,8 +44,7 @@ pub fn pod_state(pod: &Pod) -> String {
 
 /// Ready=True, or why not (the Ready condition's reason and message).
 pub fn node_ready(node: &Node) -> Result<(), String> {
-    let ready =
-        node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    let ready = node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
     match ready {
         Some(c) if c.status == "True" => Ok(()),
         Some(c) => Err(format!(
@@ -87,17 +81,10 @@ pub fn deployment(dep: &Deployment) -> Progress<()> {
     let want = dep.spec.replicas.unwrap_or(1);
     let generation = dep.metadata.generation.unwrap_or(0);
     let Some(status) = &dep.status else { return Progress::Pending("no status yet".into()) };
-    if let Some(c) = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False"))
+    if let Some(c) =
+        status.conditions.iter().flatten().find(|c| c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False"))
     {
-        return Progress::Failed(format!(
-            "{}: {}",
-            c.reason.as_deref().unwrap_or("not progressing"),
-            c.message.as_deref().unwrap_or("")
-        ));
+        return Progress::Failed(format!("{}: {}", c.reason.as_deref().unwrap_or("not progressing"), c.message.as_deref().unwrap_or("")));
     }
     if status.observed_generation.unwrap_or(0) < generation {
         return Progress::Pending(format!("controller has not seen generation {generation} yet"));
@@ -119,11 +106,7 @@ pub fn job(job: &Job) -> Progress<()> {
         match c.type_.as_str() {
             "Complete" | "SuccessCriteriaMet" => return Progress::Done(()),
             "Failed" | "FailureTarget" => {
-                return Progress::Failed(format!(
-                    "{}: {}",
-                    c.reason.as_deref().unwrap_or("Failed"),
-                    c.message.as_deref().unwrap_or("")
-                ));
+                return Progress::Failed(format!("{}: {}", c.reason.as_deref().unwrap_or("Failed"), c.message.as_deref().unwrap_or("")));
             }
             _ => {}
         }
@@ -147,14 +130,12 @@ mod tests {
 
     #[test]
     fn running_is_not_ready() {
-        let pod: Pod =
-            from(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+        let pod: Pod = from(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
             "containerStatuses": [{"name": "coredns", "ready": false, "restartCount": 4, "image": "x", "imageID": "",
               "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}));
         assert!(!pod_ready(&pod));
         assert_eq!(pod_state(&pod), "Running, not ready, coredns: CrashLoopBackOff");
-        let pod: Pod =
-            from(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}));
+        let pod: Pod = from(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}));
         assert!(pod_ready(&pod));
     }
 
@@ -162,10 +143,7 @@ mod tests {
     fn node_not_ready_says_why() {
         let node: Node = from(json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown",
             "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}]}}));
-        assert_eq!(
-            node_ready(&node).unwrap_err(),
-            "Ready=Unknown (NodeStatusUnknown: Kubelet stopped posting node status.)"
-        );
+        assert_eq!(node_ready(&node).unwrap_err(), "Ready=Unknown (NodeStatusUnknown: Kubelet stopped posting node status.)");
     }
 
     #[test]
@@ -191,10 +169,7 @@ mod tests {
     fn deployment_past_its_deadline_fails() {
         let dep: Deployment = from(json!({"metadata": {"generation": 1}, "spec": {"selector": {}, "template": {}},
             "status": {"observedGeneration": 1, "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet has timed out progressing."}]}}));
-        assert_eq!(
-            deployment(&dep),
-            Progress::Failed("ProgressDeadlineExceeded: ReplicaSet has timed out progressing.".into())
-        );
+        assert_eq!(deployment(&dep), Progress::Failed("ProgressDeadlineExceeded: ReplicaSet has timed out progressing.".into()));
         let dep: Deployment = from(json!({"metadata": {"generation": 1}, "spec": {"selector": {}, "template": {}},
             "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1}}));
         assert!(matches!(deployment(&dep), Progress::Pending(_)), "an old replica still running");
@@ -205,10 +180,7 @@ mod tests {
         let j: Job = from(
             json!({"status": {"failed": 7, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}}),
         );
-        assert_eq!(
-            job(&j),
-            Progress::Failed("BackoffLimitExceeded: Job has reached the specified backoff limit".into())
-        );
+        assert_eq!(job(&j), Progress::Failed("BackoffLimitExceeded: Job has reached the specified backoff limit".into()));
         let j: Job = from(json!({"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}}));
         assert_eq!(job(&j), Progress::Done(()));
         let j: Job = from(json!({"status": {"active": 1}}));

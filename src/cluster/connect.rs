@@ -67,10 +67,7 @@ impl ConnectorStatus {
                 t.trace.as_deref().unwrap_or("(no trace)")
             ));
         }
-        if self.connector.state == "RUNNING"
-            && !self.tasks.is_empty()
-            && self.tasks.iter().all(|t| t.state == "RUNNING")
-        {
+        if self.connector.state == "RUNNING" && !self.tasks.is_empty() && self.tasks.iter().all(|t| t.state == "RUNNING") {
             return Progress::Done(());
         }
         Progress::Pending(self.summary())
@@ -125,13 +122,11 @@ impl ConnectApi {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, String), Error> {
-        let mut req =
-            Request::builder().method(method).uri(format!("{}{path}", self.base)).header("Accept", "application/json");
+        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base)).header("Accept", "application/json");
         if body.is_some() {
             req = req.header("Content-Type", "application/json");
         }
-        let req =
-            req.body(kube::client::Body::from(body.unwrap_or_default())).map_err(|e| Error::Connect(e.to_string()))?;
+        let req = req.body(kube::client::Body::from(body.unwrap_or_default())).map_err(|e| Error::Connect(e.to_string()))?;
         let res = self.client.send(req).await?;
         let status = res.status();
         let bytes = res.into_body().collect().await.map_err(|e| Error::Connect(e.to_string()))?.to_bytes();
@@ -165,15 +160,9 @@ impl ConnectApi {
         check_name(name)?;
         let (status, text) = self.call(Method::GET, &format!("/connectors/{name}/status"), None).await?;
         match status {
-            StatusCode::OK => {
-                serde_json::from_str(&text).map(Some).map_err(|e| Error::Connect(format!("status of {name}: {e}")))
-            }
+            StatusCode::OK => serde_json::from_str(&text).map(Some).map_err(|e| Error::Connect(format!("status of {name}: {e}"))),
             StatusCode::NOT_FOUND => Ok(None),
-            other => Err(Error::Connect(format!(
-                "GET /connectors/{name}/status: {}: {}",
-                other.as_u16(),
-                connect_message(&text)
-            ))),
+            other => Err(Error::Connect(format!("GET /connectors/{name}/status: {}: {}", other.as_u16(), connect_message(&text)))),
         }
     }
 
@@ -231,10 +220,8 @@ mod tests {
 
     #[test]
     fn task_failure_carries_its_trace() {
-        let s = status(
-            json!({"name": "postgres-sink", "connector": {"state": "RUNNING", "worker_id": "10.42.1.7:8083"},
-            "tasks": [{"id": 0, "state": "FAILED", "worker_id": "10.42.1.7:8083", "trace": "org.apache.kafka.connect.errors.ConnectException: password authentication failed"}], "type": "sink"}),
-        );
+        let s = status(json!({"name": "postgres-sink", "connector": {"state": "RUNNING", "worker_id": "10.42.1.7:8083"},
+            "tasks": [{"id": 0, "state": "FAILED", "worker_id": "10.42.1.7:8083", "trace": "org.apache.kafka.connect.errors.ConnectException: password authentication failed"}], "type": "sink"}));
         let Progress::Failed(reason) = s.progress() else { panic!() };
         assert!(reason.contains("task 0 of connector postgres-sink FAILED"));
         assert!(reason.contains("password authentication failed"));

@@ -99,9 +99,6 @@ mod tests {
     #[test]
     fn rejects_documents_without_identity() {
         assert_eq!(parse_yaml("apiVersion: v1\nmetadata:\n  name: x\n").unwrap_err(), "document 1: no kind");
-        assert_eq!(
-            parse_yaml("apiVersion: v1\nkind: Service\nmetadata: {}\n").unwrap_err(),
-            "document 1: no metadata.name"
-        );
+        assert_eq!(parse_yaml("apiVersion: v1\nkind: Service\nmetadata: {}\n").unwrap_err(), "document 1: no metadata.name");
     }
 }

@@ -148,8 +148,7 @@ pub async fn verify(client: &Client, site: &Site, opts: &VerifyOptions) -> Resul
             )),
             Some(node) => match conditions::node_ready(node) {
                 Ok(()) => {
-                    let version =
-                        node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.kubelet_version.clone());
+                    let version = node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.kubelet_version.clone());
                     checks.push(Check::pass(name, format!("Ready ({})", version.unwrap_or_default())));
                     ready_nodes.push((host.name.clone(), node.name_any()));
                 }
@@ -213,19 +212,12 @@ fn component_check(c: &Component, pods: &[Pod]) -> Check {
     if live.is_empty() {
         return Check::fail(name, format!("no pod with label {} in kube-system", c.selector), c.hint.clone());
     }
-    let not_ready: Vec<String> = live
-        .iter()
-        .filter(|p| !conditions::pod_ready(p))
-        .map(|p| format!("{} ({})", p.name_any(), conditions::pod_state(p)))
-        .collect();
+    let not_ready: Vec<String> =
+        live.iter().filter(|p| !conditions::pod_ready(p)).map(|p| format!("{} ({})", p.name_any(), conditions::pod_state(p))).collect();
     if not_ready.is_empty() {
         Check::pass(name, format!("{}/{} ready", live.len(), live.len()))
     } else {
-        Check::fail(
-            name,
-            format!("{}/{} ready; {}", live.len() - not_ready.len(), live.len(), not_ready.join("; ")),
-            c.hint.clone(),
-        )
+        Check::fail(name, format!("{}/{} ready; {}", live.len() - not_ready.len(), live.len(), not_ready.join("; ")), c.hint.clone())
     }
 }
 
@@ -356,11 +348,7 @@ impl Probes<'_> {
             ),
         ];
         if !safe_name(ext) {
-            return vec![Check::fail(
-                items[1].1.clone(),
-                format!("`{ext}` is not a host name"),
-                "pass --external-name NAME",
-            )];
+            return vec![Check::fail(items[1].1.clone(), format!("`{ext}` is not a host name"), "pass --external-name NAME")];
         }
         let script = format!(
             "{PRELUDE}probe dns-cluster nslookup kubernetes.default.svc.cluster.local\n\
@@ -376,17 +364,13 @@ impl Probes<'_> {
         if clients.is_empty() {
             return vec![Check::skip("pod-to-pod across nodes", "only one Ready node")];
         }
-        let names: Vec<String> =
-            clients.iter().map(|(h, _)| format!("pod on {h} reaches a pod on {server_host}")).collect();
+        let names: Vec<String> = clients.iter().map(|(h, _)| format!("pod on {h} reaches a pod on {server_host}")).collect();
         let hint = "cross-node pod traffic is dropped: nodes need UDP 8472 (flannel VXLAN) between them and the forward \
                     chain must accept the pod CIDR";
         let server = match self.create(&self.pod("server", server_node, "exec httpd -f -p 8080 -h /tmp".into())).await {
             Ok(n) => n,
             Err(e) => {
-                return names
-                    .into_iter()
-                    .map(|n| Check::fail(n, format!("cannot create the server pod: {e}"), hint))
-                    .collect();
+                return names.into_iter().map(|n| Check::fail(n, format!("cannot create the server pod: {e}"), hint)).collect();
             }
         };
         let what = format!("probe server pod {server} on {server_host} to be ready");
@@ -405,17 +389,17 @@ impl Probes<'_> {
         let checks = match ip {
             Err(e) => names.into_iter().map(|n| Check::fail(n, format!("server pod: {e}"), hint)).collect(),
             Ok(ip) => {
-                let runs = join_all(clients.iter().map(|(_, node)| {
-                    self.run("client", node, format!("{PRELUDE}probe pod-to-pod nc -z -w 5 {ip} 8080\nexit $rc\n"))
-                }))
+                let runs = join_all(
+                    clients
+                        .iter()
+                        .map(|(_, node)| self.run("client", node, format!("{PRELUDE}probe pod-to-pod nc -z -w 5 {ip} 8080\nexit $rc\n"))),
+                )
                 .await;
                 names
                     .into_iter()
                     .zip(runs)
                     .zip(clients)
-                    .flat_map(|((name, ended), (host, _))| {
-                        probe_checks(&[("pod-to-pod", name, hint.to_owned())], ended, host)
-                    })
+                    .flat_map(|((name, ended), (host, _))| probe_checks(&[("pod-to-pod", name, hint.to_owned())], ended, host))
                     .collect()
             }
         };
@@ -443,11 +427,9 @@ fn probe_checks(items: &[(&str, String, String)], ended: Result<Ended, Error>, h
                 .iter()
                 .map(|(key, name, hint)| match results.get(*key) {
                     Some(Ok(())) => Check::pass(name.clone(), "ok"),
-                    Some(Err(detail)) => Check::fail(
-                        name.clone(),
-                        if detail.is_empty() { "failed".into() } else { detail.clone() },
-                        hint.clone(),
-                    ),
+                    Some(Err(detail)) => {
+                        Check::fail(name.clone(), if detail.is_empty() { "failed".into() } else { detail.clone() }, hint.clone())
+                    }
                     None => Check::fail(
                         name.clone(),
                         format!("probe pod ended {} without reporting; log: {}", ended.phase, ended.log.trim()),

@@ -93,8 +93,7 @@ mod tests {
 
     #[tokio::test]
     async fn fails_fast_on_failure() {
-        let got: Result<(), _> =
-            until("job", fast(60_000), || async { Ok(Progress::Failed("BackoffLimitExceeded".into())) }).await;
+        let got: Result<(), _> = until("job", fast(60_000), || async { Ok(Progress::Failed("BackoffLimitExceeded".into())) }).await;
         let e = got.unwrap_err().to_string();
         assert_eq!(e, "job failed: BackoffLimitExceeded");
     }
@@ -102,8 +101,7 @@ mod tests {
     #[tokio::test]
     async fn times_out_with_last_state() {
         let t = std::time::Instant::now();
-        let got: Result<(), _> =
-            until("kafka", fast(200), || async { Ok(Progress::Pending("0/1 ready".into())) }).await;
+        let got: Result<(), _> = until("kafka", fast(200), || async { Ok(Progress::Pending("0/1 ready".into())) }).await;
         assert!(t.elapsed() < Duration::from_secs(2));
         let e = got.unwrap_err().to_string();
         assert!(e.starts_with("timed out after 0s waiting for kafka (last seen: 0/1 ready)"), "{e}");

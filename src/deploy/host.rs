@@ -96,10 +96,13 @@ pub(super) fn run_all(plan: &Plan, hosts: &[&Host], jobs: usize) -> Vec<Outcome>
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(host) = hosts.get(i) else { break };
                     let outcome = deploy(plan, host, &|p: Progress<'_>| {
-                        let _ = tx.send((i, match p {
-                            Progress::Step(s) => Event::Step(s.to_string()),
-                            Progress::Note(s) => Event::Note(s.to_string()),
-                        }));
+                        let _ = tx.send((
+                            i,
+                            match p {
+                                Progress::Step(s) => Event::Step(s.to_string()),
+                                Progress::Note(s) => Event::Note(s.to_string()),
+                            },
+                        ));
                     });
                     let _ = tx.send((i, Event::Done(outcome)));
                 }
@@ -186,7 +189,8 @@ fn sequence(plan: &Plan, host: &Host, say: &dyn Fn(&str), note: &dyn Fn(&str)) -
     let link = scratch.path().join("result");
     let target = std::fs::read_link(&link)
         .map_err(|e| failed(Action::Build, "the build left no `result` link", format!("{}: {e}", link.display())))?;
-    let new = StorePath::parse(&target.to_string_lossy()).map_err(|e| failed(Action::Build, "the build result is not a store path", e.to_string()))?;
+    let new = StorePath::parse(&target.to_string_lossy())
+        .map_err(|e| failed(Action::Build, "the build result is not a store path", e.to_string()))?;
 
     say("reading the running system");
     let current = plan.current_system(host)?;
@@ -260,8 +264,12 @@ fn finish(status: Status, why: &str, new: &StorePath) -> Result<Stop, Stop> {
     let detail = |more: &str| [why, more].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join("\n");
     let stop = |result| Stop { action: Action::Switch, result, detail: detail("") };
     match status {
-        Status::Confirmed => Ok(Stop { action: Action::Switch, result: HostResult::Ok("switched, confirmed".into()), detail: new.to_string() }),
-        Status::Done => Ok(Stop { action: Action::Switch, result: HostResult::Ok("switched (no rollback guard)".into()), detail: new.to_string() }),
+        Status::Confirmed => {
+            Ok(Stop { action: Action::Switch, result: HostResult::Ok("switched, confirmed".into()), detail: new.to_string() })
+        }
+        Status::Done => {
+            Ok(Stop { action: Action::Switch, result: HostResult::Ok("switched (no rollback guard)".into()), detail: new.to_string() })
+        }
         Status::RolledBack(d) => Err(stop(HostResult::RolledBack(d))),
         Status::RollbackFailed(d) => Err(stop(HostResult::Failed(format!("rollback failed after: {d}")))),
         Status::Failed(d) => Err(stop(HostResult::Failed(d))),
@@ -311,14 +319,8 @@ fn exec(cmd: &Cmd, cwd: Option<&Path>) -> Result<Output, DeployError> {
 /// as it comes, and keeping all of it for the report.
 fn exec_streaming(cmd: &Cmd, cwd: &Path, note: &dyn Fn(&str)) -> Result<Output, DeployError> {
     let spawn_err = |source| DeployError::Spawn { cmd: cmd.display(), source };
-    let mut child = cmd
-        .to_command()
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
+    let mut child =
+        cmd.to_command().current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(spawn_err)?;
     let stdout = child.stdout.take();
     let collect = std::thread::spawn(move || {
         let mut buf = Vec::new();

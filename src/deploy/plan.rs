@@ -382,14 +382,24 @@ mod tests {
         let prev = StorePath::parse("/nix/store/1q43idch209zsdngl8yl79x0y79aajib-nixos-system-alphard").unwrap();
         let cmd = p.activate(&host("root"), &new, &prev).unwrap();
         let dest = cmd.args.iter().position(|a| a == "root@172.22.0.134").unwrap();
-        let words = shlex::split(&cmd.args[dest + 1..].iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")).unwrap();
+        let words =
+            shlex::split(&cmd.args[dest + 1..].iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")).unwrap();
         assert_eq!(words[0], "systemd-run");
         assert_eq!(words[1], "--unit=iac-deploy");
         let script = words.iter().position(|w| w == "-c").unwrap() + 1;
         assert_eq!(words[script], remote::GUARD);
         assert_eq!(
             words[script + 1..],
-            ["iac-activate", "/nix/var/nix/profiles/system", "/run/current-system", new.as_str(), prev.as_str(), "/run/iac-deploy/RUN", "30", "1"]
+            [
+                "iac-activate",
+                "/nix/var/nix/profiles/system",
+                "/run/current-system",
+                new.as_str(),
+                prev.as_str(),
+                "/run/iac-deploy/RUN",
+                "30",
+                "1"
+            ]
         );
     }
 

@@ -101,7 +101,17 @@ pub(super) fn summary(names: &[&str], outcomes: &[Outcome]) -> String {
     }
     let mut s = String::from("\n");
     for row in std::iter::once(&header).chain(&rows) {
-        let line = format!("{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}", row[0], row[1], row[2], row[3], w0 = width[0], w1 = width[1], w2 = width[2], w3 = width[3]);
+        let line = format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2],
+            w3 = width[3]
+        );
         s.push_str(line.trim_end());
         s.push('\n');
     }

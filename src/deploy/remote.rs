@@ -178,10 +178,7 @@ mod tests {
         assert_eq!(Status::parse("noise\nconfirmed\n\n"), Status::Confirmed);
         assert_eq!(Status::parse("missing"), Status::Missing);
         assert_eq!(Status::parse(""), Status::Missing);
-        assert_eq!(
-            Status::parse("rolled-back: no confirmation within 30s"),
-            Status::RolledBack("no confirmation within 30s".into())
-        );
+        assert_eq!(Status::parse("rolled-back: no confirmation within 30s"), Status::RolledBack("no confirmation within 30s".into()));
         assert_eq!(Status::parse("sudo: a password is required"), Status::Unknown("sudo: a password is required".into()));
     }
 }

@@ -32,13 +32,7 @@ impl Source {
     /// An error at `span` about `key`. An empty span (a defaulted value) points at line 1.
     pub fn error(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> InventoryError {
         let (line, column) = self.position(span.start);
-        InventoryError {
-            file: self.file.clone(),
-            line,
-            column,
-            key: key.into(),
-            message: message.into(),
-        }
+        InventoryError { file: self.file.clone(), line, column, key: key.into(), message: message.into() }
     }
 }
 

@@ -479,7 +479,11 @@ impl Validator<'_> {
             }
             (None, Some(image)) => {
                 if p.sha256.is_some() {
-                    self.error(plugin.span(), format!("{KEY}.sha256"), "`sha256` goes with `url`; pin an image by its digest (NAME@sha256:...)");
+                    self.error(
+                        plugin.span(),
+                        format!("{KEY}.sha256"),
+                        "`sha256` goes with `url`; pin an image by its digest (NAME@sha256:...)",
+                    );
                 }
                 self.image(image.get_ref(), image.span(), &format!("{KEY}.image"));
                 let path = p.path.as_ref().map_or_else(|| "/plugin".to_string(), |t| t.get_ref().clone());

@@ -167,11 +167,7 @@ impl fmt::Display for Settings {
 
 /// Layer the settings (see the module comment). `env` reads one variable; passing it in keeps
 /// this testable without touching the process environment. Reads no files.
-pub fn resolve(
-    defaults: &Defaults,
-    env: &dyn Fn(&str) -> Option<String>,
-    flags: &Flags,
-) -> Result<Settings, QueryError> {
+pub fn resolve(defaults: &Defaults, env: &dyn Fn(&str) -> Option<String>, flags: &Flags) -> Result<Settings, QueryError> {
     let env = |k: &str| env(k).filter(|v| !v.is_empty());
     let (config_text, ours) = flags.dsn.as_deref().map(dsn::split).unwrap_or_default();
     let mut config: Config = if config_text.trim().is_empty() {
@@ -225,9 +221,7 @@ pub fn resolve(
         Some(secs) => Duration::from_secs(secs),
         None => match (config.get_connect_timeout(), env("PGCONNECT_TIMEOUT")) {
             (Some(t), _) => *t,
-            (None, Some(t)) => Duration::from_secs(t.parse().map_err(|_| {
-                QueryError::Config(format!("invalid PGCONNECT_TIMEOUT {t:?}"))
-            })?),
+            (None, Some(t)) => Duration::from_secs(t.parse().map_err(|_| QueryError::Config(format!("invalid PGCONNECT_TIMEOUT {t:?}")))?),
             (None, None) => DEFAULT_CONNECT_TIMEOUT,
         },
     };
@@ -239,15 +233,10 @@ pub fn resolve(
 }
 
 /// Find the password: `--password-file`, then `PGPASSWORD`, then the pgpass file.
-pub fn load_password(
-    settings: &mut Settings,
-    env: &dyn Fn(&str) -> Option<String>,
-    flags: &Flags,
-) -> Result<(), QueryError> {
+pub fn load_password(settings: &mut Settings, env: &dyn Fn(&str) -> Option<String>, flags: &Flags) -> Result<(), QueryError> {
     if let Some(path) = &flags.password_file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            QueryError::Config(format!("cannot read --password-file {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| QueryError::Config(format!("cannot read --password-file {}: {e}", path.display())))?;
         settings.config.password(text.trim_end_matches(['\n', '\r']));
         settings.password_source = PasswordSource::File(path.clone());
         return Ok(());
@@ -265,21 +254,15 @@ pub fn load_password(
         },
     };
     let host = settings.host();
-    let key = pgpass::Key {
-        host: &host,
-        port: settings.port(),
-        database: settings.dbname(),
-        user: settings.user(),
-    };
+    let key = pgpass::Key { host: &host, port: settings.port(), database: settings.dbname(), user: settings.user() };
     match pgpass::lookup(&path, key) {
         Ok(pgpass::Lookup::Found(pw)) => {
             settings.config.password(pw);
             settings.password_source = PasswordSource::PgPass(path);
         }
-        Ok(pgpass::Lookup::TooOpen(mode)) => eprintln!(
-            "warning: ignoring password file {}: mode {mode:o} lets others read it (chmod 600)",
-            path.display()
-        ),
+        Ok(pgpass::Lookup::TooOpen(mode)) => {
+            eprintln!("warning: ignoring password file {}: mode {mode:o} lets others read it (chmod 600)", path.display())
+        }
         Ok(pgpass::Lookup::NoMatch | pgpass::Lookup::Missing) => {}
         Err(e) => eprintln!("warning: cannot read password file {}: {e}", path.display()),
     }
@@ -310,16 +293,12 @@ pub async fn connect(settings: &Settings) -> Result<Client, QueryError> {
             }
         }
     };
-    let result: Result<Client, ConnectFailure> =
-        match tokio::time::timeout(settings.connect_timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => {
-                return Err(QueryError::Timeout {
-                    server: settings.server(),
-                    after: settings.connect_timeout,
-                });
-            }
-        };
+    let result: Result<Client, ConnectFailure> = match tokio::time::timeout(settings.connect_timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => {
+            return Err(QueryError::Timeout { server: settings.server(), after: settings.connect_timeout });
+        }
+    };
     result.map_err(|e| match e {
         ConnectFailure::Tls(msg) => QueryError::Tls { server: settings.server(), message: msg },
         ConnectFailure::Pg(e) => classify(e, settings),
@@ -393,8 +372,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -422,10 +400,7 @@ mod tests {
         let s = resolve(&inventory(), &e, &Flags::default()).unwrap();
         assert_eq!((s.server().as_str(), s.user(), s.dbname()), ("envhost:6000", "eu", "kafka"));
         assert_eq!(s.ssl, SslMode::Require);
-        let flags = Flags {
-            dsn: Some("host=dsnhost dbname=other sslmode=verify-full connect_timeout=3".into()),
-            ..Flags::default()
-        };
+        let flags = Flags { dsn: Some("host=dsnhost dbname=other sslmode=verify-full connect_timeout=3".into()), ..Flags::default() };
         let s = resolve(&inventory(), &e, &flags).unwrap();
         assert_eq!((s.server().as_str(), s.user(), s.dbname()), ("dsnhost:6000", "eu", "other"));
         assert_eq!((s.ssl, s.connect_timeout), (SslMode::VerifyFull, Duration::from_secs(3)));

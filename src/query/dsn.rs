@@ -7,11 +7,7 @@ const OURS: [&str; 2] = ["sslmode", "sslrootcert"];
 
 /// The DSN without our options, and our options as (key, value).
 pub fn split(dsn: &str) -> (String, Vec<(String, String)>) {
-    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
-        split_url(dsn)
-    } else {
-        split_key_value(dsn)
-    }
+    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") { split_url(dsn) } else { split_key_value(dsn) }
 }
 
 fn split_url(dsn: &str) -> (String, Vec<(String, String)>) {
@@ -106,13 +102,9 @@ mod tests {
 
     #[test]
     fn url_options_are_pulled_out() {
-        let (rest, ours) =
-            split("postgres://u@h:5/db?sslmode=verify-full&application_name=x&sslrootcert=%2Fca.pem");
+        let (rest, ours) = split("postgres://u@h:5/db?sslmode=verify-full&application_name=x&sslrootcert=%2Fca.pem");
         assert_eq!(rest, "postgres://u@h:5/db?application_name=x");
-        assert_eq!(
-            ours,
-            vec![("sslmode".into(), "verify-full".into()), ("sslrootcert".into(), "/ca.pem".into())]
-        );
+        assert_eq!(ours, vec![("sslmode".into(), "verify-full".into()), ("sslrootcert".into(), "/ca.pem".into())]);
         assert_eq!(split("postgresql://h/db").0, "postgresql://h/db");
         assert_eq!(split("postgresql://h/db?sslmode=require").0, "postgresql://h/db");
     }
@@ -121,10 +113,7 @@ mod tests {
     fn key_value_options_are_pulled_out() {
         let (rest, ours) = split("host=h  sslmode = verify-ca dbname='my db' sslrootcert='/a b\\'c'");
         assert_eq!(rest, "host=h dbname='my db'");
-        assert_eq!(
-            ours,
-            vec![("sslmode".into(), "verify-ca".into()), ("sslrootcert".into(), "/a b'c".into())]
-        );
+        assert_eq!(ours, vec![("sslmode".into(), "verify-ca".into()), ("sslrootcert".into(), "/a b'c".into())]);
         assert!(rest.parse::<tokio_postgres::Config>().is_ok());
     }
 }

@@ -85,7 +85,10 @@ pub enum Value<'a> {
     Json(&'a str),
     Numeric(&'a str),
     /// Microseconds since 2000-01-01 00:00:00, with or without time zone (then UTC).
-    Timestamp { micros: i64, tz: bool },
+    Timestamp {
+        micros: i64,
+        tz: bool,
+    },
 }
 
 /// The cell's raw bytes, whatever the type: decoding is ours.
@@ -194,11 +197,7 @@ fn write_float(out: &mut impl Write, v: f64, json: bool) -> io::Result<()> {
 }
 
 fn write_float4(out: &mut impl Write, v: f32, json: bool) -> io::Result<()> {
-    if v.is_finite() {
-        serde_json::to_writer(out, &v).map_err(io::Error::from)
-    } else {
-        write_float(out, f64::from(v), json)
-    }
+    if v.is_finite() { serde_json::to_writer(out, &v).map_err(io::Error::from) } else { write_float(out, f64::from(v), json) }
 }
 
 /// A value as JSON. `json` text is passed through; newlines in it (only ever whitespace

@@ -16,7 +16,7 @@
 
 use std::io::Write;
 
-use futures_util::{TryStreamExt, pin_mut};
+use futures::{TryStreamExt, pin_mut};
 use postgres_protocol::escape::escape_identifier;
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
@@ -70,16 +70,11 @@ fn where_clause(
             .iter()
             .find(|c| &c.name == name)
             .ok_or_else(|| QueryError::ColumnMissing { table: table.to_string(), column: name.clone() })?,
-        None => columns
-            .iter()
-            .find(|c| c.kind.is_time())
-            .ok_or_else(|| QueryError::NoTimeColumn { table: table.to_string() })?,
+        None => columns.iter().find(|c| c.kind.is_time()).ok_or_else(|| QueryError::NoTimeColumn { table: table.to_string() })?,
     };
     let col = escape_identifier(&column.name);
     Ok(match since {
-        Since::Age(secs) => {
-            (format!(" WHERE {col} >= now() - make_interval(secs => $1)"), Some(Box::new(*secs)))
-        }
+        Since::Age(secs) => (format!(" WHERE {col} >= now() - make_interval(secs => $1)"), Some(Box::new(*secs))),
         Since::At(text) => (format!(" WHERE {col} >= $1::text::timestamptz"), Some(Box::new(text.clone()))),
     })
 }
@@ -112,10 +107,8 @@ pub async fn messages(
         sql.push_str(&format!(" LIMIT ${}", params.len()));
     }
     let stmt = client.prepare(&sql).await.map_err(|e| QueryError::server(&e))?;
-    let stream = client
-        .query_raw(&stmt, params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)))
-        .await
-        .map_err(|e| QueryError::server(&e))?;
+    let stream =
+        client.query_raw(&stmt, params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync))).await.map_err(|e| QueryError::server(&e))?;
     pin_mut!(stream);
     let mut writer = format::writer(format, &columns, out);
     let mut rows = 0u64;

@@ -60,14 +60,9 @@ impl QueryError {
     /// 1: anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            QueryError::Unreachable { .. }
-            | QueryError::Timeout { .. }
-            | QueryError::Tls { .. }
-            | QueryError::Connection { .. } => 3,
+            QueryError::Unreachable { .. } | QueryError::Timeout { .. } | QueryError::Tls { .. } | QueryError::Connection { .. } => 3,
             QueryError::Auth { .. } => 4,
-            QueryError::DatabaseMissing { .. }
-            | QueryError::TableMissing { .. }
-            | QueryError::ColumnMissing { .. } => 5,
+            QueryError::DatabaseMissing { .. } | QueryError::TableMissing { .. } | QueryError::ColumnMissing { .. } => 5,
             _ => 1,
         }
     }
@@ -100,16 +95,8 @@ impl QueryError {
 
 pub fn run(args: &QueryArgs) -> Result<ExitCode, Error> {
     // The inventory gives defaults; without one, --dsn and the PG* variables must say it all.
-    let defaults = if args.inventory.exists() {
-        Defaults::from_site(&crate::load_site(&args.inventory)?)
-    } else {
-        Defaults::default()
-    };
-    let flags = Flags {
-        dsn: args.dsn.clone(),
-        password_file: args.password_file.clone(),
-        connect_timeout: args.connect_timeout,
-    };
+    let defaults = if args.inventory.exists() { Defaults::from_site(&crate::load_site(&args.inventory)?) } else { Defaults::default() };
+    let flags = Flags { dsn: args.dsn.clone(), password_file: args.password_file.clone(), connect_timeout: args.connect_timeout };
     let settings = settings(&defaults, &flags)?;
     let table = match args.table.clone().or(defaults.table) {
         Some(t) => Some(TableName::new(args.schema.clone(), t)?),
@@ -120,9 +107,7 @@ pub fn run(args: &QueryArgs) -> Result<ExitCode, Error> {
         println!("table     {}", table.map_or_else(|| "(none: give --table)".into(), |t| t.to_string()));
         return Ok(ExitCode::SUCCESS);
     }
-    let table = table.ok_or_else(|| {
-        QueryError::Config(format!("no table: {} has no pipeline; give --table", args.inventory.display()))
-    })?;
+    let table = table.ok_or_else(|| QueryError::Config(format!("no table: {} has no pipeline; give --table", args.inventory.display())))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

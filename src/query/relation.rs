@@ -45,10 +45,7 @@ impl fmt::Display for TableName {
 
 /// The table's OID, or `TableMissing` naming it. Views and other relations work too.
 pub async fn oid(client: &Client, table: &TableName, database: &str) -> Result<u32, QueryError> {
-    let row = client
-        .query_one("SELECT to_regclass($1)::oid", &[&table.sql()])
-        .await
-        .map_err(|e| QueryError::server(&e))?;
+    let row = client.query_one("SELECT to_regclass($1)::oid", &[&table.sql()]).await.map_err(|e| QueryError::server(&e))?;
     row.try_get::<_, Option<u32>>(0)
         .map_err(|e| QueryError::server(&e))?
         .ok_or_else(|| QueryError::TableMissing { table: table.to_string(), database: database.into() })
@@ -56,15 +53,8 @@ pub async fn oid(client: &Client, table: &TableName, database: &str) -> Result<u
 
 /// The columns as a `SELECT *` would return them, with how each is decoded.
 pub async fn columns(client: &Client, table: &TableName) -> Result<Vec<Column>, QueryError> {
-    let stmt = client
-        .prepare(&format!("SELECT * FROM {} LIMIT 0", table.sql()))
-        .await
-        .map_err(|e| QueryError::server(&e))?;
-    Ok(stmt
-        .columns()
-        .iter()
-        .map(|c| Column { name: c.name().to_owned(), kind: Kind::of(c.type_()) })
-        .collect())
+    let stmt = client.prepare(&format!("SELECT * FROM {} LIMIT 0", table.sql())).await.map_err(|e| QueryError::server(&e))?;
+    Ok(stmt.columns().iter().map(|c| Column { name: c.name().to_owned(), kind: Kind::of(c.type_()) }).collect())
 }
 
 /// The select list: every column by quoted name, the ones we do not decode cast to text.
@@ -98,10 +88,7 @@ mod tests {
 
     #[test]
     fn select_list_casts_what_is_not_decoded() {
-        let cols = [
-            Column { name: "id".into(), kind: Kind::Int8 },
-            Column { name: "Amount".into(), kind: Kind::Numeric },
-        ];
+        let cols = [Column { name: "id".into(), kind: Kind::Int8 }, Column { name: "Amount".into(), kind: Kind::Numeric }];
         assert_eq!(select_list(&cols), "\"id\", \"Amount\"::text AS \"Amount\"");
     }
 }

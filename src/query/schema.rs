@@ -51,14 +51,7 @@ pub async fn read(client: &Client, table: &TableName, database: &str) -> Result<
         .await
         .map_err(err)?
         .iter()
-        .map(|r| {
-            Ok(ColumnInfo {
-                name: r.try_get(0)?,
-                type_name: r.try_get(1)?,
-                nullable: r.try_get(2)?,
-                default: r.try_get(3)?,
-            })
-        })
+        .map(|r| Ok(ColumnInfo { name: r.try_get(0)?, type_name: r.try_get(1)?, nullable: r.try_get(2)?, default: r.try_get(3)? }))
         .collect::<Result<Vec<_>, tokio_postgres::Error>>()
         .map_err(err)?;
     let indexes = client
@@ -72,14 +65,7 @@ pub async fn read(client: &Client, table: &TableName, database: &str) -> Result<
         .await
         .map_err(err)?
         .iter()
-        .map(|r| {
-            Ok(IndexInfo {
-                name: r.try_get(0)?,
-                primary: r.try_get(1)?,
-                unique: r.try_get(2)?,
-                definition: r.try_get(3)?,
-            })
-        })
+        .map(|r| Ok(IndexInfo { name: r.try_get(0)?, primary: r.try_get(1)?, unique: r.try_get(2)?, definition: r.try_get(3)? }))
         .collect::<Result<Vec<_>, tokio_postgres::Error>>()
         .map_err(err)?;
     Ok(Schema { table: table.to_string(), columns, indexes })
@@ -97,9 +83,7 @@ pub fn write(schema: &Schema, format: Format, mut out: impl Write) -> std::io::R
         }
         Format::Table => {
             writeln!(out, "Table {}", schema.table)?;
-            let header = |names: &[&str]| -> Vec<Column> {
-                names.iter().map(|n| Column { name: (*n).into(), kind: Kind::Text }).collect()
-            };
+            let header = |names: &[&str]| -> Vec<Column> { names.iter().map(|n| Column { name: (*n).into(), kind: Kind::Text }).collect() };
             let mut t = Table::new(&header(&["column", "type", "nullable", "default"]), &mut out);
             for c in &schema.columns {
                 let nullable = if c.nullable { "yes" } else { "no" };
@@ -113,7 +97,13 @@ pub fn write(schema: &Schema, format: Format, mut out: impl Write) -> std::io::R
             }
             writeln!(out, "Indexes:")?;
             for i in &schema.indexes {
-                let kind = if i.primary { " (primary key)" } else if i.unique { " (unique)" } else { "" };
+                let kind = if i.primary {
+                    " (primary key)"
+                } else if i.unique {
+                    " (unique)"
+                } else {
+                    ""
+                };
                 writeln!(out, "    {}{kind}: {}", i.name, i.definition)?;
             }
             Ok(())

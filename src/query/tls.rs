@@ -40,9 +40,7 @@ pub fn connector(mode: SslMode, root: Option<&Path>) -> Result<MakeRustlsConnect
     };
     let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, root) {
-        (SslMode::Disable | SslMode::Prefer | SslMode::Require, None) => {
-            Arc::new(Unverified(provider.clone()))
-        }
+        (SslMode::Disable | SslMode::Prefer | SslMode::Require, None) => Arc::new(Unverified(provider.clone())),
         (SslMode::Prefer, Some(_)) => Arc::new(Unverified(provider.clone())),
         (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
             return Err(TlsSetupError::NoRootFile { path: PathBuf::from("~/.postgresql/root.crt"), mode });
@@ -135,9 +133,9 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }

@@ -26,7 +26,8 @@ pub const MARKER: &str = "README.md";
 /// parsed) in parallel.
 pub fn render(site: &Site) -> Result<Tree, Error> {
     let flows = policy::flows(site);
-    let per_host: Vec<Vec<(PathBuf, String)>> = site.hosts.par_iter().map(|host| host_files(site, &flows, host)).collect::<Result<_, _>>()?;
+    let per_host: Vec<Vec<(PathBuf, String)>> =
+        site.hosts.par_iter().map(|host| host_files(site, &flows, host)).collect::<Result<_, _>>()?;
     let mut tree: Tree = per_host.into_iter().flatten().collect();
     tree.insert(PathBuf::from(MARKER), marker_text(site));
     if let Some(pipeline) = &site.pipeline {

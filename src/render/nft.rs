@@ -85,12 +85,8 @@ fn indent(text: &str) -> String {
 
 fn set_view(set: &AddrSet) -> SetView {
     let interval = set.members.iter().any(|m| m.prefix_len() < 32);
-    let elements = set
-        .members
-        .iter()
-        .map(|m| if m.prefix_len() == 32 { m.addr().to_string() } else { m.to_string() })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let elements =
+        set.members.iter().map(|m| if m.prefix_len() == 32 { m.addr().to_string() } else { m.to_string() }).collect::<Vec<_>>().join(", ");
     SetView { name: set.name.clone(), interval, elements }
 }
 

@@ -34,7 +34,10 @@ pub fn module(site: &Site, flows: &Flows, host: &Host) -> Result<String, Error> 
     let dbs: Vec<_> = site.databases.iter().filter(|d| d.host == host.name).collect();
     let port = dbs.first().map_or(5432, |d| d.port);
     if let Some(other) = dbs.iter().find(|d| d.port != port) {
-        return Err(Error::Render { file, message: format!("database `{}` asks for port {} but this server listens on {port}", other.name, other.port) });
+        return Err(Error::Render {
+            file,
+            message: format!("database `{}` asks for port {} but this server listens on {port}", other.name, other.port),
+        });
     }
     let databases = dbs
         .iter()

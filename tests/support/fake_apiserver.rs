@@ -133,12 +133,7 @@ impl Scenario {
             nodes: vec![node("alphard", "172.22.0.134", "True"), node("hamal", "172.22.0.135", "True")],
             system_pods: vec![
                 system_pod("coredns-6f9c8d7b5-x2k4q", json!({"k8s-app": "kube-dns"}), "alphard", true),
-                system_pod(
-                    "local-path-provisioner-5cf85fd84d-qm7r2",
-                    json!({"app": "local-path-provisioner"}),
-                    "alphard",
-                    true,
-                ),
+                system_pod("local-path-provisioner-5cf85fd84d-qm7r2", json!({"app": "local-path-provisioner"}), "alphard", true),
                 system_pod("metrics-server-5985cbc9d7-8lzvn", json!({"k8s-app": "metrics-server"}), "hamal", true),
             ],
             external_dns_broken_on: vec![],
@@ -146,10 +141,7 @@ impl Scenario {
             kafka_ready: true,
             job_outcome: "Complete",
             connect_conflicts: 1,
-            connector_statuses: vec![
-                connector_status("RUNNING", &[]),
-                connector_status("RUNNING", &[("RUNNING", None)]),
-            ],
+            connector_statuses: vec![connector_status("RUNNING", &[]), connector_status("RUNNING", &[("RUNNING", None)])],
         }
     }
 }
@@ -180,8 +172,7 @@ impl Fake {
     pub async fn start(scenario: Scenario) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state =
-            Arc::new(Mutex::new(State { conflicts_left: scenario.connect_conflicts, rv: 1000, ..State::default() }));
+        let state = Arc::new(Mutex::new(State { conflicts_left: scenario.connect_conflicts, rv: 1000, ..State::default() }));
         let scenario = Arc::new(scenario);
         let (st, sc) = (state.clone(), scenario.clone());
         tokio::spawn(async move {
@@ -232,11 +223,7 @@ fn reply(code: StatusCode, body: &Value) -> Reply {
 }
 
 fn text(code: StatusCode, body: &str) -> Reply {
-    Response::builder()
-        .status(code)
-        .header("Content-Type", "text/plain")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap()
+    Response::builder().status(code).header("Content-Type", "text/plain").body(Full::new(Bytes::from(body.to_owned()))).unwrap()
 }
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Reply {
@@ -269,10 +256,7 @@ fn discovery(path: &str) -> Option<Value> {
                 resource("persistentvolumeclaims", "PersistentVolumeClaim", true),
             ],
         ),
-        "/apis/apps/v1" => (
-            "apps/v1",
-            vec![resource("statefulsets", "StatefulSet", true), resource("deployments", "Deployment", true)],
-        ),
+        "/apis/apps/v1" => ("apps/v1", vec![resource("statefulsets", "StatefulSet", true), resource("deployments", "Deployment", true)]),
         "/apis/batch/v1" => ("batch/v1", vec![resource("jobs", "Job", true)]),
         "/apis/policy/v1" => ("policy/v1", vec![resource("poddisruptionbudgets", "PodDisruptionBudget", true)]),
         _ => return None,
@@ -291,11 +275,7 @@ fn labels_match(obj: &Value, selector: &str) -> bool {
     })
 }
 
-async fn handle(
-    state: Arc<Mutex<State>>,
-    scenario: Arc<Scenario>,
-    req: Request<Incoming>,
-) -> Result<Reply, Infallible> {
+async fn handle(state: Arc<Mutex<State>>, scenario: Arc<Scenario>, req: Request<Incoming>) -> Result<Reply, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query: BTreeMap<String, String> = req
@@ -342,15 +322,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn route(
-    st: &mut State,
-    sc: &Scenario,
-    method: &Method,
-    path: &str,
-    query: &BTreeMap<String, String>,
-    ct: &str,
-    body: &str,
-) -> Reply {
+fn route(st: &mut State, sc: &Scenario, method: &Method, path: &str, query: &BTreeMap<String, String>, ct: &str, body: &str) -> Reply {
     if path == "/version" {
         return reply(
             StatusCode::OK,
@@ -375,10 +347,7 @@ fn route(
     if let Some(pod_path) = path.strip_suffix("/log") {
         let (coll, name) = split_name(pod_path);
         return match st.objects.get(&coll).and_then(|c| c.get(&name)) {
-            Some(pod) => text(
-                StatusCode::OK,
-                pod.pointer("/metadata/annotations/fake.log").and_then(Value::as_str).unwrap_or(""),
-            ),
+            Some(pod) => text(StatusCode::OK, pod.pointer("/metadata/annotations/fake.log").and_then(Value::as_str).unwrap_or("")),
             None => status(StatusCode::NOT_FOUND, "NotFound", &format!("pods \"{name}\" not found")),
         };
     }
@@ -424,11 +393,7 @@ fn connect_error(code: StatusCode, message: &str) -> Reply {
 fn connect_proxy(st: &mut State, sc: &Scenario, method: &Method, ns: &str, rest: &str, body: &str) -> Reply {
     let deployments = format!("/apis/apps/v1/namespaces/{ns}/deployments");
     if st.objects.get(&deployments).and_then(|c| c.get("kafka-connect")).is_none() {
-        return status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "no endpoints available for service \"kafka-connect:8083\"",
-        );
+        return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "no endpoints available for service \"kafka-connect:8083\"");
     }
     let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     match (method.clone(), parts.as_slice()) {
@@ -497,8 +462,7 @@ fn create(st: &mut State, sc: &Scenario, coll: &str, body: &str) -> Reply {
 
 /// Play the kubelet for a verify probe pod: read its role and node, decide its log and phase.
 fn run_probe_pod(sc: &Scenario, pod: &mut Value) {
-    let role =
-        pod.pointer("/metadata/labels/app.kubernetes.io~1component").and_then(Value::as_str).unwrap_or("").to_owned();
+    let role = pod.pointer("/metadata/labels/app.kubernetes.io~1component").and_then(Value::as_str).unwrap_or("").to_owned();
     let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_owned();
     let script = pod.pointer("/spec/containers/0/command/2").and_then(Value::as_str).unwrap_or("").to_owned();
     if sc.probe_pods_stuck {
@@ -516,10 +480,7 @@ fn run_probe_pod(sc: &Scenario, pod: &mut Value) {
                 "iac-probe dns-external ok"
             };
             assert!(script.contains("nc -z -w 5 10.43.0.1 443"), "probe must target the API VIP: {script}");
-            (
-                if broken { "Failed" } else { "Succeeded" },
-                format!("iac-probe dns-cluster ok\n{ext}\niac-probe api-vip ok\n"),
-            )
+            (if broken { "Failed" } else { "Succeeded" }, format!("iac-probe dns-cluster ok\n{ext}\niac-probe api-vip ok\n"))
         }
         "client" => {
             assert!(script.contains("10.42.0.50 8080"), "client must target the server pod's IP: {script}");
@@ -537,20 +498,9 @@ fn run_probe_pod(sc: &Scenario, pod: &mut Value) {
 /// Server-side apply as the API server does it, in the parts that matter here: fieldManager is
 /// required, the body must be `application/apply-patch+yaml`, an apply identical to the last one
 /// changes nothing (same resourceVersion, same generation), dryRun=All persists nothing.
-fn server_side_apply(
-    st: &mut State,
-    sc: &Scenario,
-    path: &str,
-    query: &BTreeMap<String, String>,
-    ct: &str,
-    body: &str,
-) -> Reply {
+fn server_side_apply(st: &mut State, sc: &Scenario, path: &str, query: &BTreeMap<String, String>, ct: &str, body: &str) -> Reply {
     if ct != "application/apply-patch+yaml" {
-        return status(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            &format!("the fake only takes apply patches, got {ct}"),
-        );
+        return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", &format!("the fake only takes apply patches, got {ct}"));
     }
     if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
         return status(
@@ -590,9 +540,7 @@ fn server_side_apply(
         return status(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
-            &format!(
-                "Job.batch \"{name}\" is invalid: spec.template: Invalid value: core.PodTemplateSpec{{...}}: field is immutable"
-            ),
+            &format!("Job.batch \"{name}\" is invalid: spec.template: Invalid value: core.PodTemplateSpec{{...}}: field is immutable"),
         );
     }
     let mut obj = applied.clone();

@@ -148,8 +148,7 @@ impl PgServer {
             .expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let hba = b.hba.unwrap_or_else(|| {
-            "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n"
-                .to_owned()
+            "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n".to_owned()
         });
         server.write_data_file("pg_hba.conf", hba.as_bytes(), 0o600);
         for (name, contents, mode) in &b.files {
@@ -216,13 +215,7 @@ impl PgServer {
     }
 
     pub fn reload(&self) {
-        let out = self
-            .as_server_user(&self.bindir.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .arg("reload")
-            .output()
-            .expect("pg_ctl reload");
+        let out = self.as_server_user(&self.bindir.join("pg_ctl")).arg("-D").arg(&self.data).arg("reload").output().expect("pg_ctl reload");
         assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
         // SIGHUP is asynchronous; the postmaster rereads pg_hba.conf promptly.
         std::thread::sleep(std::time::Duration::from_millis(300));

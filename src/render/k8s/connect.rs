@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::model::PluginSource;
 
 use super::{
-    CONNECT, CONNECT_PORT, Component, Ctx, FILE_CONNECT, K8sError, Object, PASSWORD_VAR, SECRET, SECRET_KEY, container_security,
-    empty_dir, env, env_field, pod_security, resources, yaml,
+    CONNECT, CONNECT_PORT, Component, Ctx, FILE_CONNECT, K8sError, Object, PASSWORD_VAR, SECRET, SECRET_KEY, container_security, empty_dir,
+    env, env_field, pod_security, resources, yaml,
 };
 
 const CONFIG_MAP: &str = "kafka-connect-config";
@@ -109,7 +109,11 @@ fn plugin_installer(ctx: &Ctx) -> Container {
         ),
         PluginSource::Image { image, path } => (
             image.clone(),
-            vec!["/bin/sh".into(), "-c".into(), "set -eu; mkdir -p \"$PLUGIN_DIR/jdbc-sink\"; cp -R \"$PLUGIN_SOURCE\"/. \"$PLUGIN_DIR/jdbc-sink/\"".into()],
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "set -eu; mkdir -p \"$PLUGIN_DIR/jdbc-sink\"; cp -R \"$PLUGIN_SOURCE\"/. \"$PLUGIN_DIR/jdbc-sink/\"".into(),
+            ],
             vec![env("PLUGIN_SOURCE", path), env("PLUGIN_DIR", PLUGIN_DIR)],
         ),
     };

@@ -8,8 +8,8 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, TCPSocketAction, VolumeMount, VolumeResourceRequirements,
+    Affinity, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec,
+    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, TCPSocketAction, VolumeMount, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -32,7 +32,12 @@ pub(super) fn render(ctx: &Ctx) -> Result<String, K8sError> {
 
 fn ports() -> Vec<ServicePort> {
     vec![
-        ServicePort { name: Some("kafka".into()), port: KAFKA_PORT, target_port: Some(IntOrString::String("kafka".into())), ..Default::default() },
+        ServicePort {
+            name: Some("kafka".into()),
+            port: KAFKA_PORT,
+            target_port: Some(IntOrString::String("kafka".into())),
+            ..Default::default()
+        },
         ServicePort {
             name: Some("controller".into()),
             port: CONTROLLER_PORT,
@@ -140,7 +145,12 @@ fn statefulset(ctx: &Ctx) -> StatefulSet {
         env: Some(env),
         // The original estate's limits: 1Gi and half a core.
         resources: Some(resources("250m", "1Gi", "500m")),
-        startup_probe: Some(Probe { tcp_socket: Some(tcp("kafka")), period_seconds: Some(5), failure_threshold: Some(60), ..Default::default() }),
+        startup_probe: Some(Probe {
+            tcp_socket: Some(tcp("kafka")),
+            period_seconds: Some(5),
+            failure_threshold: Some(60),
+            ..Default::default()
+        }),
         readiness_probe: Some(Probe {
             tcp_socket: Some(tcp("kafka")),
             period_seconds: Some(10),

@@ -7,11 +7,7 @@ use super::{Component, Ctx, FILE_NAMESPACE, K8sError, Object, yaml};
 
 pub(super) fn render(ctx: &Ctx) -> Result<String, K8sError> {
     let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ctx.ns().to_string()),
-            labels: Some(ctx.labels(Component::Namespace)),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some(ctx.ns().to_string()), labels: Some(ctx.labels(Component::Namespace)), ..Default::default() },
         ..Default::default()
     };
     yaml(FILE_NAMESPACE, &[Object::Namespace(ns)])

@@ -58,7 +58,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode, Error> {
     };
     let opts =
         ApplyOptions { dry_run: args.dry_run, waits: Waits { timeout: Duration::from_secs(args.timeout), ..Waits::default() }, password };
-    let dir = args.generated.join("k8s");
+    let dir = args.generated.join(crate::render::k8s::DIR);
     runtime(async {
         let client = kube_client(&args.kube).await?;
         Ok(apply_mod::apply(&client, &site, &dir, &opts).await?)

@@ -11,11 +11,9 @@ use super::Error;
 /// The files `iac apply` reads, in the order it applies them. `register-connector.yaml` (a Job
 /// for kubectl users) and `kustomization.yaml` are deliberately absent: `iac apply` registers
 /// the connector itself.
-pub const NAMESPACE: &str = "namespace.yaml";
-pub const KAFKA: &str = "kafka.yaml";
-pub const CONNECT: &str = "connect.yaml";
-pub const CONNECTOR: &str = "connector.json";
-pub const PRODUCER: &str = "producer.yaml";
+pub use crate::render::k8s::{
+    FILE_CONNECT as CONNECT, FILE_CONNECTOR as CONNECTOR, FILE_KAFKA as KAFKA, FILE_NAMESPACE as NAMESPACE, FILE_PRODUCER as PRODUCER,
+};
 
 #[derive(Debug, Clone)]
 pub struct Manifests {

@@ -20,13 +20,11 @@ use std::time::Duration;
 
 pub use client::{connect as connect_client, install_crypto_provider};
 
-/// The contract with the manifest renderer (issue 3): object names `iac` relies on.
+/// The object names `iac` relies on: the manifest renderer's own constants, so the two cannot
+/// drift apart.
 pub mod names {
-    pub const KAFKA_STATEFULSET: &str = "kafka";
-    pub const CONNECT_SERVICE: &str = "kafka-connect";
-    pub const CONNECT_PORT: u16 = 8083;
-    pub const PASSWORD_SECRET: &str = "pipeline-postgres";
-    pub const PASSWORD_KEY: &str = "password";
+    pub use crate::render::k8s::{CONNECT as CONNECT_SERVICE, CONNECT_PORT, KAFKA as KAFKA_STATEFULSET};
+    pub use crate::render::k8s::{SECRET as PASSWORD_SECRET, SECRET_KEY as PASSWORD_KEY};
     /// The field manager of every server-side apply `iac` sends.
     pub const FIELD_MANAGER: &str = "iac";
 }

@@ -12,7 +12,7 @@ mod namespace;
 mod producer;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
     Capabilities, EmptyDirVolumeSource, PodSecurityContext, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
@@ -49,13 +49,16 @@ pub const CONNECT_PORT: i32 = 8083;
 /// `appuser` in the apache/kafka image.
 pub const KAFKA_UID: i64 = 1000;
 
-pub const FILE_NAMESPACE: &str = "k8s/namespace.yaml";
-pub const FILE_KAFKA: &str = "k8s/kafka.yaml";
-pub const FILE_CONNECT: &str = "k8s/connect.yaml";
-pub const FILE_CONNECTOR: &str = "k8s/connector.json";
-pub const FILE_REGISTER: &str = "k8s/register-connector.yaml";
-pub const FILE_PRODUCER: &str = "k8s/producer.yaml";
-pub const FILE_KUSTOMIZATION: &str = "k8s/kustomization.yaml";
+/// The directory of the rendered tree that holds the manifests, and its files: the contract
+/// `iac apply` (src/cluster) reads them by.
+pub const DIR: &str = "k8s";
+pub const FILE_NAMESPACE: &str = "namespace.yaml";
+pub const FILE_KAFKA: &str = "kafka.yaml";
+pub const FILE_CONNECT: &str = "connect.yaml";
+pub const FILE_CONNECTOR: &str = "connector.json";
+pub const FILE_REGISTER: &str = "register-connector.yaml";
+pub const FILE_PRODUCER: &str = "producer.yaml";
+pub const FILE_KUSTOMIZATION: &str = "kustomization.yaml";
 
 /// A failure to serialize a rendered object.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +184,7 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Render every file under `k8s/`.
+/// Render every file under `DIR` (`k8s/`).
 pub fn render(site: &Site, pipeline: &Pipeline) -> Result<Vec<(PathBuf, String)>, K8sError> {
     let ctx = Ctx::new(site, pipeline)?;
     let mut files = vec![
@@ -195,7 +198,7 @@ pub fn render(site: &Site, pipeline: &Pipeline) -> Result<Vec<(PathBuf, String)>
     let resources: Vec<&str> = files.iter().map(|(f, _)| *f).filter(|f| f.ends_with(".yaml")).collect();
     let kustomization = kustomization::render(&resources)?;
     files.push((FILE_KUSTOMIZATION, kustomization));
-    Ok(files.into_iter().map(|(f, text)| (PathBuf::from(f), text)).collect())
+    Ok(files.into_iter().map(|(f, text)| (Path::new(DIR).join(f), text)).collect())
 }
 
 /// Several objects of different kinds as one multi-document YAML file. A handful live for the

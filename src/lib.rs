@@ -15,6 +15,7 @@ pub mod policy;
 pub mod query;
 pub mod render;
 pub mod simulate;
+pub mod table;
 
 use std::path::Path;
 

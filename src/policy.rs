@@ -351,14 +351,5 @@ pub fn table(flows: &Flows, host: Option<&str>) -> String {
         };
         rows.push([f.host.clone(), chain.into(), members(&f.from), to, service, f.why.clone()]);
     }
-    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for r in &rows {
-        for (i, w) in widths.iter().enumerate() {
-            out.push_str(&format!("{:<w$}  ", r[i], w = w));
-        }
-        out.push_str(&r[5]);
-        out.push('\n');
-    }
-    out
+    crate::table::aligned(&rows)
 }

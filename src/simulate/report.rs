@@ -112,14 +112,12 @@ impl Report<'_> {
             ]);
             whys.push(p.why.clone());
         }
-        let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-        for (i, r) in rows.iter().enumerate() {
-            for (c, w) in widths.iter().enumerate() {
-                out.push_str(&format!("{:<w$}  ", r[c], w = w));
-            }
-            out.push_str(if i == 0 { "WHY" } else { &whys[i - 1] });
-            out.push('\n');
-        }
+        let rows: Vec<Vec<String>> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.into_iter().chain([if i == 0 { "WHY".to_string() } else { whys[i - 1].clone() }]).collect())
+            .collect();
+        out.push_str(&crate::table::aligned(&rows));
 
         out.push_str("\nRulesets (load, reload, listing identical, stand-in tables kept):\n");
         for r in self.rulesets {

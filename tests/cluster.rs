@@ -3,16 +3,15 @@
 
 #[path = "support/fake_apiserver.rs"]
 mod fake;
-#[path = "support/pg.rs"]
-#[allow(dead_code)]
-mod pg;
+mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use fake::{Fake, Scenario, connector_status, node, system_pod};
 use serde_json::{Value, json};
+use support::repo;
 
 const PASSWORD: &str = "fixture-pw-Zq7xK2";
 const NS: &str = "/api/v1/namespaces/kafka-pipeline";
@@ -24,10 +23,6 @@ struct Env {
     kubeconfig: PathBuf,
     generated: PathBuf,
     fake: Fake,
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 async fn env(scenario: Scenario) -> Env {
@@ -547,7 +542,7 @@ async fn pipeline_status_shows_kafka_connector_and_rows() {
     assert!(failing.text().contains("sink       BAD  kafka_messages: row count unavailable: connection refused"));
 
     // The binary reads the row count from a real PostgreSQL, the way `iac query count` does.
-    let server = pg::PgServer::shared();
+    let server = support::pg::PgServer::shared();
     let db = server.fresh_database("status");
     server.psql(&db.name, &format!("CREATE TABLE kafka_messages (id int); ALTER TABLE kafka_messages OWNER TO {}; INSERT INTO kafka_messages SELECT generate_series(1, 7)", db.user));
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_iac"));

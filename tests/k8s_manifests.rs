@@ -2,6 +2,10 @@
 //! the real Kubernetes OpenAPI schemas (`kubernetes-validate`), the real kustomize
 //! (`kubectl kustomize`), and the container scripts run with real curl, sha256sum and tar.
 
+mod support;
+
+use support::{bundled_inventory, replace_once};
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -16,15 +20,6 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_iac");
 const PLUGIN_URL: &str = "url = \"https://github.com/Aiven-Open/jdbc-connector-for-apache-kafka/releases/download/v6.10.0/jdbc-connector-for-apache-kafka-6.10.0.tar\"";
-
-fn bundled() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml")).expect("bundled inventory")
-}
-
-fn replace(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "inventory has no `{from}`");
-    text.replacen(from, to, 1)
-}
 
 /// An inventory rendered by the binary into a temporary directory.
 struct Rendered {
@@ -116,8 +111,14 @@ fn validate(files: &[PathBuf], version: &str) -> Output {
 
 #[test]
 fn every_object_passes_the_kubernetes_schemas() {
-    let variants =
-        [bundled(), replace(&replace(&bundled(), "replicas = 1", "replicas = 3"), PLUGIN_URL, "image = \"registry.example/jdbc:1\"")];
+    let variants = [
+        bundled_inventory(),
+        replace_once(
+            &replace_once(&bundled_inventory(), "replicas = 1", "replicas = 3"),
+            PLUGIN_URL,
+            "image = \"registry.example/jdbc:1\"",
+        ),
+    ];
     for text in variants {
         let r = render(&text);
         let files = r.yaml_files();
@@ -136,21 +137,22 @@ fn every_object_passes_the_kubernetes_schemas() {
 /// The validator is not a rubber stamp: the same manifests with one wrong field fail.
 #[test]
 fn the_schema_validator_rejects_a_broken_manifest() {
-    let r = render(&bundled());
+    let r = render(&bundled_inventory());
     let broken = r.out.join("k8s/broken.yaml");
     let kafka = r.file("kafka.yaml");
-    std::fs::write(&broken, replace(&kafka, "podManagementPolicy: Parallel", "podManagementPolicy: Parallel\n  bogusField: 1")).unwrap();
+    std::fs::write(&broken, replace_once(&kafka, "podManagementPolicy: Parallel", "podManagementPolicy: Parallel\n  bogusField: 1"))
+        .unwrap();
     let out = validate(std::slice::from_ref(&broken), "1.37.0");
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("bogusField"));
-    std::fs::write(&broken, replace(&kafka, "containerPort: 9092", "containerPort: kafka")).unwrap();
+    std::fs::write(&broken, replace_once(&kafka, "containerPort: 9092", "containerPort: kafka")).unwrap();
     assert!(!validate(&[broken], "1.37.0").status.success());
 }
 
 /// `kubectl apply -k generated/k8s` works: kustomize builds every object of every file.
 #[test]
 fn kustomize_builds_the_whole_pipeline() {
-    let r = render(&bundled());
+    let r = render(&bundled_inventory());
     let kubectl = which::which("kubectl").expect("kubectl (with its built-in kustomize) must be installed");
     let out = Command::new(kubectl).arg("kustomize").arg(r.out.join("k8s")).output().expect("run kubectl kustomize");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -180,7 +182,7 @@ fn kustomize_builds_the_whole_pipeline() {
 
 #[test]
 fn labels_names_and_service_links_follow_the_contract() {
-    let r = render(&bundled());
+    let r = render(&bundled_inventory());
     for file in r.yaml_files() {
         for doc in r.docs(file.file_name().unwrap().to_str().unwrap()) {
             let labels = &doc["metadata"]["labels"];
@@ -218,7 +220,7 @@ fn labels_names_and_service_links_follow_the_contract() {
 
 #[test]
 fn the_broker_advertises_its_headless_service_dns_name() {
-    let r = render(&bundled());
+    let r = render(&bundled_inventory());
     let sts: StatefulSet = r.object("kafka.yaml", "StatefulSet", "kafka");
     let headless: Service = r.object("kafka.yaml", "Service", "kafka-headless");
     let bootstrap: Service = r.object("kafka.yaml", "Service", "kafka-bootstrap");
@@ -261,7 +263,7 @@ fn the_broker_advertises_its_headless_service_dns_name() {
 
 #[test]
 fn the_connector_writes_to_the_inventorys_database() {
-    let text = bundled();
+    let text = bundled_inventory();
     let site = iac::load_site(&Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml")).unwrap();
     let pipeline = site.pipeline.as_ref().unwrap();
     let db = site.database(&pipeline.database).unwrap();
@@ -301,15 +303,15 @@ fn the_connector_writes_to_the_inventorys_database() {
 /// Change the inventory; the manifests follow.
 #[test]
 fn manifests_follow_inventory_changes() {
-    let text = bundled();
-    let text = replace(&text, "address = \"172.22.0.133\"", "address = \"172.22.0.140\"");
-    let text = replace(&text, "[databases.kafka]", "[databases.events]");
-    let text = replace(&text, "database = \"kafka\"", "database = \"events\"");
-    let text = replace(&text, "owner = \"kafka\"", "owner = \"sink\"");
-    let text = replace(&text, "namespace = \"kafka-pipeline\"", "namespace = \"streams\"");
-    let text = replace(&text, "replicas = 1", "replicas = 3");
-    let text = replace(&text, "topic = \"demo-messages\"", "topic = \"orders\"");
-    let text = replace(&text, "connector = \"postgres-sink\"", "connector = \"orders-sink\"");
+    let text = bundled_inventory();
+    let text = replace_once(&text, "address = \"172.22.0.133\"", "address = \"172.22.0.140\"");
+    let text = replace_once(&text, "[databases.kafka]", "[databases.events]");
+    let text = replace_once(&text, "database = \"kafka\"", "database = \"events\"");
+    let text = replace_once(&text, "owner = \"kafka\"", "owner = \"sink\"");
+    let text = replace_once(&text, "namespace = \"kafka-pipeline\"", "namespace = \"streams\"");
+    let text = replace_once(&text, "replicas = 1", "replicas = 3");
+    let text = replace_once(&text, "topic = \"demo-messages\"", "topic = \"orders\"");
+    let text = replace_once(&text, "connector = \"postgres-sink\"", "connector = \"orders-sink\"");
     let r = render(&text);
 
     let c = r.connector();
@@ -359,9 +361,12 @@ fn no_secret_value_reaches_the_output() {
     let dir = tempfile::tempdir().unwrap();
     let pw_file = dir.path().join("pg-password");
     std::fs::write(&pw_file, secret).unwrap();
-    let text =
-        replace(&bundled(), "password_file = \"/var/lib/secrets/postgresql-kafka\"", &format!("password_file = \"{}\"", pw_file.display()));
-    let text = replace(&text, "password_env = \"IAC_PG_PASSWORD\"", "password_env = \"IAC_TEST_PG_PASSWORD\"");
+    let text = replace_once(
+        &bundled_inventory(),
+        "password_file = \"/var/lib/secrets/postgresql-kafka\"",
+        &format!("password_file = \"{}\"", pw_file.display()),
+    );
+    let text = replace_once(&text, "password_env = \"IAC_PG_PASSWORD\"", "password_env = \"IAC_TEST_PG_PASSWORD\"");
     let r = render_with(&text, &[("IAC_TEST_PG_PASSWORD", secret), ("IAC_PG_PASSWORD", secret)]);
     assert!(r.output.status.success(), "{}", String::from_utf8_lossy(&r.output.stderr));
     let tree = iac::output::read_tree(&r.out).unwrap();
@@ -392,26 +397,27 @@ fn line_of(text: &str, needle: &str) -> usize {
 
 #[test]
 fn pipeline_errors_name_file_line_and_key() {
-    let text = replace(&bundled(), PLUGIN_URL, &format!("{PLUGIN_URL}\nsha256 = \"abc\""));
+    let text = replace_once(&bundled_inventory(), PLUGIN_URL, &format!("{PLUGIN_URL}\nsha256 = \"abc\""));
     let err = invalid(&text);
     let line = line_of(&text, "sha256 = \"abc\"");
     assert!(err.contains(&format!("inventory.toml:{line}:")) && err.contains("pipeline.connect.plugin.sha256"), "{err}");
 
-    let text = replace(&bundled(), PLUGIN_URL, &format!("{PLUGIN_URL}\nimage = \"x/y:1\""));
+    let text = replace_once(&bundled_inventory(), PLUGIN_URL, &format!("{PLUGIN_URL}\nimage = \"x/y:1\""));
     assert!(invalid(&text).contains("pipeline.connect.plugin: name exactly one source"));
 
-    let text = replace(&bundled(), "cluster_id = \"iacKRaftCluster0000001\"", "cluster_id = \"not-a-uuid\"");
+    let text = replace_once(&bundled_inventory(), "cluster_id = \"iacKRaftCluster0000001\"", "cluster_id = \"not-a-uuid\"");
     assert!(invalid(&text).contains("pipeline.kafka.cluster_id: `not-a-uuid` is not a KRaft cluster id"));
 
     // Connect runs in a pod: a database that does not admit the cluster is an error.
-    let text = replace(&bundled(), "clients = [\"cluster\", \"admin\"]", "clients = [\"admin\"]");
+    let text = replace_once(&bundled_inventory(), "clients = [\"cluster\", \"admin\"]", "clients = [\"admin\"]");
     let err = invalid(&text);
     let line = line_of(&text, "database = \"kafka\"");
     assert!(err.contains(&format!("inventory.toml:{line}:")) && err.contains("does not list `cluster`"), "{err}");
 
-    let text = replace(&bundled(), "connector = \"postgres-sink\"", "connector = \"Postgres Sink\"");
+    let text = replace_once(&bundled_inventory(), "connector = \"postgres-sink\"", "connector = \"Postgres Sink\"");
     assert!(invalid(&text).contains("pipeline.connect.connector"));
-    let text = replace(&bundled(), "connector = \"postgres-sink\"", "connector = \"postgres-sink\"\ninsert_mode = \"merge\"");
+    let text =
+        replace_once(&bundled_inventory(), "connector = \"postgres-sink\"", "connector = \"postgres-sink\"\ninsert_mode = \"merge\"");
     assert!(invalid(&text).contains("pipeline.connect.insert_mode"));
 }
 
@@ -659,13 +665,13 @@ fn the_producer_writes_schema_envelopes() {
 /// `render --check` covers k8s/: a hand edit or a missing file is drift.
 #[test]
 fn render_check_covers_the_manifests() {
-    let r = render(&bundled());
+    let r = render(&bundled_inventory());
     let inventory = r.out.parent().unwrap().join("inventory.toml");
     let check =
         || Command::new(BIN).arg("render").arg("--check").arg("--inventory").arg(&inventory).arg("--out").arg(&r.out).output().unwrap();
     assert!(check().status.success());
     let kafka = r.out.join("k8s/kafka.yaml");
-    std::fs::write(&kafka, replace(&r.file("kafka.yaml"), "replicas: 1", "replicas: 2")).unwrap();
+    std::fs::write(&kafka, replace_once(&r.file("kafka.yaml"), "replicas: 1", "replicas: 2")).unwrap();
     let out = check();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("k8s/kafka.yaml"));

@@ -2,15 +2,15 @@
 //! three brokers, a pinned archive and an image-based plugin, so a change to any manifest shows
 //! up as a reviewed diff.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use support::{bundled_inventory, replace_once};
+
+use std::path::PathBuf;
 
 use iac::inventory::{Source, parse};
 use iac::model::validate;
 use iac::render::{Tree, render};
-
-fn bundled() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml")).expect("bundled inventory")
-}
 
 fn render_text(text: &str) -> Tree {
     let source = Source::new("inventory.toml", text);
@@ -23,14 +23,9 @@ fn k8s_files(tree: &Tree) -> Vec<(&PathBuf, &String)> {
     tree.iter().filter(|(p, _)| p.starts_with("k8s")).collect()
 }
 
-fn replace(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "inventory has no `{from}`");
-    text.replacen(from, to, 1)
-}
-
 #[test]
 fn bundled_inventory_manifests() {
-    let tree = render_text(&bundled());
+    let tree = render_text(&bundled_inventory());
     let files = k8s_files(&tree);
     let names: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
     assert_eq!(
@@ -53,8 +48,8 @@ fn bundled_inventory_manifests() {
 
 #[test]
 fn three_brokers_and_an_image_plugin() {
-    let text = replace(&bundled(), "replicas = 1", "replicas = 3");
-    let text = replace(
+    let text = replace_once(&bundled_inventory(), "replicas = 1", "replicas = 3");
+    let text = replace_once(
         &text,
         "url = \"https://github.com/Aiven-Open/jdbc-connector-for-apache-kafka/releases/download/v6.10.0/jdbc-connector-for-apache-kafka-6.10.0.tar\"",
         "image = \"registry.example/aiven-jdbc:6.10.0\"\npath = \"/plugins/jdbc\"",
@@ -68,8 +63,8 @@ fn three_brokers_and_an_image_plugin() {
 
 #[test]
 fn pinned_archive_plugin() {
-    let text = replace(
-        &bundled(),
+    let text = replace_once(
+        &bundled_inventory(),
         "jdbc-connector-for-apache-kafka-6.10.0.tar\"\n",
         "jdbc-connector-for-apache-kafka-6.10.0.tar\"\nsha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
     );

@@ -3,20 +3,19 @@
 
 mod support;
 
-use support::{bundled_inventory, project_with, run_iac, snapshot_dir, text};
+use support::{bundled_inventory, project_with, replace_once, run_iac, snapshot_dir, text};
 
 /// Render the bundled inventory, then replace `from` by `to` in it, render again and check
 /// the error names `key` at the first line holding `at`, with `message` in it.
 fn assert_rejected(from: &str, to: &str, key: &str, at: &str, message: &str) {
     let good = bundled_inventory();
-    assert!(good.contains(from), "test setup: `{from}` not in the bundled inventory");
     let dir = project_with(&good);
     let first = run_iac(dir.path(), &["render"]);
     assert!(first.status.success(), "{}", text(&first.stderr));
     let before = snapshot_dir(&dir.path().join("generated"));
     assert!(!before.is_empty());
 
-    let bad = good.replacen(from, to, 1);
+    let bad = replace_once(&good, from, to);
     std::fs::write(dir.path().join("hosts/inventory.toml"), &bad).unwrap();
     let out = run_iac(dir.path(), &["render"]);
     let stderr = text(&out.stderr);

@@ -45,6 +45,13 @@ pub fn bundled_inventory() -> String {
     std::fs::read_to_string(repo().join("hosts/inventory.toml")).expect("bundled inventory")
 }
 
+/// `text` with the first `from` replaced by `to`; `from` must be there, or the test would
+/// silently test the unchanged inventory.
+pub fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "inventory has no `{from}`");
+    text.replacen(from, to, 1)
+}
+
 /// Write `inventory` into a fresh temp dir as hosts/inventory.toml; return the dir.
 pub fn project_with(inventory: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -53,4 +53,6 @@ pub enum Error {
     Cluster(#[from] crate::cluster::Error),
     #[error(transparent)]
     Query(#[from] crate::query::QueryError),
+    #[error(transparent)]
+    NixEval(#[from] crate::nix_eval::NixEvalError),
 }

@@ -10,6 +10,7 @@ pub mod deploy;
 pub mod error;
 pub mod inventory;
 pub mod model;
+pub mod nix_eval;
 pub mod output;
 pub mod policy;
 pub mod query;

@@ -16,11 +16,7 @@
 {%- endfor %}
     ];
     # The NixOS module appends its own local lines (including the postgres peer map) after these.
-    authentication = ''
-{%- for line in hba %}
-      {{ line|nix_indented }}
-{%- endfor %}
-    '';
+    authentication = {{ hba }};
   };
 
   # Passwords are read from files on this host when the setup unit runs; they never enter the
@@ -32,16 +28,6 @@
       {{ db.credential|nix_string }}
 {%- endfor %}
     ];
-    script = lib.mkAfter ''
-{%- for db in databases %}
-      psql -d postgres -v ON_ERROR_STOP=1 <<'SQL'
-      \set password `cat "$CREDENTIALS_DIRECTORY/{{ db.credential_name|nix_indented }}"`
-      ALTER ROLE "{{ db.owner|nix_indented }}" WITH LOGIN PASSWORD :'password';
-{%- if !db.owner_is_name %}
-      ALTER DATABASE "{{ db.name|nix_indented }}" OWNER TO "{{ db.owner|nix_indented }}";
-{%- endif %}
-      SQL
-{%- endfor %}
-    '';
+    script = lib.mkAfter {{ script }};
   };
 }

@@ -48,20 +48,52 @@ fn every_nix_file_parses_with_nix_instantiate() {
     }
 }
 
-/// The table NixOS loads is, after Nix strips the indentation, the same table as the standalone
-/// script (modulo tabs → spaces): one source, two carriers.
+/// The text NixOS loads is the text we proved: Nix evaluates every committed host module,
+/// wraps its table as nixpkgs' nftables module does, and must get exactly the table part of
+/// the standalone `nftables.nft` that `nft -c`, simulate and the tests check. The library
+/// function is the one `iac simulate` and the deploy preflight use.
 #[test]
-fn module_carries_the_same_table_as_the_standalone_script() {
+fn nixos_loads_exactly_the_committed_standalone_table() {
+    let Some(nix) = support::tool("nix-instantiate") else { return };
     let site = iac::load_site(&repo().join("hosts/inventory.toml")).unwrap();
-    let flows = iac::render::flows(&site);
-    for host in &site.hosts {
-        let Some(content) = eval(&format!("(module ./generated/{}/default.nix).networking.nftables.tables.iac.content", host.name)) else {
-            return;
-        };
-        let body = iac::render::nft::table_body(&flows, host).unwrap();
-        let normalise = |s: &str| s.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect::<Vec<_>>();
-        assert_eq!(normalise(&content), normalise(&body), "{}", host.name);
-        assert!(content.starts_with("set admin {\n"), "indentation stripped: {content:?}");
+    let hosts: Vec<&str> = site.hosts.iter().map(|h| h.name.as_str()).collect();
+    let n = iac::nix_eval::check_tables(&nix, &repo().join("generated"), &hosts).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(n, 3);
+    // The comparison is not vacuous: the evaluated text is a whole table with its rules.
+    let loaded = iac::nix_eval::loaded_tables(&nix, &repo().join("generated"), &["hamal"]).unwrap();
+    assert!(loaded["hamal"].starts_with("table inet iac {\n  # iac table of hamal"), "{:?}", loaded["hamal"]);
+    assert!(loaded["hamal"].contains("\t\tip saddr @admin tcp dport 22 accept comment \"ssh\"\n"));
+}
+
+/// Issue 13, defect 1: a `why` crafted to close the Nix escaping (`'${…}`) made NixOS load a
+/// bare `accept` that no check saw. Rendered now, the module evaluates to exactly the checked
+/// table, the payload stays inside one comment line, and no rule line was added.
+#[test]
+fn a_hostile_why_cannot_change_what_nixos_loads() {
+    let Some(nix) = support::tool("nix-instantiate") else { return };
+    let payloads = [
+        "admin web UI '${builtins.substring 38 1 (builtins.toXML 1)}accept",
+        "say \"${builtins.readFile /etc/hostname}",
+        r#"x '''${x} ''\n ''$ $${y} '' \ " done'"#,
+    ];
+    for why in payloads {
+        let allow = format!(
+            "roles = [\"k3s-agent\"]\nfirewall.allow = [{{ from = [\"admin\"], proto = \"tcp\", ports = [8080], why = {} }}]",
+            serde_json::to_string(why).unwrap()
+        );
+        let inv = support::replace_once(&support::bundled_inventory(), "roles = [\"k3s-agent\"]", &allow);
+        let dir = support::project_with(&inv);
+        let out = support::run_iac(dir.path(), &["render"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let generated = dir.path().join("generated");
+        iac::nix_eval::check_tables(&nix, &generated, &["hamal"]).unwrap_or_else(|e| panic!("{why}: {e}"));
+        let loaded = iac::nix_eval::loaded_tables(&nix, &generated, &["hamal"]).unwrap();
+        let hamal = &loaded["hamal"];
+        assert!(hamal.contains(&format!("\t\t# {why}\n")), "{why}: {hamal}");
+        let bare: Vec<&str> = hamal.lines().filter(|l| l.trim_start().starts_with("accept")).collect();
+        assert!(bare.is_empty(), "{why}: {bare:?}");
+        let out = Command::new(&nix).arg("--parse").arg(generated.join("hamal/default.nix")).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Renderers: pure functions from the validated site (and its flows) to file contents.
 //! `render` assembles the whole output tree in memory; `output` writes it.
 
+pub mod escape;
 pub mod filters;
 pub mod k8s;
 pub mod nft;
@@ -39,7 +40,7 @@ pub fn render(site: &Site) -> Result<Tree, Error> {
 
 fn host_files(site: &Site, flows: &Flows, host: &Host) -> Result<Vec<(PathBuf, String)>, Error> {
     let dir = PathBuf::from(&host.name);
-    let table = nft::table_body(flows, host)?;
+    let table = nft::table_content(flows, host)?;
     let mut files = vec![
         (dir.join("nftables.nft"), nft::standalone(host, &table)?),
         (dir.join("default.nix"), nixos::host_module(site, host, &table)?),

@@ -7,8 +7,8 @@ use crate::error::Error;
 use crate::model::{Host, Role, Site};
 use crate::policy::K3S_API_PORT;
 
-use super::{escape, filters};
 use super::nft::TABLE;
+use super::{escape, filters};
 use super::{role_names, template_error};
 
 /// Where the generated module points k3s's `--resolv-conf`.

@@ -8,8 +8,8 @@ use crate::error::Error;
 use crate::model::{Host, Site};
 use crate::policy::Flows;
 
-use super::{escape, filters};
 use super::template_error;
+use super::{escape, filters};
 
 #[derive(Template)]
 #[template(path = "postgresql.nix")]

@@ -53,6 +53,9 @@ pub struct RenderArgs {
     /// Render in memory and compare: exit 0 when OUT is up to date, 1 with a diff when not.
     #[arg(long)]
     pub check: bool,
+    /// Replace OUT even when it holds files iac did not write (never a directory holding .git).
+    #[arg(long, conflicts_with = "check")]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -43,8 +43,10 @@ pub enum Error {
     Render { file: String, message: String },
     #[error(transparent)]
     K8s(#[from] crate::render::k8s::K8sError),
-    #[error("refusing to replace {}: it exists and was not written by iac (no {marker})", path.display())]
-    ForeignOutput { path: PathBuf, marker: &'static str },
+    #[error("refusing to replace {}: {reason}; pass --force if iac may replace it", path.display())]
+    ForeignOutput { path: PathBuf, reason: String },
+    #[error("refusing to write {}: {reason}", path.display())]
+    OutputRefused { path: PathBuf, reason: String },
     #[error(transparent)]
     Deploy(#[from] crate::deploy::DeployError),
     #[error("simulate: {0}")]

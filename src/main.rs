@@ -52,8 +52,15 @@ fn render_command(args: &RenderArgs) -> Result<ExitCode, Error> {
             }
         });
     }
-    output::write_tree(&args.out, &tree)?;
-    println!("wrote {} files to {}", tree.len(), args.out.display());
+    let outcome = output::write_tree(&args.out, &tree, args.force)?;
+    if outcome.stale_removed > 0 {
+        eprintln!("removed {} staging directories left by an interrupted render", outcome.stale_removed);
+    }
+    if outcome.written {
+        println!("wrote {} files to {}", outcome.files, args.out.display());
+    } else {
+        println!("{} is up to date ({} files), nothing written", args.out.display(), outcome.files);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,8 @@
 //! The validated estate: plain data with every address parsed and every reference resolved.
 //! Nothing here knows about nftables, Nix or YAML; renderers read it, nothing writes back.
 
+pub mod image_ref;
+pub mod rules;
 mod validate;
 
 use std::net::Ipv4Addr;

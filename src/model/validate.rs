@@ -11,7 +11,11 @@ use toml::Spanned;
 use crate::error::{InventoryError, InventoryErrors};
 use crate::inventory::Source;
 use crate::inventory::schema::{self as schema, InventoryFile, RoleName, Text};
+use crate::policy::{ETCD_PORTS, K3S_API_PORT, KUBELET_PORT};
+use crate::render::escape;
 
+use super::image_ref;
+use super::rules;
 use super::{
     Allow, Client, Cluster, Connect, DEFAULT_PLUGIN_URL, Database, Egress, Host, Kafka, Network, Pipeline, PluginSource, Role, Site,
 };
@@ -36,10 +40,26 @@ impl Validator<'_> {
         self.errors.push(e);
     }
 
+    /// Apply a rule of `rules` to a located value.
+    fn check(&mut self, value: &Text, key: &str, rule: impl Fn(&str) -> Result<(), String>) {
+        if let Err(why) = rule(value.get_ref()) {
+            self.error(value.span(), key, why);
+        }
+    }
+
+    /// A path on a target host that lands in a systemd unit (escape::unit::path).
+    fn unit_path(&mut self, value: &Text, key: &str) {
+        if let Err(e) = escape::unit::path(value.get_ref()) {
+            self.error(value.span(), key, format!("`{}` {e}", rules::printable(value.get_ref())));
+        }
+    }
+
     fn site(&mut self, file: InventoryFile) -> Site {
-        let networks = self.networks(&file.networks);
+        // The site name is the `app.kubernetes.io/instance` label of every pipeline object.
+        self.check(&file.site.name, "site.name", rules::dns_label);
+        let networks = self.networks(&file);
         let admin = self.admin(&file.access.admin);
-        let dns_upstream = self.addresses(&file.dns.upstream, "dns.upstream");
+        let dns_upstream = self.dns_upstream(&file.dns.upstream);
         let cluster = file.cluster.as_ref().map(|c| self.cluster(c.get_ref()));
         self.no_overlaps(&file, &networks, cluster.as_ref());
 
@@ -59,7 +79,12 @@ impl Validator<'_> {
         let pipeline = file.pipeline.as_ref().map(|p| self.pipeline(p, &databases, refs.has_cluster));
         let cluster = cluster.map(|c| Cluster { egress: self.egress(&file), ..c });
 
-        Site { name: file.site.name, networks, admin, dns_upstream, cluster, hosts, databases, pipeline }
+        self.port_conflicts(&file, &hosts);
+        if let (Some(c), Some(cs)) = (&cluster, &file.cluster) {
+            self.pod_cidr_fits(c, cs.get_ref(), hosts.iter().filter(|h| h.is_k3s_node()).count());
+            self.disabled_components(cs.get_ref(), file.pipeline.as_ref().map(|p| p.get_ref()));
+        }
+        Site { name: file.site.name.into_inner(), networks, admin, dns_upstream, cluster, hosts, databases, pipeline }
     }
 
     fn cidr(&mut self, text: &Text, key: &str) -> Option<Ipv4Net> {
@@ -101,27 +126,42 @@ impl Validator<'_> {
         }
     }
 
-    fn addresses(&mut self, list: &Spanned<Vec<Text>>, key: &str) -> Vec<Ipv4Addr> {
-        list.get_ref().iter().enumerate().filter_map(|(i, t)| self.address(t, &format!("{key}[{i}]"))).collect()
+    /// The resolvers hosts and CoreDNS forward to. k3s replaces a loopback resolver with
+    /// 8.8.8.8 (DESIGN fact 10), and no resolver answers from a multicast, broadcast or
+    /// unspecified address.
+    fn dns_upstream(&mut self, list: &Spanned<Vec<Text>>) -> Vec<Ipv4Addr> {
+        if list.get_ref().is_empty() {
+            self.error(list.span(), "dns.upstream", "no resolver: hosts and CoreDNS need at least one upstream address");
+        }
+        let mut out = Vec::new();
+        for (i, t) in list.get_ref().iter().enumerate() {
+            let key = format!("dns.upstream[{i}]");
+            let Some(a) = self.address(t, &key) else { continue };
+            if let Some(why) = unusable_address(a) {
+                self.error(
+                    t.span(),
+                    key,
+                    format!("{a} is {why}: it cannot be a resolver (k3s would fall back to 8.8.8.8 for a loopback one)"),
+                );
+            }
+            out.push(a);
+        }
+        out
     }
 
-    /// `span` points at the entry the name belongs to (map keys carry no position).
+    /// A name that must be a DNS label, standing at `span` (a map key's own position).
     fn name(&mut self, n: &str, span: Range<usize>, key: &str, what: &str) {
-        let ok = !n.is_empty()
-            && n.len() <= 63
-            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !n.starts_with('-')
-            && !n.ends_with('-');
-        if !ok {
-            self.error(span, key, format!("{what} name `{n}` must be a DNS label: lowercase letters, digits and '-'"));
+        if let Err(why) = rules::dns_label(n) {
+            self.error(span, key, format!("{what} name {why}"));
         }
     }
 
-    fn networks(&mut self, networks: &BTreeMap<String, schema::NetworkSection>) -> Vec<Network> {
+    fn networks(&mut self, file: &InventoryFile) -> Vec<Network> {
+        let networks = &file.networks;
         let mut out = Vec::new();
         for (name, net) in networks {
             let key = format!("networks.{name}");
-            self.name(name, net.cidr.span(), &key, "network");
+            self.name(name, file.keys.span("networks", name), &key, "network");
             if let Some(cidr) = self.cidr(&net.cidr, &format!("{key}.cidr")) {
                 out.push(Network { name: name.clone(), cidr });
             }
@@ -142,15 +182,38 @@ impl Validator<'_> {
     fn cluster(&mut self, c: &schema::ClusterSection) -> Cluster {
         let pod = self.cidr(&c.pod_cidr, "cluster.pod_cidr");
         let svc = self.cidr(&c.service_cidr, "cluster.service_cidr");
-        if !c.token_file.starts_with('/') {
-            self.error(c.pod_cidr.span(), "cluster.token_file", "must be an absolute path on the k3s nodes");
+        // NixOS's k3s module puts it into ExecStart= as `--token-file PATH`.
+        self.unit_path(&c.token_file, "cluster.token_file");
+        if let Some(svc) = svc {
+            // The API VIP is .1 and CoreDNS .10; kube-apiserver refuses a range with more than
+            // 20 host bits (prefix shorter than /12).
+            if svc.prefix_len() > 28 || svc.prefix_len() < 12 {
+                self.error(
+                    c.service_cidr.span(),
+                    "cluster.service_cidr",
+                    format!("{svc} must be between a /12 and a /28 (the DNS VIP is its 10th address)"),
+                );
+            }
+        }
+        for (i, d) in c.disable.iter().enumerate() {
+            if !rules::K3S_PACKAGED.contains(&d.get_ref().as_str()) {
+                self.error(
+                    d.span(),
+                    format!("cluster.disable[{i}]"),
+                    format!(
+                        "`{}` is not a packaged k3s component (one of: {})",
+                        rules::printable(d.get_ref()),
+                        rules::K3S_PACKAGED.join(", ")
+                    ),
+                );
+            }
         }
         Cluster {
             pod_cidr: pod.unwrap_or_default(),
             service_cidr: svc.unwrap_or_default(),
             masquerade: c.masquerade,
-            token_file: c.token_file.clone(),
-            disable: c.disable.clone(),
+            token_file: c.token_file.get_ref().clone(),
+            disable: c.disable.iter().map(|d| d.get_ref().clone()).collect(),
             egress: Vec::new(),
         }
     }
@@ -162,7 +225,8 @@ impl Validator<'_> {
             let key = format!("cluster.egress[{i}]");
             let to = e.to.get_ref().iter().enumerate().filter_map(|(j, t)| self.cidr(t, &format!("{key}.to[{j}]"))).collect();
             let ports = self.ports(&e.ports, &format!("{key}.ports"));
-            out.push(Egress { to, proto: e.proto, ports, why: e.why.clone() });
+            self.check(&e.why, &format!("{key}.why"), rules::free_text);
+            out.push(Egress { to, proto: e.proto, ports, why: e.why.get_ref().clone() });
         }
         out
     }
@@ -209,9 +273,10 @@ impl Validator<'_> {
         for (name, h) in file.hosts.get_ref() {
             let name = name.clone();
             let key = format!("hosts.{name}");
-            self.name(&name, h.address.span(), &key, "host");
+            let name_span = file.keys.span("hosts", &name);
+            self.name(&name, name_span.clone(), &key, "host");
             if RESERVED_HOST_NAMES.contains(&name.as_str()) {
-                self.error(h.address.span(), &key, format!("`{name}` is reserved: iac writes generated/{name}/ itself"));
+                self.error(name_span, &key, format!("`{name}` is reserved: iac writes generated/{name}/ itself"));
             }
             let address = self.address(&h.address, &format!("{key}.address"));
             let mut network = String::new();
@@ -223,6 +288,33 @@ impl Validator<'_> {
                     Some(n) => network = n.name.clone(),
                     None => self.error(h.address.span(), format!("{key}.address"), format!("{addr} is outside every declared network")),
                 }
+                let own = networks.iter().find(|n| n.cidr.contains(&addr) && n.cidr.prefix_len() < 31);
+                let why = unusable_address(addr).or_else(|| {
+                    own.and_then(|n| {
+                        if addr == n.cidr.network() {
+                            Some("the network address of its network")
+                        } else if addr == n.cidr.broadcast() {
+                            Some("the broadcast address of its network")
+                        } else {
+                            None
+                        }
+                    })
+                });
+                if let Some(why) = why {
+                    self.error(h.address.span(), format!("{key}.address"), format!("{addr} is {why}: no host can have it"));
+                }
+            }
+            self.check(&h.ssh_user, &format!("{key}.ssh_user"), rules::posix_user);
+            if !rules::NIXOS_SYSTEMS.contains(&h.system.get_ref().as_str()) {
+                self.error(
+                    h.system.span(),
+                    format!("{key}.system"),
+                    format!(
+                        "`{}` is not a NixOS system (one of: {})",
+                        rules::printable(h.system.get_ref()),
+                        rules::NIXOS_SYSTEMS.join(", ")
+                    ),
+                );
             }
             let roles = self.roles(&h.roles, &key);
             if *h.ssh_port.get_ref() == 0 {
@@ -246,9 +338,9 @@ impl Validator<'_> {
                 address: address.unwrap_or(Ipv4Addr::UNSPECIFIED),
                 network,
                 roles,
-                ssh_user: h.ssh_user.clone(),
+                ssh_user: h.ssh_user.get_ref().clone(),
                 ssh_port: *h.ssh_port.get_ref(),
-                system: h.system.clone(),
+                system: h.system.get_ref().clone(),
                 join,
                 block,
                 allow,
@@ -295,7 +387,8 @@ impl Validator<'_> {
             let k = format!("{key}.firewall.allow[{i}]");
             let from = self.clients(&a.from, refs, &format!("{k}.from"));
             let ports = self.ports(&a.ports, &format!("{k}.ports"));
-            out.push(Allow { from, proto: a.proto, ports, why: a.why.clone() });
+            self.check(&a.why, &format!("{k}.why"), rules::free_text);
+            out.push(Allow { from, proto: a.proto, ports, why: a.why.get_ref().clone() });
         }
         out
     }
@@ -332,7 +425,7 @@ impl Validator<'_> {
         let any_server = hosts.iter().any(|h| h.has(Role::K3sServer));
         if has_cluster && !any_server {
             let span = file.cluster.as_ref().map_or(0..0, Spanned::span);
-            self.error(span, "hosts", "the [cluster] has no host with role `k3s-server`");
+            self.error(span, "cluster", "the [cluster] has no host with role `k3s-server`");
         }
         if any_k3s && !has_cluster {
             self.error(file.hosts.span(), "cluster", "hosts have k3s roles but there is no [cluster] section");
@@ -344,8 +437,13 @@ impl Validator<'_> {
         for (name, d) in &file.databases {
             let name = name.clone();
             let key = format!("databases.{name}");
-            self.sql_identifier(&name, d.host.span(), &key, "database");
-            self.sql_identifier(&d.owner, d.host.span(), &format!("{key}.owner"), "owner");
+            if let Err(why) = rules::sql_identifier(&name) {
+                self.error(file.keys.span("databases", &name), &key, format!("database {why}"));
+            }
+            self.owner(&d.owner, &format!("{key}.owner"));
+            if *d.port.get_ref() == 0 {
+                self.error(d.port.span(), format!("{key}.port"), "0 is not a port");
+            }
             match hosts.iter().find(|h| &h.name == d.host.get_ref()) {
                 None => self.error(d.host.span(), format!("{key}.host"), format!("unknown host `{}`", d.host.get_ref())),
                 Some(h) if !h.has(Role::Postgresql) => {
@@ -353,29 +451,116 @@ impl Validator<'_> {
                 }
                 Some(_) => {}
             }
-            if !d.password_file.starts_with('/') {
-                self.error(d.host.span(), format!("{key}.password_file"), "must be an absolute path on the database host");
-            }
+            // systemd's LoadCredential=NAME:PATH on the database host.
+            self.unit_path(&d.password_file, &format!("{key}.password_file"));
             let clients = self.clients(&d.clients, refs, &format!("{key}.clients"));
             out.push(Database {
                 name,
                 host: d.host.get_ref().clone(),
-                port: d.port,
-                owner: d.owner.clone(),
-                password_file: d.password_file.clone(),
+                port: *d.port.get_ref(),
+                owner: d.owner.get_ref().clone(),
+                password_file: d.password_file.get_ref().clone(),
                 clients,
             });
         }
         out
     }
 
-    /// Database and role names go into pg_hba lines and SQL; keep them plain identifiers.
-    fn sql_identifier(&mut self, name: &str, span: Range<usize>, key: &str, what: &str) {
-        let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            && name.len() <= 63;
-        if !ok {
-            self.error(span, key, format!("{what} `{name}` must be a lowercase SQL identifier (a-z, 0-9, _)"));
+    /// The owner role: a SQL identifier, not the superuser the NixOS module's peer map needs,
+    /// and not in the `pg_` namespace PostgreSQL reserves for its own roles.
+    fn owner(&mut self, owner: &Text, key: &str) {
+        let o = owner.get_ref();
+        if let Err(why) = rules::sql_identifier(o) {
+            self.error(owner.span(), key, format!("owner {why}"));
+        } else if o == "postgres" || o.starts_with("pg_") {
+            self.error(
+                owner.span(),
+                key,
+                format!("`{o}` is reserved by PostgreSQL (the superuser or a `pg_` role); name the database's own role"),
+            );
+        }
+    }
+
+    /// Two services on one host cannot listen on one TCP port: SSH, PostgreSQL (one server per
+    /// host, so one port for all its databases) and the k3s API, etcd and kubelet ports.
+    fn port_conflicts(&mut self, file: &InventoryFile, hosts: &[Host]) {
+        let several_servers = hosts.iter().filter(|h| h.has(Role::K3sServer)).count() > 1;
+        for h in hosts {
+            let Some(section) = file.hosts.get_ref().get(&h.name) else { continue };
+            let mut taken: Vec<(u16, String)> = Vec::new();
+            if h.has(Role::K3sServer) {
+                taken.push((K3S_API_PORT, "the k3s API".into()));
+                if several_servers {
+                    taken.push((ETCD_PORTS.first, "embedded etcd".into()));
+                    taken.push((ETCD_PORTS.last, "embedded etcd".into()));
+                }
+            }
+            if h.is_k3s_node() {
+                taken.push((KUBELET_PORT, "the kubelet".into()));
+            }
+            let mut pg: Option<(u16, String)> = None;
+            for (name, d) in file.databases.iter().filter(|(_, d)| d.host.get_ref() == &h.name) {
+                let port = *d.port.get_ref();
+                let key = format!("databases.{name}.port");
+                match &pg {
+                    Some((p, first)) if *p != port => self.error(
+                        d.port.span(),
+                        key,
+                        format!("{} runs one PostgreSQL server, already on port {p} for database `{first}`", h.name),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        if let Some((_, what)) = taken.iter().find(|(t, _)| *t == port) {
+                            self.error(d.port.span(), key, format!("port {port} on {} is already {what}'s", h.name));
+                        }
+                        pg = Some((port, name.clone()));
+                    }
+                }
+            }
+            taken.extend(pg.map(|(p, n)| (p, format!("PostgreSQL (database `{n}`)"))));
+            if let Some((_, what)) = taken.iter().find(|(t, _)| *t == h.ssh_port) {
+                self.error(
+                    section.ssh_port.span(),
+                    format!("hosts.{}.ssh_port", h.name),
+                    format!("port {} is already {what}'s", h.ssh_port),
+                );
+            }
+        }
+    }
+
+    /// k3s gives every node a /24 of the pod CIDR (kube-controller-manager's
+    /// `--node-cidr-mask-size`, 24 for IPv4): a smaller pod CIDR, or one with fewer /24s than
+    /// k3s nodes, leaves nodes without pod addresses.
+    fn pod_cidr_fits(&mut self, c: &Cluster, cs: &schema::ClusterSection, nodes: usize) {
+        let prefix = c.pod_cidr.prefix_len();
+        let blocks = if prefix > 24 { 0 } else { 1usize << (24 - prefix).min(24) };
+        if blocks < nodes.max(1) {
+            self.error(
+                cs.pod_cidr.span(),
+                "cluster.pod_cidr",
+                format!(
+                    "{} holds {blocks} /24 node ranges but the inventory has {nodes} k3s nodes (k3s gives each node a /24)",
+                    c.pod_cidr
+                ),
+            );
+        }
+    }
+
+    /// The pipeline needs CoreDNS (Kafka's and Connect's names) and, with the default storage
+    /// class, k3s's local-path provisioner.
+    fn disabled_components(&mut self, cs: &schema::ClusterSection, pipeline: Option<&schema::PipelineSection>) {
+        let Some(p) = pipeline else { return };
+        for (i, d) in cs.disable.iter().enumerate() {
+            let why = match d.get_ref().as_str() {
+                "coredns" => Some("the pipeline's pods find Kafka and Connect by DNS name"),
+                "local-storage" if p.kafka.storage_class.get_ref() == "local-path" => {
+                    Some("pipeline.kafka.storage_class is `local-path`, which this component provides")
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                self.error(d.span(), format!("cluster.disable[{i}]"), format!("cannot disable `{}`: {why}", d.get_ref()));
+            }
         }
     }
 
@@ -395,56 +580,52 @@ impl Validator<'_> {
             ),
             Some(_) => {}
         }
-        self.name(&s.namespace, p.span(), "pipeline.namespace", "namespace");
-        self.sql_identifier(&s.table, p.span(), "pipeline.table", "table");
-        if !is_topic_name(&s.topic) {
-            self.error(p.span(), "pipeline.topic", format!("`{}` is not a valid Kafka topic name", s.topic));
+        self.check(&s.namespace, "pipeline.namespace", rules::dns_label);
+        self.check(&s.table, "pipeline.table", rules::sql_identifier);
+        self.check(&s.topic, "pipeline.topic", rules::topic);
+        self.check(&s.password_env, "pipeline.password_env", rules::env_name);
+        if *s.kafka.replicas.get_ref() == 0 {
+            self.error(s.kafka.replicas.span(), "pipeline.kafka.replicas", "needs at least one broker");
         }
-        if s.kafka.replicas == 0 {
-            self.error(p.span(), "pipeline.kafka.replicas", "needs at least one broker");
-        }
-        if let Err(why) = check_cluster_id(&s.kafka.cluster_id) {
-            self.error(p.span(), "pipeline.kafka.cluster_id", format!("`{}` {why}", s.kafka.cluster_id));
-        }
-        if !is_quantity(&s.kafka.storage) {
-            self.error(p.span(), "pipeline.kafka.storage", format!("`{}` is not a storage size like 5Gi", s.kafka.storage));
-        }
-        self.name(&s.connect.connector, p.span(), "pipeline.connect.connector", "connector");
+        self.check(&s.kafka.cluster_id, "pipeline.kafka.cluster_id", rules::cluster_id);
+        self.check(&s.kafka.storage, "pipeline.kafka.storage", rules::quantity);
+        self.check(&s.kafka.storage_class, "pipeline.kafka.storage_class", rules::dns_subdomain);
+        self.check(&s.connect.connector, "pipeline.connect.connector", rules::dns_label);
         for (key, image) in [
             ("pipeline.kafka.image", &s.kafka.image),
             ("pipeline.connect.image", &s.connect.image),
             ("pipeline.connect.curl_image", &s.connect.curl_image),
         ] {
-            self.image(image, p.span(), key);
+            self.image(image, key);
         }
         let plugin = self.plugin(p.span(), s.connect.plugin.as_ref());
         Pipeline {
-            namespace: s.namespace.clone(),
+            namespace: s.namespace.get_ref().clone(),
             database: s.database.get_ref().clone(),
-            topic: s.topic.clone(),
-            table: s.table.clone(),
-            password_env: s.password_env.clone(),
+            topic: s.topic.get_ref().clone(),
+            table: s.table.get_ref().clone(),
+            password_env: s.password_env.get_ref().clone(),
             kafka: Kafka {
-                image: s.kafka.image.clone(),
-                replicas: s.kafka.replicas,
-                storage: s.kafka.storage.clone(),
-                storage_class: s.kafka.storage_class.clone(),
-                cluster_id: s.kafka.cluster_id.clone(),
+                image: s.kafka.image.get_ref().clone(),
+                replicas: *s.kafka.replicas.get_ref(),
+                storage: s.kafka.storage.get_ref().clone(),
+                storage_class: s.kafka.storage_class.get_ref().clone(),
+                cluster_id: s.kafka.cluster_id.get_ref().clone(),
             },
             connect: Connect {
-                image: s.connect.image.clone(),
-                connector: s.connect.connector.clone(),
+                image: s.connect.image.get_ref().clone(),
+                connector: s.connect.connector.get_ref().clone(),
                 insert_mode: s.connect.insert_mode,
-                curl_image: s.connect.curl_image.clone(),
+                curl_image: s.connect.curl_image.get_ref().clone(),
                 plugin,
             },
             producer_messages: s.producer.messages,
         }
     }
 
-    fn image(&mut self, image: &str, span: Range<usize>, key: &str) {
-        if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            self.error(span, key, format!("`{image}` is not a container image reference"));
+    fn image(&mut self, image: &Text, key: &str) {
+        if let Err(why) = image_ref::check(image.get_ref()) {
+            self.error(image.span(), key, format!("`{}` is not a container image reference: it {why}", rules::printable(image.get_ref())));
         }
     }
 
@@ -485,7 +666,7 @@ impl Validator<'_> {
                         "`sha256` goes with `url`; pin an image by its digest (NAME@sha256:...)",
                     );
                 }
-                self.image(image.get_ref(), image.span(), &format!("{KEY}.image"));
+                self.image(image, &format!("{KEY}.image"));
                 let path = p.path.as_ref().map_or_else(|| "/plugin".to_string(), |t| t.get_ref().clone());
                 if !path.starts_with('/') {
                     let span = p.path.as_ref().map_or(plugin.span(), Spanned::span);
@@ -502,37 +683,6 @@ impl Validator<'_> {
     }
 }
 
-/// Kafka's rule: 1-249 characters of letters, digits, '.', '_' and '-', and not `.` or `..`.
-fn is_topic_name(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 249 && t != "." && t != ".." && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-}
-
-/// A KRaft cluster id is a UUID in URL-safe base64 without padding: 22 characters that decode
-/// to 16 bytes (Kafka's `Uuid.fromString`). The all-zero and all-but-one ids are reserved.
-fn check_cluster_id(id: &str) -> Result<(), &'static str> {
-    if id.len() != 22 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err("is not a KRaft cluster id: 22 characters of URL-safe base64 (`kafka-storage.sh random-uuid` prints one)");
-    }
-    if id == "AAAAAAAAAAAAAAAAAAAAAA" || id == "AAAAAAAAAAAAAAAAAAAAAQ" {
-        return Err("is a reserved id");
-    }
-    Ok(())
-}
-
-/// A Kubernetes quantity for a volume size: a plain or decimal number with an optional binary
-/// or decimal suffix (`5Gi`, `1.5Gi`, `500M`).
-fn is_quantity(q: &str) -> bool {
-    let number = q.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let suffix = &q[number.len()..];
-    let mut parts = number.splitn(2, '.');
-    let whole = parts.next().unwrap_or("");
-    let fraction = parts.next();
-    !whole.is_empty()
-        && whole.chars().all(|c| c.is_ascii_digit())
-        && fraction.is_none_or(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_digit()))
-        && ["", "Ki", "Mi", "Gi", "Ti", "Pi", "k", "M", "G", "T", "P"].contains(&suffix)
-}
-
 struct Refs<'a> {
     hosts: &'a BTreeSet<String>,
     k3s: &'a BTreeSet<String>,
@@ -543,35 +693,18 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cluster_ids() {
-        assert!(check_cluster_id("iacKRaftCluster0000001").is_ok());
-        assert!(check_cluster_id("5L6g3nShT-eMCtK--X86sw").is_ok());
-        assert!(check_cluster_id("short").is_err());
-        assert!(check_cluster_id("iacKRaftCluster000000+").is_err(), "standard base64, not URL-safe");
-        assert!(check_cluster_id("AAAAAAAAAAAAAAAAAAAAAA").is_err(), "reserved");
-    }
-
-    #[test]
-    fn quantities() {
-        for ok in ["5Gi", "500Mi", "10G", "1073741824", "1.5Gi"] {
-            assert!(is_quantity(ok), "{ok}");
-        }
-        for bad in ["", "Gi", "5 Gi", "5GB", "-5Gi", "1.Gi", ".5Gi"] {
-            assert!(!is_quantity(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn topic_names() {
-        assert!(is_topic_name("demo-messages"));
-        assert!(is_topic_name("a.b_c"));
-        for bad in ["", ".", "..", "a b", "a/b", &"x".repeat(250)] {
-            assert!(!is_topic_name(bad), "{bad}");
-        }
+/// Why no host (or resolver) can have `a`, if none can: loopback, multicast, the limited
+/// broadcast or the unspecified address.
+fn unusable_address(a: Ipv4Addr) -> Option<&'static str> {
+    if a.is_loopback() {
+        Some("a loopback address")
+    } else if a.is_multicast() {
+        Some("a multicast address")
+    } else if a.is_broadcast() {
+        Some("the broadcast address")
+    } else if a.is_unspecified() {
+        Some("the unspecified address")
+    } else {
+        None
     }
 }

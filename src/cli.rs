@@ -118,6 +118,10 @@ pub struct SimulateArgs {
     /// How long a probe waits for a handshake or reply before calling it refused.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,
+    /// Load the standalone nftables.nft files without evaluating the NixOS modules with
+    /// nix-instantiate: then the run does not prove the text NixOS loads.
+    #[arg(long)]
+    pub skip_nix_eval: bool,
 }
 
 /// Which cluster to talk to (kube-rs's usual lookup when neither is given).

@@ -39,6 +39,8 @@ pub enum Error {
     Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("unknown host `{name}` (the inventory has: {known})")]
+    UnknownHost { name: String, known: String },
     #[error("rendering {file} failed: {message}")]
     Render { file: String, message: String },
     #[error(transparent)]

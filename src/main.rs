@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             match e {
-                Error::Inventory(_) => ExitCode::from(2),
+                Error::Inventory(_) | Error::UnknownHost { .. } => ExitCode::from(2),
                 Error::Query(q) => ExitCode::from(q.exit_code()),
                 _ => ExitCode::FAILURE,
             }
@@ -66,6 +66,10 @@ fn render_command(args: &RenderArgs) -> Result<ExitCode, Error> {
 
 fn flows_command(args: &FlowsArgs) -> Result<ExitCode, Error> {
     let site = load_site(&args.inventory.inventory)?;
+    if let Some(name) = args.host.as_deref().filter(|h| site.host(h).is_none()) {
+        let known = site.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(Error::UnknownHost { name: name.to_string(), known });
+    }
     let flows = render::flows(&site);
     print!("{}", iac::policy::table(&flows, args.host.as_deref()));
     Ok(ExitCode::SUCCESS)
@@ -77,5 +81,6 @@ fn simulate_command(args: &SimulateArgs) -> Result<ExitCode, Error> {
         out: args.out.clone(),
         rulesets: args.ruleset.clone(),
         timeout: std::time::Duration::from_millis(args.timeout_ms),
+        nix_eval: !args.skip_nix_eval,
     })
 }

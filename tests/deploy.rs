@@ -733,3 +733,27 @@ fn docs_quote_the_scripts_exactly() {
         assert!(doc.contains(&format!("```sh\n{script}```")), "docs/deploy.md does not show {name} as the code has it");
     }
 }
+
+/// The preflight evaluates the host modules with Nix and refuses to touch any host when the
+/// text NixOS would load differs from the ruleset `nft -c` checked (here: a `nix-instantiate`
+/// that answers with another table); the dry run shows the check passing on the real tree.
+#[test]
+fn preflight_refuses_when_nixos_would_load_another_table() {
+    let env = Estate::new();
+    let (out, _) = env.deploy(&["beta", "--dry-run"], 0);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("preflight: Nix evaluates 1 host module(s) to exactly the rulesets `nft -c` checked"),
+        "{}",
+        stderr(&out)
+    );
+
+    write_exe(
+        &env.dir.path().join("bin/nix-instantiate"),
+        "#!/bin/sh\nprintf '%s' '{\"beta\":\"table inet iac {\\n  chain input { type filter hook input priority filter; policy accept; }\\n}\\n\"}'\n",
+    );
+    let (out, _) = env.deploy(&["beta"], 0);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("host beta: the nftables text NixOS builds from"), "{}", stderr(&out));
+    assert!(env.log("beta").is_empty(), "no host is touched: {:?}", env.log("beta"));
+}

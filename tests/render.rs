@@ -273,3 +273,14 @@ fn assert_no_staging(dir: &Path) {
         .collect();
     assert!(leftovers.is_empty(), "staging directories left behind: {leftovers:?}");
 }
+
+/// `iac flows --host NOSUCH` printed an empty table and exited 0.
+#[test]
+fn flows_for_an_unknown_host_exits_2_naming_the_hosts() {
+    let out = run_iac(&repo(), &["flows", "--host", "NOSUCH"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown host `NOSUCH` (the inventory has: alkaid, alphard, hamal)"), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).is_empty());
+    let out = run_iac(&repo(), &["flows", "--host", "hamal"]);
+    assert!(out.status.success() && text(&out.stdout).contains("hamal"));
+}

@@ -2,7 +2,8 @@
 //!
 //! The flow (docs/deploy.md has the details and the exact remote commands):
 //! 1. preflight, before any host is touched: the rendered tree is up to date, every selected
-//!    host's ruleset passes `nft -c`, and the tools are on PATH;
+//!    host's ruleset passes `nft -c`, Nix evaluates its module to exactly that ruleset, and
+//!    the tools are on PATH;
 //! 2. per host (up to `--jobs` at once): SSH reachable, `nixos-rebuild build`, compare with
 //!    `/run/current-system` and skip when equal, copy the closure, start the guard under
 //!    `systemd-run` on the target, wait for it to switch, confirm over a new SSH connection;
@@ -74,6 +75,8 @@ pub fn run(args: &DeployArgs) -> Result<ExitCode, Error> {
     // Preflight: nothing below touches a host unless all of this passes.
     let files = preflight::rendered_tree(&site, &out)?;
     let checks = preflight::rulesets(&plan, &out, &hosts)?;
+    let nixos = preflight::nixos_tables(&out, &hosts)?;
+    eprintln!("preflight: Nix evaluates {nixos} host module(s) to exactly the rulesets `nft -c` checked");
     if args.dry_run {
         print!("{}", dry_run(&plan, &out, files, &checks, &hosts)?);
         return Ok(ExitCode::SUCCESS);

@@ -57,6 +57,14 @@ pub fn locate() -> Result<PathBuf, NixEvalError> {
 /// `DIR/HOST/default.nix`: every table of the module, wrapped as nixpkgs wraps it. One
 /// evaluation for all hosts.
 pub fn loaded_tables(nix: &Path, dir: &Path, hosts: &[&str]) -> Result<BTreeMap<String, String>, NixEvalError> {
+    // A home of its own: Nix looks at ~/.nix-defexpr and ~/.cache, and the caller's HOME may
+    // be unreadable (simulate runs unprivileged with root's environment).
+    let home = tempfile::Builder::new().prefix("iac-nix-home-").tempdir().map_err(NixEvalError::Spawn)?;
+    loaded_tables_with_home(nix, dir, hosts, home.path())
+}
+
+/// `loaded_tables` with Nix's HOME in `home` (a directory the caller removes).
+pub fn loaded_tables_with_home(nix: &Path, dir: &Path, hosts: &[&str], home: &Path) -> Result<BTreeMap<String, String>, NixEvalError> {
     let dir = std::path::absolute(dir).map_err(|source| NixEvalError::Read { path: dir.to_path_buf(), source })?;
     let mut attrs = String::new();
     for host in hosts {
@@ -69,6 +77,8 @@ pub fn loaded_tables(nix: &Path, dir: &Path, hosts: &[&str]) -> Result<BTreeMap<
     let out = Command::new(nix)
         .args(["--eval", "--strict", "--json", "--store", "dummy://", "-E", &expr])
         .env("NIX_PATH", "")
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home)
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(NixEvalError::Spawn)?;

@@ -205,7 +205,10 @@ fn nixos_rulesets(
         std::fs::write(&path, text).map_err(|source| Error::Write { path: path.clone(), source })?;
     }
     let nix = crate::nix_eval::locate()?;
-    let loaded = crate::nix_eval::loaded_tables(&nix, dir, &hosts)?;
+    // Nix's home inside the run's directory, which an interrupt removes too.
+    let home = dir.join("nix-home");
+    std::fs::create_dir_all(&home).map_err(|source| Error::Write { path: home.clone(), source })?;
+    let loaded = crate::nix_eval::loaded_tables_with_home(&nix, dir, &hosts, &home)?;
     let mut out = BTreeMap::new();
     for host in hosts {
         let standalone = tree.get(&PathBuf::from(host).join("nftables.nft")).map_or("", String::as_str);

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod deploy;
 pub mod error;
+pub mod escape;
 pub mod inventory;
 pub mod model;
 pub mod nix_eval;

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::render::{escape, nft};
+use crate::escape;
+use crate::render::nft;
 
 /// The program, looked up on PATH.
 pub const PROGRAM: &str = "nix-instantiate";

@@ -1,4 +1,4 @@
-//! Every escaper of `iac::render::escape` against the real consumer of its output: for
+//! Every escaper of `iac::escape` against the real consumer of its output: for
 //! arbitrary strings rich in the characters each language treats specially (`''`, `'${`, `${`,
 //! `\`, `"`, `$`, line breaks, NUL, non-ASCII), either what the target reads back equals the
 //! input, or the escaper refuses the value. Each property batches its cases into one run of
@@ -9,7 +9,7 @@ mod support;
 
 use std::process::Command;
 
-use iac::render::escape::{nft, nix, unit};
+use iac::escape::{nft, nix, unit};
 use proptest::prelude::*;
 use support::text;
 

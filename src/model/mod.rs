@@ -2,6 +2,7 @@
 //! Nothing here knows about nftables, Nix or YAML; renderers read it, nothing writes back.
 
 pub mod image_ref;
+pub mod ports;
 pub mod rules;
 mod validate;
 

@@ -2,7 +2,7 @@
 //! POSIX or environment names, free text, and the fixed vocabularies of k3s and Nix. Each
 //! returns why a value is refused; `validate` adds the file position and the key.
 
-use crate::render::escape;
+use crate::escape;
 
 /// What k3s deploys and `--disable` can switch off: `DisableItems` in k3s's
 /// pkg/cli/cmds/stage.go (coredns, servicelb, traefik, local-storage, metrics-server; newer

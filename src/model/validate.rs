@@ -9,12 +9,12 @@ use ipnet::Ipv4Net;
 use toml::Spanned;
 
 use crate::error::{InventoryError, InventoryErrors};
+use crate::escape;
 use crate::inventory::Source;
 use crate::inventory::schema::{self as schema, InventoryFile, RoleName, Text};
-use crate::policy::{ETCD_PORTS, K3S_API_PORT, KUBELET_PORT};
-use crate::render::escape;
 
 use super::image_ref;
+use super::ports::{ETCD_FIRST, ETCD_LAST, K3S_API_PORT, KUBELET_PORT};
 use super::rules;
 use super::{
     Allow, Client, Cluster, Connect, DEFAULT_PLUGIN_URL, Database, Egress, Host, Kafka, Network, Pipeline, PluginSource, Role, Site,
@@ -491,8 +491,8 @@ impl Validator<'_> {
             if h.has(Role::K3sServer) {
                 taken.push((K3S_API_PORT, "the k3s API".into()));
                 if several_servers {
-                    taken.push((ETCD_PORTS.first, "embedded etcd".into()));
-                    taken.push((ETCD_PORTS.last, "embedded etcd".into()));
+                    taken.push((ETCD_FIRST, "embedded etcd".into()));
+                    taken.push((ETCD_LAST, "embedded etcd".into()));
                 }
             }
             if h.is_k3s_node() {

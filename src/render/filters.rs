@@ -1,10 +1,10 @@
 //! askama filters for values placed into Nix strings. They delegate to the escapers in
-//! `render::escape::nix`; a value an escaper refuses fails the render (validation refuses such
+//! `escape::nix`; a value an escaper refuses fails the render (validation refuses such
 //! values first, with their key, so this is a backstop).
 
 use std::fmt::Display;
 
-use super::escape;
+use crate::escape;
 
 /// A double-quoted Nix string literal, quotes included.
 #[askama::filter_fn]

@@ -1,7 +1,6 @@
 //! Renderers: pure functions from the validated site (and its flows) to file contents.
 //! `render` assembles the whole output tree in memory; `output` writes it.
 
-pub mod escape;
 pub mod filters;
 pub mod k8s;
 pub mod marker;

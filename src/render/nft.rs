@@ -8,7 +8,8 @@ use crate::error::Error;
 use crate::model::{Host, Protocol};
 use crate::policy::{AddrSet, Chain, Flow, Flows, PortRange};
 
-use super::{escape, role_names, template_error};
+use super::{role_names, template_error};
+use crate::escape;
 
 /// The only table iac owns on every host.
 pub const TABLE: &str = "iac";

@@ -7,9 +7,10 @@ use crate::error::Error;
 use crate::model::{Host, Role, Site};
 use crate::policy::K3S_API_PORT;
 
+use super::filters;
 use super::nft::TABLE;
-use super::{escape, filters};
 use super::{role_names, template_error};
+use crate::escape;
 
 /// Where the generated module points k3s's `--resolv-conf`.
 pub const K3S_RESOLV_CONF: &str = "/etc/k3s/resolv.conf";

@@ -8,8 +8,9 @@ use crate::error::Error;
 use crate::model::{Host, Site};
 use crate::policy::Flows;
 
+use super::filters;
 use super::template_error;
-use super::{escape, filters};
+use crate::escape;
 
 #[derive(Template)]
 #[template(path = "postgresql.nix")]

@@ -106,3 +106,104 @@ fn flake_sees_the_same_hosts() {
     let ours: Vec<&str> = site.hosts.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, serde_json::to_string(&ours).unwrap());
 }
+
+// ---- option definitions that NixOS would refuse -------------------------------------------
+
+/// Run tests/nix/definitions.nix (a model of nixpkgs' merge rules, with our summaries of the
+/// nixpkgs profiles the hosts import) over `modules`, as the flake's `lib.nixosSystem` gets them.
+/// `Err(stderr)` when the evaluation fails; `None` (skipped) without nix-instantiate.
+fn definitions(modules: &[PathBuf]) -> Option<Result<serde_json::Value, String>> {
+    let nix = support::tool("nix-instantiate")?;
+    let list = modules.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(" ");
+    let out = Command::new(nix)
+        .args(["--eval", "--strict", "--json"])
+        .arg(repo().join("tests/nix/definitions.nix"))
+        .args(["--arg", "modules", &format!("[ {list} ]")])
+        .env("NIX_STATE_DIR", std::env::temp_dir().join("iac-nix-state"))
+        .output()
+        .expect("nix-instantiate runs");
+    if !out.status.success() {
+        return Some(Err(text(&out.stderr)));
+    }
+    Some(Ok(serde_json::from_slice(&out.stdout).expect("json")))
+}
+
+/// What the flake passes to `lib.nixosSystem` for `host`.
+fn host_modules(root: &Path, host: &str) -> Vec<PathBuf> {
+    vec![root.join("hosts").join(host).join("configuration.nix"), root.join("generated").join(host)]
+}
+
+/// No hand-kept host file sets an option that an imported nixpkgs profile or iac's generated
+/// module defines with a different value at the same priority (alkaid's `networking.useDHCP =
+/// true` against proxmox-lxc.nix's `false` was one): NixOS would stop with "conflicting
+/// definition values" before building anything.
+#[test]
+fn host_files_agree_with_their_profiles_and_the_generated_modules() {
+    let site = iac::load_site(&repo().join("hosts/inventory.toml")).unwrap();
+    for host in &site.hosts {
+        let Some(result) = definitions(&host_modules(&repo(), &host.name)) else { return };
+        let report = result.unwrap_or_else(|e| panic!("{}: {e}", host.name));
+        assert_eq!(report["conflicts"], serde_json::json!([]), "{}: {report:#}", host.name);
+        // The walk saw the definitions (networking, services, the profile's ...), not an empty set.
+        assert!(report["defined"].as_u64().unwrap() >= 20, "{}: {report}", host.name);
+    }
+}
+
+/// A copy of the estate with one file replaced, for the negative cases below.
+fn estate_with(file: &str, content: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["hosts/alkaid", "hosts/alphard", "generated/alkaid", "generated/alphard"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(repo().join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, dir.path().join(sub).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    for f in ["hosts/common.nix", "hosts/qemu-vm.nix"] {
+        std::fs::copy(repo().join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join(file), content).unwrap();
+    dir
+}
+
+#[test]
+fn a_host_file_that_contradicts_its_profile_is_caught() {
+    // alkaid's file as it was: proxmox-lxc.nix defines `networking.useDHCP = false`.
+    let old = "{ modulesPath, ... }:\n{\n  imports = [\n    (modulesPath + \"/virtualisation/proxmox-lxc.nix\")\n    ../common.nix\n  ];\n\n  networking.useDHCP = true;\n}\n";
+    let dir = estate_with("hosts/alkaid/configuration.nix", old);
+    let Some(result) = definitions(&host_modules(dir.path(), "alkaid")) else { return };
+    let report = result.unwrap();
+    let conflicts = report["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{report:#}");
+    assert_eq!(conflicts[0]["path"], "networking.useDHCP");
+    let files: Vec<&str> = conflicts[0]["definitions"].as_array().unwrap().iter().map(|d| d["file"].as_str().unwrap()).collect();
+    assert!(files.iter().any(|f| f.ends_with("hosts/alkaid/configuration.nix")), "{files:?}");
+    assert!(files.iter().any(|f| f.ends_with("virtualisation/proxmox-lxc.nix")), "{files:?}");
+
+    // With `proxmoxLXC.manageNetwork = true` the profile's network block is off (mkIf): no conflict.
+    let managed = old.replace("networking.useDHCP = true;", "networking.useDHCP = true;\n  proxmoxLXC.manageNetwork = true;");
+    let dir = estate_with("hosts/alkaid/configuration.nix", &managed);
+    let report = definitions(&host_modules(dir.path(), "alkaid")).unwrap().unwrap();
+    assert_eq!(report["conflicts"], serde_json::json!([]), "{report:#}");
+}
+
+#[test]
+fn a_host_file_that_contradicts_the_generated_module_is_caught() {
+    // iac's module turns networking.firewall off (its own nftables table replaces it).
+    let file = "{ ... }:\n{\n  imports = [ ../qemu-vm.nix ];\n  networking.firewall.enable = true;\n  networking.hostName = \"other\";\n}\n";
+    let dir = estate_with("hosts/alphard/configuration.nix", file);
+    let Some(result) = definitions(&host_modules(dir.path(), "alphard")) else { return };
+    let report = result.unwrap();
+    let paths: Vec<&str> = report["conflicts"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
+    // hostName is only a mkDefault in the generated module: the host file's value wins, no conflict.
+    assert_eq!(paths, ["networking.firewall.enable"], "{report:#}");
+}
+
+#[test]
+fn a_profile_without_a_summary_fails_the_check() {
+    let file = "{ modulesPath, ... }:\n{\n  imports = [ (modulesPath + \"/virtualisation/lxc-container.nix\") ../common.nix ];\n}\n";
+    let dir = estate_with("hosts/alkaid/configuration.nix", file);
+    let Some(result) = definitions(&host_modules(dir.path(), "alkaid")) else { return };
+    let err = result.unwrap_err();
+    assert!(err.contains("lxc-container.nix does not exist") && err.contains("tests/nix/profiles/"), "{err}");
+}

@@ -90,6 +90,8 @@ fn postgres_setup_script_is_well_formed() {
     assert!(lines.contains(&"psql -d postgres -v ON_ERROR_STOP=1 <<'SQL'"), "{script}");
     assert!(lines.contains(&"SQL"), "{script}");
     assert!(lines.contains(&r#"\set password `cat "$CREDENTIALS_DIRECTORY/kafka-password"`"#), "{script}");
+    // The major version is pinned, not inherited from system.stateVersion.
+    assert_eq!(eval("(module ./generated/alkaid/postgresql.nix).services.postgresql.package").unwrap(), "postgresql_17");
     let hba = eval("(module ./generated/alkaid/postgresql.nix).services.postgresql.authentication").unwrap();
     assert!(hba.lines().any(|l| l == "host kafka kafka 172.22.0.0/24 scram-sha-256"), "{hba}");
 }

@@ -55,11 +55,11 @@
             "--test"
             "nix"
           ];
-          env.IAC_REQUIRE_TOOLS = "1";
           # nix-instantiate needs a writable state directory and home, which the sandbox lacks:
           # point Nix's directories into the build directory, as nixpkgs' lib/tests/release.nix
           # does for the evaluations it runs in a build.
           preCheck = ''
+            export IAC_REQUIRE_TOOLS=1
             export HOME=$(mktemp -d)
             export NIX_CONF_DIR=$TMPDIR/nix/etc
             export NIX_LOCALSTATE_DIR=$TMPDIR/nix/var

@@ -84,13 +84,20 @@ pub struct DeployArgs {
     /// The rendered tree that must be up to date [default: FLAKE/generated].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Build on this host (`nixos-rebuild --build-host`) instead of locally.
+    /// Build on this host instead of locally (as `nixos-rebuild --build-host`); the result is
+    /// copied from there straight to each target.
     #[arg(long, value_name = "[USER@]HOST")]
     pub build_host: Option<String>,
+    /// Copy every store path to the targets (and the build host) instead of letting them fetch
+    /// what they can from their own substituters (`nix copy --substitute-on-destination`, the
+    /// default, as `nixos-rebuild --use-substitutes`).
+    #[arg(long)]
+    pub no_substitutes: bool,
     /// Hosts deployed at the same time.
     #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
-    /// Print every command a deploy would run and change nothing (local checks still run).
+    /// Print every command a deploy would run and change nothing: runs no tool and needs none
+    /// (the render check runs, and `nft -c` when nft and unshare are installed).
     #[arg(long)]
     pub dry_run: bool,
     /// Switch without the confirmation guard: no automatic rollback.

@@ -4,6 +4,7 @@
 pub mod image_ref;
 pub mod ports;
 pub mod rules;
+mod secrets;
 mod validate;
 
 use std::net::Ipv4Addr;
@@ -11,6 +12,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 pub use crate::inventory::schema::{InsertMode, Protocol};
+pub use secrets::SecretFile;
 pub use validate::validate;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -235,10 +235,10 @@ pub struct QueryArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum QueryCommand {
-    /// Stream the table's rows.
+    /// Stream the table's rows (all, the newest N, or following new ones).
     Messages(MessagesArgs),
     /// Count the table's rows.
-    Count(SinceArgs),
+    Count(CountArgs),
     /// Columns, types, nullability, defaults and indexes of the table.
     Schema(SchemaArgs),
     /// Print where `iac query` would connect (never the password), without connecting.
@@ -250,16 +250,35 @@ pub struct SinceArgs {
     /// Only rows at or after TIME: an age (15m, 2h, 7d) or a timestamp (UTC unless it has a zone).
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// The timestamp column --since filters on [default: the first timestamp column].
-    #[arg(long, value_name = "COLUMN", requires = "since")]
+    /// The column that orders rows in time, for --since, --latest and --follow [default: the
+    /// first timestamp column].
+    #[arg(long, value_name = "COLUMN", requires = "time_users")]
     pub time_column: Option<String>,
 }
 
+/// `count`: only --since uses the time column.
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("time_users").args(["since"]).multiple(true))]
+pub struct CountArgs {
+    #[command(flatten)]
+    pub since: SinceArgs,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("time_users").args(["since", "latest", "follow"]).multiple(true))]
 pub struct MessagesArgs {
-    /// At most N rows.
-    #[arg(long, value_name = "N")]
+    /// At most N rows, in the order the server returns them.
+    #[arg(long, value_name = "N", conflicts_with_all = ["latest", "follow"])]
     pub limit: Option<u64>,
+    /// The newest N rows by the time column, printed oldest first (like `tail -n N`).
+    #[arg(long, value_name = "N")]
+    pub latest: Option<u64>,
+    /// After the rows, keep polling for new ones and print each once, until SIGINT or SIGTERM.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// How often --follow polls: 1s, 500ms, 2m, or seconds (0.5).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = crate::query::follow::parse_interval, requires = "follow")]
+    pub interval: std::time::Duration,
     #[command(flatten)]
     pub since: SinceArgs,
     #[arg(long, value_enum, default_value_t = crate::query::Format::Table)]

@@ -273,12 +273,48 @@ pub fn load_password(settings: &mut Settings, env: &dyn Fn(&str) -> Option<Strin
 /// the TCP connection and then says nothing must not hang us) and drive the connection on the
 /// current runtime.
 pub async fn connect(settings: &Settings) -> Result<Client, QueryError> {
+    connect_watched(settings).await.map(|(client, _)| client)
+}
+
+/// Why a connection ended, once it has. tokio-postgres hands a message the server sends
+/// outside any request (e.g. `FATAL: terminating connection due to administrator command`
+/// when it shuts down) to the connection future as its error (`Connection::poll_read`), while
+/// the client's next request only learns that the connection is closed; this keeps the
+/// server's reason for the message `--follow` ends with.
+pub struct ConnectionEnd(tokio::sync::oneshot::Receiver<String>);
+
+impl ConnectionEnd {
+    /// The reason, if the connection has ended (waiting briefly for the connection task, which
+    /// finishes just after the client sees the channel close).
+    pub async fn reason(&mut self) -> Option<String> {
+        tokio::time::timeout(Duration::from_millis(500), &mut self.0).await.ok()?.ok()
+    }
+}
+
+/// Drive the connection on the runtime and report how it ended.
+fn watch<C>(conn: C) -> ConnectionEnd
+where
+    C: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let reason = match conn.await {
+            Ok(()) => "the server closed the connection".to_owned(),
+            Err(e) => super::describe(&e),
+        };
+        // Nobody listening (plain `connect`) is fine.
+        let _ = tx.send(reason);
+    });
+    ConnectionEnd(rx)
+}
+
+/// [`connect`], keeping how the connection ends (for `--follow`).
+pub async fn connect_watched(settings: &Settings) -> Result<(Client, ConnectionEnd), QueryError> {
     let attempt = async {
         match settings.ssl {
             SslMode::Disable => {
                 let (client, conn) = settings.config.connect(NoTls).await?;
-                tokio::spawn(conn);
-                Ok(client)
+                Ok((client, watch(conn)))
             }
             mode => {
                 let tls = tls::connector(mode, settings.root_cert.as_deref())?;
@@ -288,12 +324,11 @@ pub async fn connect(settings: &Settings) -> Result<Client, QueryError> {
                     _ => tokio_postgres::config::SslMode::Require,
                 });
                 let (client, conn) = config.connect(tls).await?;
-                tokio::spawn(conn);
-                Ok(client)
+                Ok((client, watch(conn)))
             }
         }
     };
-    let result: Result<Client, ConnectFailure> = match tokio::time::timeout(settings.connect_timeout, attempt).await {
+    let result: Result<(Client, ConnectionEnd), ConnectFailure> = match tokio::time::timeout(settings.connect_timeout, attempt).await {
         Ok(r) => r,
         Err(_) => {
             return Err(QueryError::Timeout { server: settings.server(), after: settings.connect_timeout });

@@ -131,9 +131,15 @@ pub fn decode(kind: Kind, raw: Option<&[u8]>) -> Result<Value<'_>, DecodeError> 
     })
 }
 
-fn cell<'r>(row: &'r Row, i: usize, kind: Kind) -> io::Result<Value<'r>> {
-    let raw: Raw<'r> = row.try_get(i).map_err(io::Error::other)?;
-    decode(kind, raw.0).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+/// Cell `i` decoded as `kind`.
+pub fn cell<'r>(row: &'r Row, i: usize, kind: Kind) -> io::Result<Value<'r>> {
+    decode(kind, raw(row, i)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Cell `i` as the server sent it (binary format), None for NULL.
+pub fn raw(row: &Row, i: usize) -> io::Result<Option<&[u8]>> {
+    let raw: Raw<'_> = row.try_get(i).map_err(io::Error::other)?;
+    Ok(raw.0)
 }
 
 /// Seconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch.
@@ -266,6 +272,9 @@ pub enum Format {
 /// Where rows go, one at a time.
 pub trait RowWriter {
     fn row(&mut self, row: &Row) -> io::Result<()>;
+    /// Show everything written so far (`--follow` between polls). A table fixes its column
+    /// widths here if it has not yet.
+    fn flush(&mut self) -> io::Result<()>;
     /// After the last row; `rows` is how many there were.
     fn finish(&mut self, rows: u64) -> io::Result<()>;
 }
@@ -318,6 +327,10 @@ impl<W: Write> RowWriter for Json<W> {
             self.out.write_all(b"\n")?;
         }
         Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 
     fn finish(&mut self, _rows: u64) -> io::Result<()> {
@@ -426,6 +439,13 @@ impl<W: Write> RowWriter for Table<W> {
             cells.push(table_text(&cell(row, i, self.kinds[i])?));
         }
         self.push(cells)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.widths.is_none() {
+            self.release()?;
+        }
+        self.out.flush()
     }
 
     fn finish(&mut self, rows: u64) -> io::Result<()> {

@@ -12,7 +12,8 @@
 //!
 //! Rows come in the order the server returns them, with no `ORDER BY`: for the append-only
 //! sink table that is (near) insertion order, and sorting a large table would cost the server
-//! a full sort before the first row arrives.
+//! a full sort before the first row arrives. `--limit N` keeps that order. `--latest N` orders
+//! by time (see [`super::order`]); `--follow` is in [`super::follow`].
 
 use std::io::Write;
 
@@ -23,6 +24,7 @@ use tokio_postgres::types::ToSql;
 
 use super::QueryError;
 use super::format::{self, Column, Format};
+use super::order::{Order, Use};
 use super::relation::{self, TableName};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,28 +60,48 @@ pub struct Filter {
     pub time_column: Option<String>,
 }
 
+/// A statement parameter of any type.
+pub(super) type Param = Box<dyn ToSql + Sync + Send>;
+
+/// The filter as a condition on the table's columns, with its parameter as `$param`; None
+/// without `--since`.
+pub(super) fn since_condition(
+    filter: &Filter,
+    columns: &[Column],
+    table: &TableName,
+    param: usize,
+) -> Result<Option<(String, Param)>, QueryError> {
+    let Some(since) = &filter.since else { return Ok(None) };
+    let column = match &filter.time_column {
+        Some(name) => columns
+            .iter()
+            .find(|c| &c.name == name)
+            .ok_or_else(|| QueryError::ColumnMissing { table: table.to_string(), column: name.clone() })?,
+        None => columns
+            .iter()
+            .find(|c| c.kind.is_time())
+            .ok_or_else(|| QueryError::NoTimeColumn { table: table.to_string(), flag: "--since" })?,
+    };
+    let col = escape_identifier(&column.name);
+    Ok(Some(match since {
+        Since::Age(secs) => (format!("{col} >= now() - make_interval(secs => ${param})"), Box::new(*secs)),
+        Since::At(text) => (format!("{col} >= ${param}::text::timestamptz"), Box::new(text.clone())),
+    }))
+}
+
 /// The WHERE clause for the filter and its parameter, numbered from `$1`.
 fn where_clause(
     filter: &Filter,
     columns: &[Column],
     table: &TableName,
 ) -> Result<(String, Option<Box<dyn ToSql + Sync + Send>>), QueryError> {
-    let Some(since) = &filter.since else { return Ok((String::new(), None)) };
-    let column = match &filter.time_column {
-        Some(name) => columns
-            .iter()
-            .find(|c| &c.name == name)
-            .ok_or_else(|| QueryError::ColumnMissing { table: table.to_string(), column: name.clone() })?,
-        None => columns.iter().find(|c| c.kind.is_time()).ok_or_else(|| QueryError::NoTimeColumn { table: table.to_string() })?,
-    };
-    let col = escape_identifier(&column.name);
-    Ok(match since {
-        Since::Age(secs) => (format!(" WHERE {col} >= now() - make_interval(secs => $1)"), Some(Box::new(*secs))),
-        Since::At(text) => (format!(" WHERE {col} >= $1::text::timestamptz"), Some(Box::new(text.clone()))),
+    Ok(match since_condition(filter, columns, table, 1)? {
+        Some((cond, param)) => (format!(" WHERE {cond}"), Some(param)),
+        None => (String::new(), None),
     })
 }
 
-async fn prepare_filter(client: &Client, filter: &Filter) -> Result<(), QueryError> {
+pub(super) async fn prepare_filter(client: &Client, filter: &Filter) -> Result<(), QueryError> {
     if filter.since.is_some() {
         // Times without a zone, and `timestamp` columns, are read as UTC.
         client.batch_execute("SET TIME ZONE 'UTC'").await.map_err(|e| QueryError::server(&e))?;
@@ -106,6 +128,45 @@ pub async fn messages(
         params.push(Box::new(i64::try_from(n).unwrap_or(i64::MAX)));
         sql.push_str(&format!(" LIMIT ${}", params.len()));
     }
+    let stmt = client.prepare(&sql).await.map_err(|e| QueryError::server(&e))?;
+    let stream =
+        client.query_raw(&stmt, params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync))).await.map_err(|e| QueryError::server(&e))?;
+    pin_mut!(stream);
+    let mut writer = format::writer(format, &columns, out);
+    let mut rows = 0u64;
+    while let Some(row) = stream.try_next().await.map_err(|e| QueryError::server(&e))? {
+        writer.row(&row).map_err(QueryError::Output)?;
+        rows += 1;
+    }
+    writer.finish(rows).map_err(QueryError::Output)?;
+    Ok(rows)
+}
+
+/// `--latest N`: the newest `n` rows by the time column (ties broken by the primary key),
+/// printed oldest first. The server picks them with a top-N sort (memory for `n` rows, one
+/// pass over the table) and sorts those `n` back; rows still stream to the writer.
+pub async fn latest(
+    client: &Client,
+    table: &TableName,
+    database: &str,
+    filter: &Filter,
+    n: u64,
+    format: Format,
+    out: impl Write,
+) -> Result<u64, QueryError> {
+    let oid = relation::oid(client, table, database).await?;
+    let columns = relation::columns(client, table).await?;
+    let key = relation::primary_key(client, oid).await?;
+    let order = Order::resolve(&columns, filter.time_column.as_deref(), &key, table)?;
+    order.check(Use::Latest, table)?;
+    prepare_filter(client, filter).await?;
+    let since = since_condition(filter, &columns, table, 1)?;
+    let (cond, mut params): (Option<String>, Vec<Param>) = match since {
+        Some((c, p)) => (Some(c), vec![p]),
+        None => (None, Vec::new()),
+    };
+    params.push(Box::new(i64::try_from(n).unwrap_or(i64::MAX)));
+    let sql = order.latest_sql(table, &columns, cond.as_deref(), params.len());
     let stmt = client.prepare(&sql).await.map_err(|e| QueryError::server(&e))?;
     let stream =
         client.query_raw(&stmt, params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync))).await.map_err(|e| QueryError::server(&e))?;

@@ -57,6 +57,23 @@ pub async fn columns(client: &Client, table: &TableName) -> Result<Vec<Column>, 
     Ok(stmt.columns().iter().map(|c| Column { name: c.name().to_owned(), kind: Kind::of(c.type_()) }).collect())
 }
 
+/// The primary key's column names in index order; empty when there is none (or for a view).
+pub async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, QueryError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text
+               FROM pg_index i
+               CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS u(attnum, n)
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.attnum
+              WHERE i.indrelid = $1 AND i.indisprimary
+              ORDER BY u.n",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| QueryError::server(&e))?;
+    rows.iter().map(|r| r.try_get(0).map_err(|e| QueryError::server(&e))).collect()
+}
+
 /// The select list: every column by quoted name, the ones we do not decode cast to text.
 pub fn select_list(columns: &[Column]) -> String {
     if columns.is_empty() {

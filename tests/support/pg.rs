@@ -17,6 +17,7 @@
 //!     .file("server.crt", pem, 0o600)            // written into the data directory
 //!     .start();
 //! own.reload();                                  // after own.write_hba(...)
+//! own.stop();                                    // pg_ctl stop -m fast, as an operator would
 //! ```
 //!
 //! Binaries are looked for in `$PG_BINDIR`, then the newest `/usr/lib/postgresql/<v>/bin`
@@ -219,6 +220,21 @@ impl PgServer {
         assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
         // SIGHUP is asynchronous; the postmaster rereads pg_hba.conf promptly.
         std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
+    /// Stop the server the way an operator does (`pg_ctl stop -m fast`: sessions are told
+    /// "terminating connection due to administrator command" and closed). Only for a server of
+    /// your own (`builder().start()`), never the shared one.
+    pub fn stop(&self) {
+        assert!(self.owned, "stop() on the shared server would break every other test");
+        let out = self
+            .as_server_user(&self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"])
+            .output()
+            .expect("pg_ctl stop");
+        assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     pub fn data_dir(&self) -> &Path {

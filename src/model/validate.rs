@@ -12,9 +12,7 @@ use crate::error::{InventoryError, InventoryErrors};
 use crate::inventory::Source;
 use crate::inventory::schema::{self as schema, InventoryFile, RoleName, Text};
 
-use super::{
-    Allow, Client, Cluster, Connect, DEFAULT_PLUGIN_URL, Database, Egress, Host, Kafka, Network, Pipeline, PluginSource, Role, Site,
-};
+use super::{Allow, Client, Cluster, Connect, Database, Egress, Host, Kafka, Network, Pipeline, Role, Site};
 
 /// Names that would collide with directories `iac render` writes next to the host directories.
 const RESERVED_HOST_NAMES: &[&str] = &["k8s"];
@@ -381,6 +379,8 @@ impl Validator<'_> {
 
     fn pipeline(&mut self, p: &Spanned<schema::PipelineSection>, databases: &[Database], has_cluster: bool) -> Pipeline {
         let s = p.get_ref();
+        // A defaulted value has no position of its own: its errors point at `[pipeline]`.
+        let at = |span: Range<usize>| if span.is_empty() { p.span() } else { span };
         if !has_cluster {
             self.error(p.span(), "pipeline", "the pipeline runs on k3s: it needs a [cluster] section");
         }
@@ -400,24 +400,33 @@ impl Validator<'_> {
         if !is_topic_name(&s.topic) {
             self.error(p.span(), "pipeline.topic", format!("`{}` is not a valid Kafka topic name", s.topic));
         }
-        if s.kafka.replicas == 0 {
-            self.error(p.span(), "pipeline.kafka.replicas", "needs at least one broker");
+        let k = &s.kafka;
+        if let Err(why) = check_brokers(*k.replicas.get_ref()) {
+            self.error(at(k.replicas.span()), "pipeline.kafka.replicas", why);
         }
-        if let Err(why) = check_cluster_id(&s.kafka.cluster_id) {
-            self.error(p.span(), "pipeline.kafka.cluster_id", format!("`{}` {why}", s.kafka.cluster_id));
+        if let Err(why) = check_cluster_id(k.cluster_id.get_ref()) {
+            self.error(at(k.cluster_id.span()), "pipeline.kafka.cluster_id", format!("`{}` {why}", k.cluster_id.get_ref()));
         }
-        if !is_quantity(&s.kafka.storage) {
-            self.error(p.span(), "pipeline.kafka.storage", format!("`{}` is not a storage size like 5Gi", s.kafka.storage));
+        if !is_quantity(k.storage.get_ref()) {
+            self.error(at(k.storage.span()), "pipeline.kafka.storage", format!("`{}` is not a storage size like 5Gi", k.storage.get_ref()));
         }
-        self.name(&s.connect.connector, p.span(), "pipeline.connect.connector", "connector");
-        for (key, image) in [
-            ("pipeline.kafka.image", &s.kafka.image),
-            ("pipeline.connect.image", &s.connect.image),
-            ("pipeline.connect.curl_image", &s.connect.curl_image),
-        ] {
-            self.image(image, p.span(), key);
+        let c = &s.connect;
+        self.name(c.connector.get_ref(), at(c.connector.span()), "pipeline.connect.connector", "connector");
+        for (key, image) in
+            [("pipeline.kafka.image", &k.image), ("pipeline.connect.image", &c.image), ("pipeline.connect.curl_image", &c.curl_image)]
+        {
+            if let Err(why) = check_image(image.get_ref()) {
+                self.error(at(image.span()), key, format!("`{}` {why}", image.get_ref()));
+            }
         }
-        let plugin = self.plugin(p.span(), s.connect.plugin.as_ref());
+        if let Some(plugin) = &c.plugin {
+            self.error(
+                plugin.span(),
+                "pipeline.connect.plugin",
+                "is no longer used: Kafka Connect runs `pipeline.connect.image`, which already carries the JDBC sink \
+                 and the PostgreSQL driver (nothing is downloaded at start); delete this section",
+            );
+        }
         Pipeline {
             namespace: s.namespace.clone(),
             database: s.database.get_ref().clone(),
@@ -425,81 +434,88 @@ impl Validator<'_> {
             table: s.table.clone(),
             password_env: s.password_env.clone(),
             kafka: Kafka {
-                image: s.kafka.image.clone(),
-                replicas: s.kafka.replicas,
-                storage: s.kafka.storage.clone(),
-                storage_class: s.kafka.storage_class.clone(),
-                cluster_id: s.kafka.cluster_id.clone(),
+                image: k.image.get_ref().clone(),
+                replicas: *k.replicas.get_ref(),
+                storage: k.storage.get_ref().clone(),
+                storage_class: k.storage_class.get_ref().clone(),
+                cluster_id: k.cluster_id.get_ref().clone(),
             },
             connect: Connect {
-                image: s.connect.image.clone(),
-                connector: s.connect.connector.clone(),
-                insert_mode: s.connect.insert_mode,
-                curl_image: s.connect.curl_image.clone(),
-                plugin,
+                image: c.image.get_ref().clone(),
+                connector: c.connector.get_ref().clone(),
+                insert_mode: c.insert_mode,
+                curl_image: c.curl_image.get_ref().clone(),
             },
             producer_messages: s.producer.messages,
         }
     }
+}
 
-    fn image(&mut self, image: &str, span: Range<usize>, key: &str) {
-        if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            self.error(span, key, format!("`{image}` is not a container image reference"));
+/// Every broker is also a KRaft controller, and a quorum of n voters survives the loss of
+/// (n - 1) / 2 of them. One broker is the bundled development estate and makes no claim to
+/// survive anything; two brokers cost twice as much and still stop at the first loss, because a
+/// quorum of two needs both voters.
+fn check_brokers(n: u16) -> Result<(), String> {
+    match n {
+        0 => Err("needs at least one broker".into()),
+        2 => Err("2 brokers cannot keep a KRaft quorum through the loss of one (a quorum of 2 voters needs both): \
+                  use 1 (a development estate without redundancy) or 3 or more"
+            .into()),
+        _ => Ok(()),
+    }
+}
+
+/// A container image pinned by tag, optionally by digest too: `[REGISTRY/]NAME:TAG[@sha256:HEX]`.
+/// `latest` or no tag at all would let the image change under the same manifest.
+fn check_image(image: &str) -> Result<(), &'static str> {
+    let (name_tag, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let hex = d.strip_prefix("sha256:").ok_or("has a digest that is not sha256:<64 hex digits>")?;
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+            return Err("has a digest that is not sha256:<64 lowercase hex digits>");
         }
     }
-
-    /// Exactly one source: `url` (with `sha256`, a pin) or `image` (with `path`).
-    fn plugin(&mut self, pipeline_span: Range<usize>, plugin: Option<&Spanned<schema::PluginSection>>) -> PluginSource {
-        const KEY: &str = "pipeline.connect.plugin";
-        let Some(plugin) = plugin else {
-            return PluginSource::Archive { url: DEFAULT_PLUGIN_URL.into(), sha256: None };
-        };
-        let p = plugin.get_ref();
-        match (&p.url, &p.image) {
-            (Some(url), None) => {
-                if p.path.is_some() {
-                    self.error(plugin.span(), format!("{KEY}.path"), "`path` goes with `image`, not with `url`");
-                }
-                let u = url.get_ref();
-                if !u.starts_with("https://") || u.chars().any(char::is_whitespace) {
-                    self.error(url.span(), format!("{KEY}.url"), format!("`{u}` must be an https:// URL"));
-                }
-                let known = [".tar", ".tar.gz", ".tgz", ".zip"];
-                if !known.iter().any(|ext| u.ends_with(ext)) {
-                    self.error(url.span(), format!("{KEY}.url"), "the archive must end in .tar, .tar.gz, .tgz or .zip");
-                }
-                let sha256 = p.sha256.as_ref().map(|h| {
-                    let hex = h.get_ref().trim().to_ascii_lowercase();
-                    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                        self.error(h.span(), format!("{KEY}.sha256"), "must be 64 hex digits (the output of `sha256sum`)");
-                    }
-                    hex
-                });
-                PluginSource::Archive { url: u.clone(), sha256 }
-            }
-            (None, Some(image)) => {
-                if p.sha256.is_some() {
-                    self.error(
-                        plugin.span(),
-                        format!("{KEY}.sha256"),
-                        "`sha256` goes with `url`; pin an image by its digest (NAME@sha256:...)",
-                    );
-                }
-                self.image(image.get_ref(), image.span(), &format!("{KEY}.image"));
-                let path = p.path.as_ref().map_or_else(|| "/plugin".to_string(), |t| t.get_ref().clone());
-                if !path.starts_with('/') {
-                    let span = p.path.as_ref().map_or(plugin.span(), Spanned::span);
-                    self.error(span, format!("{KEY}.path"), "must be an absolute path inside the image");
-                }
-                PluginSource::Image { image: image.get_ref().clone(), path }
-            }
-            _ => {
-                let span = if p.url.is_some() { plugin.span() } else { pipeline_span };
-                self.error(span, KEY, "name exactly one source: `url` (with `sha256`) or `image` (with `path`)");
-                PluginSource::Archive { url: DEFAULT_PLUGIN_URL.into(), sha256: None }
-            }
+    // The tag follows the last ':' after the last '/' (a registry may carry a :port).
+    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+    let Some(colon) = name_tag[last_slash..].rfind(':').map(|i| i + last_slash) else {
+        return Err("names no tag: pin the image by tag (NAME:TAG, optionally @sha256:DIGEST)");
+    };
+    let (name, tag) = (&name_tag[..colon], &name_tag[colon + 1..]);
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !tag_ok {
+        return Err("has an invalid tag (letters, digits, '_', '.', '-'; at most 128)");
+    }
+    if tag == "latest" {
+        return Err("is pinned to `latest`, which changes under the same manifest: name a released tag");
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    // A first component with '.' or ':' (or `localhost`) is a registry host[:port].
+    if parts.len() > 1 && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost") {
+        let host = parts.remove(0);
+        let (h, port) = host.split_once(':').unwrap_or((host, "0"));
+        let host_ok = !h.is_empty()
+            && h.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            && port.parse::<u16>().is_ok();
+        if !host_ok {
+            return Err("has an invalid registry host");
         }
     }
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+    };
+    if parts.is_empty() || !parts.iter().all(|c| component_ok(c)) {
+        return Err("is not an image reference (lowercase path components of letters, digits, '.', '_', '-')");
+    }
+    Ok(())
 }
 
 /// Kafka's rule: 1-249 characters of letters, digits, '.', '_' and '-', and not `.` or `..`.
@@ -507,14 +523,39 @@ fn is_topic_name(t: &str) -> bool {
     !t.is_empty() && t.len() <= 249 && t != "." && t != ".." && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
-/// A KRaft cluster id is a UUID in URL-safe base64 without padding: 22 characters that decode
-/// to 16 bytes (Kafka's `Uuid.fromString`). The all-zero and all-but-one ids are reserved.
-fn check_cluster_id(id: &str) -> Result<(), &'static str> {
+/// A KRaft cluster id is a UUID in URL-safe base64 without padding: 22 characters that decode to
+/// 16 bytes (Kafka's `Uuid.fromString`) and encode back to the same text. The last character
+/// carries only 2 of the 128 bits, so most 22-character strings decode (Java's decoder ignores
+/// the 4 spare bits) but do not round-trip: the broker would record a different id than the one
+/// the manifest names. The all-zero and metadata-topic ids are reserved, and an id starting with
+/// '-' reads as an option to `kafka-storage.sh format -t` (Kafka's own generator avoids them).
+fn check_cluster_id(id: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    use base64::alphabet::URL_SAFE;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const HOW: &str = "`kafka-storage.sh random-uuid` prints one";
+    // Decodes as leniently as java.util.Base64's URL decoder (spare bits ignored), encodes
+    // canonically, as Kafka's Uuid.toString does.
+    let lenient = GeneralPurpose::new(
+        &URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_encode_padding(false)
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
     if id.len() != 22 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err("is not a KRaft cluster id: 22 characters of URL-safe base64 (`kafka-storage.sh random-uuid` prints one)");
+        return Err(format!("is not a KRaft cluster id: 22 characters of URL-safe base64 ({HOW})"));
+    }
+    let bytes = lenient.decode(id).map_err(|e| format!("is not URL-safe base64: {e} ({HOW})"))?;
+    let canonical = lenient.encode(&bytes);
+    if bytes.len() != 16 || canonical != id {
+        return Err(format!("does not round-trip: its 16 bytes encode as `{canonical}`; use that, or a fresh id ({HOW})"));
     }
     if id == "AAAAAAAAAAAAAAAAAAAAAA" || id == "AAAAAAAAAAAAAAAAAAAAAQ" {
-        return Err("is a reserved id");
+        return Err("is a reserved id".into());
+    }
+    if id.starts_with('-') {
+        return Err(format!("starts with '-', which kafka-storage.sh would read as an option ({HOW})"));
     }
     Ok(())
 }
@@ -549,11 +590,67 @@ mod tests {
 
     #[test]
     fn cluster_ids() {
-        assert!(check_cluster_id("iacKRaftCluster0000001").is_ok());
+        assert!(check_cluster_id("euNKiNAFMRq_9pSVJThoTA").is_ok());
         assert!(check_cluster_id("5L6g3nShT-eMCtK--X86sw").is_ok());
         assert!(check_cluster_id("short").is_err());
         assert!(check_cluster_id("iacKRaftCluster000000+").is_err(), "standard base64, not URL-safe");
         assert!(check_cluster_id("AAAAAAAAAAAAAAAAAAAAAA").is_err(), "reserved");
+        // The id this project shipped before: it decodes, but to bytes that encode differently.
+        let e = check_cluster_id("iacKRaftCluster0000001").unwrap_err();
+        assert!(e.contains("does not round-trip") && e.contains("iacKRaftCluster000000w"), "{e}");
+        assert!(check_cluster_id("iacKRaftCluster000000w").is_ok());
+        assert!(check_cluster_id("-acKRaftCluster000000w").unwrap_err().contains("starts with '-'"));
+    }
+
+    /// The last character of a canonical id carries 2 bits: only A, Q, g and w round-trip.
+    #[test]
+    fn cluster_id_round_trip_is_exactly_the_canonical_encoding() {
+        use base64::Engine as _;
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let ok: String = alphabet.chars().filter(|c| check_cluster_id(&format!("euNKiNAFMRq_9pSVJThoT{c}")).is_ok()).collect();
+        assert_eq!(ok, "AQgw");
+        for seed in 0u8..=255 {
+            let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([seed.wrapping_mul(37) | 1; 16]);
+            assert!(check_cluster_id(&id).is_ok() || id.starts_with('-'), "{id}");
+        }
+    }
+
+    #[test]
+    fn broker_counts() {
+        assert!(check_brokers(1).is_ok());
+        assert!(check_brokers(0).is_err());
+        assert!(check_brokers(2).unwrap_err().contains("cannot keep a KRaft quorum"));
+        for n in 3..=9 {
+            assert!(check_brokers(n).is_ok());
+        }
+    }
+
+    #[test]
+    fn image_references() {
+        for ok in [
+            "apache/kafka:4.1.1",
+            "quay.io/debezium/connect:3.4.3.Final",
+            "registry.example:5000/team/connect:1.0",
+            "localhost/connect:dev",
+            "curlimages/curl:8.11.1",
+            &format!("quay.io/debezium/connect:3.4.3.Final@sha256:{}", "ab".repeat(32)),
+        ] {
+            assert!(check_image(ok).is_ok(), "{ok}: {:?}", check_image(ok));
+        }
+        for (bad, why) in [
+            ("apache/kafka", "names no tag"),
+            ("registry.example:5000/connect", "names no tag"),
+            ("apache/kafka:latest", "latest"),
+            ("Apache/kafka:4.1.1", "not an image reference"),
+            ("apache/kafka:4.1.1@sha256:abc", "digest"),
+            ("apache/kafka:4.1.1@md5:abc", "digest"),
+            ("apache//kafka:4", "not an image reference"),
+            ("apache/kafka:-x", "invalid tag"),
+            ("apache/kafka :4", "not an image reference"),
+        ] {
+            let e = check_image(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -486,7 +486,10 @@ async fn an_invalid_job_is_refused_without_deleting_it() {
     let out = e.apply(&[]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("applying job/demo-producer failed: the API server refused it (422 Invalid)"), "{err}");
+    assert!(
+        err.contains("applying job/demo-producer failed: the API server refused it: 422 Invalid: Job.batch \"demo-producer\" is invalid"),
+        "{err}"
+    );
     assert!(err.contains("spec.backoffLimit: Invalid value: -1: must be greater than or equal to 0"), "{err}");
     assert!(e.fake.requests()[first..].iter().all(|r| r.method != "DELETE"), "nothing deleted");
     assert!(e.fake.object(&format!("{BATCH}/jobs"), "demo-producer").is_some());
@@ -507,7 +510,7 @@ async fn an_immutable_statefulset_change_is_explained_then_recreated_on_request(
     let out = e.apply(&[]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("applying statefulset/kafka failed: the API server refused it (422 Invalid): 422 Invalid: StatefulSet.apps \"kafka\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than"), "{err}");
+    assert!(err.contains("applying statefulset/kafka failed: the API server refused it: 422 Invalid: StatefulSet.apps \"kafka\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than"), "{err}");
     assert!(err.contains("run `iac apply --recreate-statefulsets`"), "{err}");
     assert!(err.contains("propagationPolicy=Orphan"), "{err}");
     assert!(e.fake.requests()[first..].iter().all(|r| r.method != "DELETE"), "nothing deleted without the flag");

@@ -313,7 +313,7 @@ impl Applier {
     /// Job is history) and, when asked, StatefulSets; anything else is a real validation error.
     async fn refused(&mut self, api: &Api<DynamicObject>, kind: &str, obj: &DynamicObject, label: String, s: &Status) -> Result<(), Error> {
         let fields = immutable_fields(s);
-        let refused = format!("the API server refused it (422 {}): {}", s.reason, super::describe(&kube::Error::Api(Box::new(s.clone()))));
+        let refused = format!("the API server refused it: {}", super::describe(&kube::Error::Api(Box::new(s.clone()))));
         match kind {
             "Job" if !fields.is_empty() => self.replace_job(api, &obj.name_any(), obj, label, &s.message).await,
             "StatefulSet" if !fields.is_empty() && self.recreate_statefulsets => self.recreate_statefulset(api, obj, label).await,

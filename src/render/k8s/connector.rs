@@ -17,9 +17,12 @@ use super::{
 /// Debezium's JDBC sink (`debezium/debezium`, `debezium-connector-jdbc/.../JdbcSinkConnector.java`),
 /// installed in the Connect image (`connect.rs`).
 pub const CONNECTOR_CLASS: &str = "io.debezium.connector.jdbc.JdbcSinkConnector";
-/// The key columns `primary.key.mode=kafka` creates: the record's topic, partition and offset
-/// (`debezium-connector-jdbc/.../SinkRecordDescriptor.java`, its `CONNECT_TOPIC`,
-/// `CONNECT_PARTITION`, `CONNECT_OFFSET`).
+/// The key columns `primary.key.mode=kafka` creates: the record's topic (text), partition (int)
+/// and offset (bigint) (debezium/debezium at v3.4.3.Final,
+/// `debezium-sink/.../bindings/kafka/KafkaDebeziumSinkRecord.java`, `CONNECT_TOPIC`,
+/// `CONNECT_PARTITION`, `CONNECT_OFFSET`). The demo producer's records, a struct named
+/// `demo_message` without an `op` field, are "flattened" records there (not a Debezium change
+/// event envelope), written column for column.
 pub const KAFKA_PK_COLUMNS: [&str; 3] = ["__connect_topic", "__connect_partition", "__connect_offset"];
 const REGISTER_SCRIPT: &str = include_str!("scripts/register-connector.sh");
 
@@ -47,7 +50,8 @@ pub fn dlq_topic_of(topic: &str) -> String {
 /// the worker (JsonConverter with schemas); the password is resolved inside the worker from its
 /// environment, so this map holds only the placeholder.
 ///
-/// Every key is documented by the connector or by Kafka Connect itself:
+/// Every key is documented by the connector (debezium/debezium at the v3.4.3.Final tag the image
+/// installs) or by Kafka Connect itself:
 /// - `connector.class`, `tasks.max`, `topics`, and the `errors.*` keys: Kafka Connect's
 ///   `ConnectorConfig.java` and `SinkConnectorConfig.java` (apache/kafka, `connect/runtime`).
 /// - `connection.url`, `connection.username`, `connection.password`, `insert.mode`,

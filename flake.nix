@@ -38,33 +38,75 @@
           version = cargoToml.package.version;
           inherit src;
           cargoLock.lockFile = ./Cargo.lock;
-          nativeCheckInputs = [
-            pkgs.nftables
-            pkgs.nix
-          ];
-          # The build sandbox has no network namespaces to create and no PostgreSQL server: run the
-          # pure tests here (unit tests, snapshots, validation, Nix parsing). `.ci/run` runs them all.
+          # The build sandbox has no network namespaces to create, no PostgreSQL server and no
+          # kubectl: the build runs the tests that need none of them, i.e. the unit tests, the
+          # render snapshots, the validation errors, and tests/nix.rs (every .nix file parses with
+          # rnix and `nix-instantiate --parse`, the generated modules evaluate with
+          # `nix-instantiate --eval`, host files do not contradict their profiles). `.ci/run` runs
+          # everything. IAC_REQUIRE_TOOLS makes a missing nix-instantiate fail those tests instead
+          # of skipping them.
+          nativeCheckInputs = [ pkgs.nix ];
           cargoTestFlags = [
             "--lib"
             "--test"
             "render"
             "--test"
             "validation"
+            "--test"
+            "nix"
           ];
+          # nix-instantiate needs a writable state directory and home, which the sandbox lacks:
+          # point Nix's directories into the build directory, as nixpkgs' lib/tests/release.nix
+          # does for the evaluations it runs in a build.
+          preCheck = ''
+            export IAC_REQUIRE_TOOLS=1
+            export HOME=$(mktemp -d)
+            export NIX_CONF_DIR=$TMPDIR/nix/etc
+            export NIX_LOCALSTATE_DIR=$TMPDIR/nix/var
+            export NIX_LOG_DIR=$TMPDIR/nix/var/log/nix
+            export NIX_STATE_DIR=$TMPDIR/nix/var/nix
+            export NIX_STORE_DIR=$TMPDIR/nix/store
+          '';
           meta.mainProgram = "iac";
         };
 
-      # What `iac deploy` runs besides itself: the build, the closure copy, SSH and the preflight
-      # ruleset check in a private network namespace.
+      # What `iac deploy` runs besides itself: the build (`nix build`, `nix eval`), the closure
+      # copy, SSH and the preflight ruleset check in a private network namespace. iac does not
+      # run nixos-rebuild (it builds and activates the way nixos-rebuild-ng does, see
+      # src/deploy/plan.rs).
       deployTools =
         pkgs:
         lib.makeBinPath [
-          pkgs.nixos-rebuild
           pkgs.nix
           pkgs.openssh
           pkgs.nftables
           pkgs.util-linux
         ];
+
+      # The file nftables.service loads: nixpkgs' services/networking/nftables.nix builds it as
+      # `rulesScript = pkgs.writeTextFile { name = "nftables-rules"; ... checkPhase = ...; }` and
+      # puts it in `systemd.services.nftables.serviceConfig.ExecStart = [ ensureDeletions
+      # rulesScript ]`. Its checkPhase (when `networking.nftables.checkRuleset`, the default) runs
+      # `nft --check --file` on the exact text, in the build sandbox, under the Linux Kernel
+      # Library (`LD_PRELOAD` of libredirect and lklWithFirewall's liblkl-hijack.so, with
+      # `NIX_REDIRECTS` for /etc/hosts, /etc/protocols and /etc/services): the sandbox has no
+      # CAP_NET_ADMIN, so a plain `nft -c` fails there ("cache initialization failed: Operation
+      # not permitted"). Building this derivation is therefore nixpkgs' own ruleset check on the
+      # text NixOS loads, with the nft NixOS ships, and nothing else of the system.
+      nftablesRules =
+        host: config:
+        let
+          start = lib.toList (config.systemd.services.nftables.serviceConfig.ExecStart or [ ]);
+          rules = lib.filter (x: lib.isDerivation x && x.name == "nftables-rules") start;
+        in
+        if !config.networking.nftables.enable then
+          throw "checks: ${host} does not enable networking.nftables (iac's generated module does)"
+        else if !config.networking.nftables.checkRuleset then
+          throw "checks: ${host} sets networking.nftables.checkRuleset = false: the ruleset check would not run"
+        else if rules == [ ] then
+          throw "checks: no `nftables-rules` derivation in ${host}'s nftables.service ExecStart (has nixpkgs' services/networking/nftables.nix changed?)"
+        else
+          lib.head rules;
 
       app = pkgs: name: script: {
         type = "app";
@@ -116,15 +158,31 @@
         let
           system = pkgs.stdenv.hostPlatform.system;
           iac = lib.getExe self.packages.${system}.iac;
+          hostsOfSystem = lib.filter (
+            h: (inventory.hosts.${h}.system or "x86_64-linux") == system
+          ) hostNames;
           hostChecks = lib.listToAttrs (
-            map (
+            lib.concatMap (
               host:
-              lib.nameValuePair "nixos-${host}" (
-                # Forces evaluation of the host's whole NixOS configuration (our modules included)
-                # without building the system.
-                pkgs.writeText "nixos-${host}-drv" self.nixosConfigurations.${host}.config.system.build.toplevel.drvPath
-              )
-            ) (lib.filter (h: (inventory.hosts.${h}.system or "x86_64-linux") == system) hostNames)
+              let
+                config = self.nixosConfigurations.${host}.config;
+              in
+              [
+                # Evaluates the host's whole configuration (our modules, the hand-kept files and
+                # every NixOS module they enable): instantiating the toplevel writes every .drv
+                # of the system. `drvPath` carries a deep string context (every output of every
+                # derivation in the closure), so writing it as is would make building this check
+                # build the whole system with its compilers; unsafeDiscardOutputDependency keeps
+                # only the .drv file itself, so building the check realises nothing but this text.
+                (lib.nameValuePair "nixos-${host}" (
+                  pkgs.writeText "nixos-${host}-drv" (
+                    builtins.unsafeDiscardOutputDependency config.system.build.toplevel.drvPath
+                  )
+                ))
+                # nixpkgs' own `nft --check` of the rules file this host's nftables.service loads.
+                (lib.nameValuePair "ruleset-${host}" (nftablesRules host config))
+              ]
+            ) hostsOfSystem
           );
         in
         {
@@ -132,13 +190,6 @@
           render-up-to-date = pkgs.runCommand "iac-render-up-to-date" { } ''
             cd ${src}
             ${iac} render --check --inventory hosts/inventory.toml --out generated
-            touch $out
-          '';
-          rulesets = pkgs.runCommand "iac-rulesets" { nativeBuildInputs = [ pkgs.nftables ]; } ''
-            for f in ${src}/generated/*/nftables.nft; do
-              echo "nft -c -f $f"
-              nft -c -f "$f"
-            done
             touch $out
           '';
         }
@@ -156,7 +207,9 @@
             pkgs.nftables
             pkgs.iproute2
             pkgs.postgresql
-            pkgs.nixos-rebuild
+            # Not needed by iac; installs the command `nixos-rebuild-ng` (its package.nix:
+            # `withNgSuffix ? true`).
+            pkgs.nixos-rebuild-ng
             pkgs.kubectl
           ];
         };

@@ -53,6 +53,9 @@ pub struct RenderArgs {
     /// Render in memory and compare: exit 0 when OUT is up to date, 1 with a diff when not.
     #[arg(long)]
     pub check: bool,
+    /// Replace OUT even when it holds files iac did not write (never a directory holding .git).
+    #[arg(long, conflicts_with = "check")]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,13 +84,20 @@ pub struct DeployArgs {
     /// The rendered tree that must be up to date [default: FLAKE/generated].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Build on this host (`nixos-rebuild --build-host`) instead of locally.
+    /// Build on this host instead of locally (as `nixos-rebuild --build-host`); the result is
+    /// copied from there straight to each target.
     #[arg(long, value_name = "[USER@]HOST")]
     pub build_host: Option<String>,
+    /// Copy every store path to the targets (and the build host) instead of letting them fetch
+    /// what they can from their own substituters (`nix copy --substitute-on-destination`, the
+    /// default, as `nixos-rebuild --use-substitutes`).
+    #[arg(long)]
+    pub no_substitutes: bool,
     /// Hosts deployed at the same time.
     #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
-    /// Print every command a deploy would run and change nothing (local checks still run).
+    /// Print every command a deploy would run and change nothing: runs no tool and needs none
+    /// (the render check runs, and `nft -c` when nft and unshare are installed).
     #[arg(long)]
     pub dry_run: bool,
     /// Switch without the confirmation guard: no automatic rollback.
@@ -115,6 +125,10 @@ pub struct SimulateArgs {
     /// How long a probe waits for a handshake or reply before calling it refused.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,
+    /// Load the standalone nftables.nft files without evaluating the NixOS modules with
+    /// nix-instantiate: then the run does not prove the text NixOS loads.
+    #[arg(long)]
+    pub skip_nix_eval: bool,
 }
 
 /// Which cluster to talk to (kube-rs's usual lookup when neither is given).

@@ -39,12 +39,16 @@ pub enum Error {
     Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("unknown host `{name}` (the inventory has: {known})")]
+    UnknownHost { name: String, known: String },
     #[error("rendering {file} failed: {message}")]
     Render { file: String, message: String },
     #[error(transparent)]
     K8s(#[from] crate::render::k8s::K8sError),
-    #[error("refusing to replace {}: it exists and was not written by iac (no {marker})", path.display())]
-    ForeignOutput { path: PathBuf, marker: &'static str },
+    #[error("refusing to replace {}: {reason}; pass --force if iac may replace it", path.display())]
+    ForeignOutput { path: PathBuf, reason: String },
+    #[error("refusing to write {}: {reason}", path.display())]
+    OutputRefused { path: PathBuf, reason: String },
     #[error(transparent)]
     Deploy(#[from] crate::deploy::DeployError),
     #[error("simulate: {0}")]
@@ -53,4 +57,6 @@ pub enum Error {
     Cluster(#[from] crate::cluster::Error),
     #[error(transparent)]
     Query(#[from] crate::query::QueryError),
+    #[error(transparent)]
+    NixEval(#[from] crate::nix_eval::NixEvalError),
 }

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             match e {
-                Error::Inventory(_) => ExitCode::from(2),
+                Error::Inventory(_) | Error::UnknownHost { .. } => ExitCode::from(2),
                 Error::Query(q) => ExitCode::from(q.exit_code()),
                 _ => ExitCode::FAILURE,
             }
@@ -52,13 +52,24 @@ fn render_command(args: &RenderArgs) -> Result<ExitCode, Error> {
             }
         });
     }
-    output::write_tree(&args.out, &tree)?;
-    println!("wrote {} files to {}", tree.len(), args.out.display());
+    let outcome = output::write_tree(&args.out, &tree, args.force)?;
+    if outcome.stale_removed > 0 {
+        eprintln!("removed {} staging directories left by an interrupted render", outcome.stale_removed);
+    }
+    if outcome.written {
+        println!("wrote {} files to {}", outcome.files, args.out.display());
+    } else {
+        println!("{} is up to date ({} files), nothing written", args.out.display(), outcome.files);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn flows_command(args: &FlowsArgs) -> Result<ExitCode, Error> {
     let site = load_site(&args.inventory.inventory)?;
+    if let Some(name) = args.host.as_deref().filter(|h| site.host(h).is_none()) {
+        let known = site.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(Error::UnknownHost { name: name.to_string(), known });
+    }
     let flows = render::flows(&site);
     print!("{}", iac::policy::table(&flows, args.host.as_deref()));
     Ok(ExitCode::SUCCESS)
@@ -70,5 +81,6 @@ fn simulate_command(args: &SimulateArgs) -> Result<ExitCode, Error> {
         out: args.out.clone(),
         rulesets: args.ruleset.clone(),
         timeout: std::time::Duration::from_millis(args.timeout_ms),
+        nix_eval: !args.skip_nix_eval,
     })
 }

@@ -8,13 +8,10 @@ use std::ops::Range;
 
 use ipnet::Ipv4Net;
 
-use crate::model::{Client, Cluster, Host, Protocol, Role, Site};
+use crate::model::{Client, Cluster, Host, Protocol, Role, Site, ports};
 
-pub const K3S_API_PORT: u16 = 6443;
-pub const KUBELET_PORT: u16 = 10250;
-pub const FLANNEL_VXLAN_PORT: u16 = 8472;
-pub const ETCD_PORTS: PortRange = PortRange { first: 2379, last: 2380 };
-pub const DNS_PORT: u16 = 53;
+pub use crate::model::ports::{DNS_PORT, FLANNEL_VXLAN_PORT, K3S_API_PORT, KUBELET_PORT};
+pub const ETCD_PORTS: PortRange = PortRange { first: ports::ETCD_FIRST, last: ports::ETCD_LAST };
 
 /// The netfilter base chain a flow is admitted in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -18,20 +18,14 @@
     flushRuleset = false;
     tables.{{ table }} = {
       family = "inet";
-      content = ''
-        {{ table_body|nix_indented|indent(8) }}
-      '';
+      content = {{ content }};
     };
   };
 {%- if let Some(k3s) = k3s %}
 
   # k3s {{ k3s.role }}. The resolv.conf names the inventory's upstream resolver: k3s would
   # fall back to 8.8.8.8 if the host's resolv.conf named a loopback resolver.
-  environment.etc."k3s/resolv.conf".text = ''
-{%- for n in nameservers %}
-    nameserver {{ n|nix_indented }}
-{%- endfor %}
-  '';
+  environment.etc."k3s/resolv.conf".text = {{ k3s.resolv_conf }};
   services.k3s = {
     enable = true;
     role = {{ k3s.role|nix_string }};

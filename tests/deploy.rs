@@ -1,12 +1,14 @@
-//! `iac deploy` end to end, with fake `nixos-rebuild`, `ssh` and `nix` on PATH.
+//! `iac deploy` end to end, with fake `ssh` and `nix` on PATH.
 //!
-//! The fakes record their argv (one log per host) and play the hosts: reachable or not, a
-//! build that fails, a host already on the built system, a switch after which the
-//! confirmation connection fails (the rollback path). Everything else is real: the binary,
-//! the render check, and `nft -c` in a private network namespace.
+//! The fakes record their argv (one log per host, one for the build host) and play the hosts:
+//! reachable or not, a build that fails, a host already on the built system, a switch after
+//! which the confirmation connection fails (the rollback path), a build host. The preflight
+//! script runs for real: the fake ssh runs it locally, against secret files in a temp dir.
+//! Everything else is real too: the binary, the render check, and `nft -c` in a private
+//! network namespace.
 //!
 //! The on-target scripts (guard, wait, confirm) run for real under `/bin/sh` in the second
-//! half, against a fake store, profile and `nix-env`.
+//! half, against a fake store, profile, `nix-env` and `switch-to-configuration`.
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -18,6 +20,8 @@ use iac::deploy::plan::quote;
 use iac::deploy::remote;
 
 const HOSTS: [(&str, &str); 3] = [("alpha", "10.9.0.1"), ("beta", "10.9.0.2"), ("gamma", "10.9.0.3")];
+/// `--build-host builder@10.9.0.9`: its commands are logged as the host "builder".
+const BUILDER: (&str, &str) = ("builder", "10.9.0.9");
 
 const INVENTORY: &str = r#"
 [site]
@@ -57,23 +61,8 @@ const RECORD: &str = r#"record() { # host, then argv
 }
 "#;
 
-const FAKE_NIXOS_REBUILD: &str = r#"
-flake=
-prev=
-for a in "$@"; do
-  if [ "$prev" = --flake ]; then flake=$a; fi
-  prev=$a
-done
-host=${flake##*#}
-record "$host" nixos-rebuild "$@"
-if [ -e "$FAKE_SIM/$host/build-fails" ]; then
-  echo "error: builder for '/nix/store/x-nixos-system-$host.drv' failed with exit code 1" >&2
-  exit 1
-fi
-ln -s "$(cat "$FAKE_SIM/$host/new")" result
-"#;
-
-/// The destination follows `--`; the remote words follow the destination.
+/// The destination follows `--`; the remote words follow the destination. The preflight runs
+/// for real (locally, as sshd would run the command line: `sh -c LINE`, without the `sudo`).
 const FAKE_SSH: &str = r#"
 all=("$@")
 while [ "$#" -gt 0 ] && [ "$1" != -- ]; do shift; done
@@ -97,6 +86,9 @@ nth_after() { # name offset words...
   done
 }
 case "$remote" in
+  *" iac-preflight "*)
+    line="$*"
+    exec sh -c "${line#sudo -n -- }" ;;
   *" systemd-run "*)
     nth_after iac-activate 7 "$@" > "$sim/guard"
     nth_after iac-activate 3 "$@" > "$sim/activated" ;;
@@ -118,17 +110,38 @@ case "$remote" in
     cp "$sim/activated" "$sim/current"
     echo confirmed ;;
   " readlink -f /run/current-system ") cat "$sim/current" ;;
-  " true ") exit 0 ;;
+  # On the build host: build a derivation of `nix eval` below, copy a system to a target.
+  *" build --no-link --print-out-paths "*)
+    drv=${*: -1}
+    target=${drv%.drv^\*\'}
+    target=${target#*nixos-system-}
+    cat "$FAKE_SIM/$target/new" ;;
+  " env "*" copy "*)
+    for w in "$@"; do case "$w" in ssh://*) to=${w#ssh://} ;; esac; done
+    record "$(cat "$FAKE_SIM/addr/${to#*@}")" copied-from "$host" ;;
   *) echo "fake ssh: unexpected remote command: $remote" >&2; exit 99 ;;
 esac
 "#;
 
+/// `nix build|eval` name the host in the flake attribute, `nix copy` in its `ssh://` store.
 const FAKE_NIX: &str = r#"
 for a in "$@"; do
-  case "$a" in ssh://*) dest=${a#ssh://} ;; esac
+  case "$a" in
+    ssh://*) dest=${a#ssh://}; host=$(cat "$FAKE_SIM/addr/${dest#*@}") ;;
+    *'#nixosConfigurations."'*) host=${a#*#nixosConfigurations.\"}; host=${host%%\"*} ;;
+  esac
 done
-host=$(cat "$FAKE_SIM/addr/${dest#*@}")
-record "$host" nix "NIX_SSHOPTS=$NIX_SSHOPTS" "$@"
+record "$host" nix "NIX_SSHOPTS=${NIX_SSHOPTS:-}" "$@"
+case " $* " in
+  *" build "*)
+    if [ -e "$FAKE_SIM/$host/build-fails" ]; then
+      echo "error: builder for '/nix/store/x-nixos-system-$host.drv' failed with exit code 1" >&2
+      exit 1
+    fi
+    echo "building '/nix/store/x-nixos-system-$host.drv'..." >&2
+    cat "$FAKE_SIM/$host/new" ;;
+  *" eval "*) echo "/nix/store/dddddddddddddddddddddddddddddddd-nixos-system-$host.drv" ;;
+esac
 "#;
 
 fn store_path(tag: char, host: &str) -> String {
@@ -143,10 +156,15 @@ impl Estate {
     /// An inventory and its rendered tree in a flake directory, fakes in `bin/`, and every
     /// host set to: reachable, builds fine, runs `a…` and gets `b…`.
     fn new() -> Self {
+        Self::with_inventory(|_| INVENTORY.to_string())
+    }
+
+    /// As `new`, with the inventory `inventory(temp dir)` gives.
+    fn with_inventory(inventory: impl Fn(&Path) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let flake = dir.path().join("flake");
         fs::create_dir_all(flake.join("hosts")).unwrap();
-        fs::write(flake.join("hosts/inventory.toml"), INVENTORY).unwrap();
+        fs::write(flake.join("hosts/inventory.toml"), inventory(dir.path())).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_iac"))
             .args(["render", "--inventory"])
             .arg(flake.join("hosts/inventory.toml"))
@@ -157,11 +175,12 @@ impl Estate {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let bin = dir.path().join("bin");
         fs::create_dir_all(&bin).unwrap();
-        for (name, body) in [("nixos-rebuild", FAKE_NIXOS_REBUILD), ("ssh", FAKE_SSH), ("nix", FAKE_NIX)] {
+        for (name, body) in [("ssh", FAKE_SSH), ("nix", FAKE_NIX)] {
             write_exe(&bin.join(name), &format!("#!/bin/bash\nset -u\n{RECORD}{body}"));
         }
         let sim = dir.path().join("sim");
         fs::create_dir_all(sim.join("addr")).unwrap();
+        fs::write(sim.join("addr").join(BUILDER.1), BUILDER.0).unwrap();
         for (host, addr) in HOSTS {
             fs::write(sim.join("addr").join(addr), host).unwrap();
             fs::create_dir_all(sim.join(host)).unwrap();
@@ -273,30 +292,54 @@ fn ssh(host: &str, remote: &[&str]) -> Vec<String> {
     v
 }
 
+/// The first command for every host: reachable, and its secret files (none here) in place.
 fn reach(host: &str) -> Vec<String> {
-    ssh(host, &["true"])
+    preflight(host, &[])
+}
+
+fn preflight(host: &str, files: &[&str]) -> Vec<String> {
+    let mut words = vec!["/bin/sh", "-c", remote::PREFLIGHT, "iac-preflight"];
+    words.extend_from_slice(files);
+    ssh(host, &words)
+}
+
+fn attr(env: &Estate, host: &str) -> String {
+    let flake = fs::canonicalize(env.flake()).unwrap();
+    format!("{}#nixosConfigurations.\"{host}\".config.system.build.toplevel", flake.display())
 }
 
 fn build(env: &Estate, host: &str) -> Vec<String> {
-    let flake = fs::canonicalize(env.flake()).unwrap();
-    vec!["nixos-rebuild".into(), "build".into(), "--flake".into(), format!("{}#{host}", flake.display())]
+    ["nix", "NIX_SSHOPTS=", "--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths"]
+        .map(String::from)
+        .into_iter()
+        .chain([attr(env, host)])
+        .collect()
 }
 
 fn current(host: &str) -> Vec<String> {
     ssh(host, &["readlink", "-f", "/run/current-system"])
 }
 
+fn dest(host: &str) -> (&'static str, &'static str) {
+    match host {
+        "alpha" => ("deploy@10.9.0.1", "2222"),
+        "beta" => ("root@10.9.0.2", "22"),
+        _ => ("root@10.9.0.3", "22"),
+    }
+}
+
+const SSH_OPTS: &str = "-o BatchMode=yes -o ConnectTimeout=10 -o ControlMaster=no -o ControlPath=none \
+                        -o ServerAliveInterval=5 -o ServerAliveCountMax=3";
+
 fn copy(host: &str) -> Vec<String> {
-    let (dest, port) = if host == "alpha" { ("deploy@10.9.0.1", "2222") } else { ("root@10.9.0.2", "22") };
+    let (dest, port) = dest(host);
     vec![
         "nix".into(),
-        format!(
-            "NIX_SSHOPTS=-o BatchMode=yes -o ConnectTimeout=10 -o ControlMaster=no -o ControlPath=none \
-             -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -p {port}"
-        ),
+        format!("NIX_SSHOPTS={SSH_OPTS} -p {port}"),
         "--extra-experimental-features".into(),
         "nix-command".into(),
         "copy".into(),
+        "--substitute-on-destination".into(),
         "--to".into(),
         format!("ssh://{dest}"),
         store_path('b', host),
@@ -379,7 +422,7 @@ fn build_failure_stops_before_the_host_is_touched() {
     assert_eq!(code(&out), 1, "{}", stdout(&out));
     assert_eq!(env.log("beta"), [reach("beta"), build(&env, "beta")]);
     let table = stdout(&out);
-    assert!(table.contains("beta  build   FAILED: nixos-rebuild build failed"), "{table}");
+    assert!(table.contains("beta  build   FAILED: nix build failed"), "{table}");
     assert!(table.contains("builder for '/nix/store/x-nixos-system-beta.drv' failed"), "details shown: {table}");
 }
 
@@ -508,14 +551,30 @@ fn dry_run_prints_every_command_and_runs_none() {
     let text = stdout(&out);
     assert!(text.contains("nft -c -f"), "{text}");
     assert!(text.contains("# alpha (deploy@10.9.0.1:2222)"), "{text}");
-    assert!(text.contains("-p 2222 -- deploy@10.9.0.1 true\n"), "{text}");
-    assert!(text.contains("build --flake "), "{text}");
-    assert!(text.contains("copy --to ssh://root@10.9.0.2 $NEW\n"), "{text}");
+    assert!(text.contains("-p 2222 -- deploy@10.9.0.1 sudo -n -- /bin/sh -c <script> iac-preflight    # reachable"), "{text}");
+    assert!(text.contains(" build --no-link --print-out-paths "), "{text}");
+    assert!(text.contains("copy --substitute-on-destination --to ssh://root@10.9.0.2 $NEW\n"), "{text}");
     assert!(text.contains(" $NEW $PREV /run/iac-deploy/"), "{text}");
     assert!(text.contains("-p 22 -- root@10.9.0.2 /bin/sh -c <script> iac-confirm /run/iac-deploy/"), "{text}");
     assert!(text.contains("-p 2222 -- deploy@10.9.0.1 sudo -n -- systemd-run --unit=iac-deploy"), "{text}");
-    assert!(text.contains(remote::GUARD) && text.contains(remote::WAIT) && text.contains(remote::CONFIRM), "scripts printed");
+    assert!(
+        text.contains(remote::PREFLIGHT) && text.contains(remote::GUARD) && text.contains(remote::WAIT) && text.contains(remote::CONFIRM),
+        "scripts printed"
+    );
     assert!(!text.contains("# gamma"), "{text}");
+
+    // With a build host: evaluate here, build and copy there.
+    let (out, _) = env.deploy(&["beta", "--dry-run", "--build-host", "builder@10.9.0.9"], 0);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(env.log("builder").is_empty(), "the build host was touched");
+    let text = stdout(&out);
+    assert!(text.contains(" eval --raw "), "{text}");
+    assert!(text.contains("copy --derivation --substitute-on-destination --to ssh://builder@10.9.0.9 $DRV\n"), "{text}");
+    assert!(
+        text.contains("-- builder@10.9.0.9 nix --extra-experimental-features nix-command build --no-link --print-out-paths '$DRV^*'"),
+        "{text}"
+    );
+    assert!(text.contains("-- builder@10.9.0.9 env 'NIX_SSHOPTS="), "{text}");
 }
 
 #[test]
@@ -537,22 +596,214 @@ fn unknown_host_and_missing_tool_are_clear_errors() {
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("unknown host `delta` (the inventory has: alpha, beta, gamma)"), "{}", stderr(&out));
 
-    fs::remove_file(env.dir.path().join("bin/nixos-rebuild")).unwrap();
+    // Only the fakes (ssh, nix) on PATH: util-linux's unshare is missing.
     let out = Command::new(env!("CARGO_BIN_EXE_iac"))
         .args(["deploy", "--all", "--flake"])
         .arg(env.flake())
-        .env("PATH", format!("{}:/usr/bin:/bin:/usr/sbin:/sbin", env.dir.path().join("bin").display()))
+        .env("PATH", env.dir.path().join("bin"))
         .output()
         .unwrap();
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("`nixos-rebuild` not found on PATH"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`unshare` not found on PATH: install util-linux"), "{}", stderr(&out));
+}
+
+/// A dry run runs nothing, so it needs nothing but the repository: with an empty PATH it still
+/// prints every command (tools by their bare names) and says which local check it skipped.
+#[test]
+fn dry_run_works_with_an_empty_path() {
+    let env = Estate::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_iac"))
+        .args(["deploy", "--all", "--dry-run", "--flake"])
+        .arg(env.flake())
+        .env("PATH", "")
+        .env_remove("IAC_INVENTORY")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("# not run: `nft -c` of each ruleset (nft or unshare is not installed here)"), "{text}");
+    assert!(text.contains("\nssh -o BatchMode=yes"), "{text}");
+    assert!(text.contains("\nnix --extra-experimental-features 'nix-command flakes' build --no-link --print-out-paths "), "{text}");
+    assert!(text.contains("# gamma (root@10.9.0.3:22)"), "{text}");
+}
+
+/// `--build-host`: evaluate here, build there, copy from there straight to the target; the
+/// store path comes from the remote build's output (no `result` link anywhere).
+#[test]
+fn build_host_builds_remotely_and_copies_from_the_builder_to_the_target() {
+    let env = Estate::new();
+    let (out, _) = env.deploy(&["beta", "--build-host", "builder@10.9.0.9"], 0);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let drv = "/nix/store/dddddddddddddddddddddddddddddddd-nixos-system-beta.drv";
+    let eval: Vec<String> = ["nix", "NIX_SSHOPTS=", "--extra-experimental-features", "nix-command flakes", "eval", "--raw"]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("{}.drvPath", attr(&env, "beta"))])
+        .collect();
+    let log = env.log("beta");
+    assert_eq!(log.len(), 7, "{log:#?}");
+    assert_eq!(log[..3], [reach("beta"), eval, current("beta")]);
+    // The target's copy came from the builder (recorded by the fake as `copied-from builder`).
+    assert_eq!(log[3], ["copied-from", "builder"]);
+    assert_eq!(log[4], activate("beta", "1"));
+    assert_eq!(log[6], confirm("beta"));
+    let builder_ssh: Vec<String> =
+        ["ssh"].into_iter().chain(SSH_OPTS.split(' ')).chain(["--", "builder@10.9.0.9"]).map(String::from).collect();
+    let with = |words: &[&str]| builder_ssh.iter().cloned().chain(words.iter().map(|w| quote(w).unwrap().into_owned())).collect::<Vec<_>>();
+    let outputs = format!("{drv}^*");
+    let (dest, port) = dest("beta");
+    let sshopts = format!("NIX_SSHOPTS={SSH_OPTS} -p {port}");
+    let to = format!("ssh://{dest}");
+    let new = store_path('b', "beta");
+    assert_eq!(
+        env.log("builder"),
+        [
+            [
+                "nix",
+                &format!("NIX_SSHOPTS={SSH_OPTS}"),
+                "--extra-experimental-features",
+                "nix-command",
+                "copy",
+                "--derivation",
+                "--substitute-on-destination",
+                "--to",
+                "ssh://builder@10.9.0.9",
+                drv
+            ]
+            .map(String::from)
+            .to_vec(),
+            with(&["nix", "--extra-experimental-features", "nix-command", "build", "--no-link", "--print-out-paths", &outputs]),
+            with(&[
+                "env",
+                &sshopts,
+                "nix",
+                "--extra-experimental-features",
+                "nix-command",
+                "copy",
+                "--substitute-on-destination",
+                "--to",
+                &to,
+                &new
+            ]),
+        ]
+    );
+    assert!(stdout(&out).contains("beta  switch  ok: switched, confirmed"), "{}", stdout(&out));
+}
+
+#[test]
+fn no_substitutes_copies_everything() {
+    let env = Estate::new();
+    let (out, _) = env.deploy(&["beta", "--no-substitutes"], 0);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut want = copy("beta");
+    want.retain(|w| w != "--substitute-on-destination");
+    assert_eq!(env.log("beta")[3], want);
+}
+
+// ---- the secrets preflight --------------------------------------------------------------------
+
+/// alpha is a k3s server (non-root SSH user), gamma an agent, beta a database host: the token
+/// file on both nodes, the password file on beta, all under `<tmp>/secrets`.
+fn secrets_inventory(dir: &Path) -> String {
+    let secrets = dir.join("secrets");
+    INVENTORY
+        .replace(
+            "[hosts.alpha]",
+            &format!(
+                "[cluster]\npod_cidr = \"10.42.0.0/16\"\nservice_cidr = \"10.43.0.0/16\"\ntoken_file = \"{}/k3s-token\"\n\n[hosts.alpha]",
+                secrets.display()
+            ),
+        )
+        .replace("address = \"10.9.0.1\"\nroles = []", "address = \"10.9.0.1\"\nroles = [\"k3s-server\"]")
+        .replace("address = \"10.9.0.2\"\nroles = []", "address = \"10.9.0.2\"\nroles = [\"postgresql\"]")
+        .replace("address = \"10.9.0.3\"\nroles = []", "address = \"10.9.0.3\"\nroles = [\"k3s-agent\"]")
+        + &format!(
+            "\n[databases.app]\nhost = \"beta\"\nowner = \"app\"\npassword_file = \"{}/app-password\"\nclients = [\"admin\"]\n",
+            secrets.display()
+        )
+}
+
+fn write_secret(env: &Estate, name: &str, mode: u32, content: &str) -> String {
+    let dir = env.dir.path().join("secrets");
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    fs::write(&path, content).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn secrets_in_place_pass_the_preflight_in_the_first_connection() {
+    let env = Estate::with_inventory(secrets_inventory);
+    let token = write_secret(&env, "k3s-token", 0o600, "K10secret\n");
+    let password = write_secret(&env, "app-password", 0o400, "hunter2\n");
+    let (out, _) = env.deploy(&["--all"], 0);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(env.log("alpha")[0], preflight("alpha", &[&token]));
+    assert_eq!(env.log("beta")[0], preflight("beta", &[&password]));
+    assert_eq!(env.log("gamma")[0], preflight("gamma", &[&token]));
+    // One connection for reachability and secrets: the build comes right after.
+    assert_eq!(env.log("beta")[1], build(&env, "beta"));
+}
+
+#[test]
+fn a_missing_or_exposed_secret_stops_the_host_before_anything_is_built() {
+    let env = Estate::with_inventory(secrets_inventory);
+    let token = env.dir.path().join("secrets/k3s-token").display().to_string();
+    let password = write_secret(&env, "app-password", 0o644, "hunter2\n");
+    let (out, _) = env.deploy(&["--all"], 0);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.contains(&format!(
+            "alpha  check   FAILED: secret file not ready: missing: {token} (the cluster token (k3s server: services.k3s.tokenFile))"
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("gamma  check   FAILED: secret file not ready: missing: {token} (the cluster token (k3s agent")),
+        "{table}"
+    );
+    assert!(
+        table
+            .contains(&format!("beta   check   FAILED: secret file not ready: world-readable: {password} (the password of database `app`")),
+        "{table}"
+    );
+    for host in ["alpha", "beta", "gamma"] {
+        assert_eq!(env.log(host).len(), 1, "{host}: nothing after the preflight: {:#?}", env.log(host));
+    }
+
+    // An empty file is not a secret either; a directory is not a file.
+    write_secret(&env, "app-password", 0o600, "");
+    fs::create_dir_all(&token).unwrap();
+    let (out, _) = env.deploy(&["beta", "gamma"], 0);
+    let table = stdout(&out);
+    assert!(table.contains(&format!("beta   check   FAILED: secret file not ready: empty: {password}")), "{table}");
+    assert!(table.contains(&format!("gamma  check   FAILED: secret file not ready: not-a-file: {token}")), "{table}");
+}
+
+#[test]
+fn a_failing_sudo_fails_the_preflight_with_its_message() {
+    let env = Estate::new();
+    // A fake ssh whose remote sudo refuses (the host answers, the preflight cannot run as root).
+    let bin = env.dir.path().join("bin");
+    write_exe(&bin.join("ssh"), "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n");
+    let (out, _) = env.deploy(&["alpha"], 0);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stdout(&out).contains("alpha  check   FAILED: the preflight on the host failed (sudo: a password is required)"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 // ---- the on-target scripts, run for real ---------------------------------------------------
 
-/// A fake target: store paths `prev` and `new` with their own `switch-to-configuration`, a
-/// system profile and a current-system link, a `nix-env` that moves the profile, and a
-/// `systemctl is-active` that answers from a file.
+/// A fake target: store paths `prev` and `new` with their own `switch-to-configuration` (it
+/// logs `NAME ACTION` and fails an action when `store/NAME/fail-ACTION` exists), a system
+/// profile and a current-system link, a `nix-env` that moves the profile, and a `systemctl
+/// is-active` that answers from a file. The profile is what the boot loader's default entry
+/// follows: whatever it names is what a reboot brings up.
 struct Target {
     dir: tempfile::TempDir,
     /// Debian's /bin/sh is dash, NixOS's is bash: the scripts must run under both.
@@ -562,21 +813,24 @@ struct Target {
 const SHELLS: [&str; 2] = ["/bin/sh", "bash"];
 
 impl Target {
-    fn new(new_switch_fails: bool) -> Self {
-        Self::with_shell(new_switch_fails, "/bin/sh")
+    fn new() -> Self {
+        Self::with_shell("/bin/sh")
     }
 
-    fn with_shell(new_switch_fails: bool, shell: &'static str) -> Self {
+    fn with_shell(shell: &'static str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(dir.path()).unwrap();
-        for (name, fails) in [("prev", false), ("new", new_switch_fails)] {
+        for name in ["prev", "new"] {
             let sys = root.join("store").join(name);
             fs::create_dir_all(sys.join("bin")).unwrap();
             fs::create_dir_all(sys.join("sw/bin")).unwrap();
-            let exit = if fails { 1 } else { 0 };
             write_exe(
                 &sys.join("bin/switch-to-configuration"),
-                &format!("#!/bin/sh\necho \"switch {name} $1\" >> {}/actions\nexit {exit}\n", root.display()),
+                &format!(
+                    "#!/bin/sh\necho \"{name} $1\" >> {root}/actions\nif [ -e {sys}/fail-$1 ]; then exit 1; fi\n",
+                    root = root.display(),
+                    sys = sys.display()
+                ),
             );
         }
         let bin = root.join("bin");
@@ -593,6 +847,11 @@ impl Target {
 
     fn root(&self) -> PathBuf {
         fs::canonicalize(self.dir.path()).unwrap()
+    }
+
+    /// Make `system`'s `switch-to-configuration ACTION` fail.
+    fn fail(&self, system: &str, action: &str) {
+        fs::write(self.root().join("store").join(system).join(format!("fail-{action}")), "").unwrap();
     }
 
     fn script(&self, script: &str, name: &str, args: &[&str]) -> Command {
@@ -636,34 +895,58 @@ impl Target {
         stdout(&self.script(remote::CONFIRM, "iac-confirm", &[&state]).output().unwrap()).trim().to_string()
     }
 
+    /// What happened, one `SYSTEM ACTION` or `set PATH` per line, store paths shortened to
+    /// `new`/`prev`.
     fn actions(&self) -> String {
-        fs::read_to_string(self.root().join("actions")).unwrap_or_default()
+        let store = format!("{}/", self.root().join("store").display());
+        fs::read_to_string(self.root().join("actions")).unwrap_or_default().replace(&store, "")
     }
 
-    fn profile(&self) -> PathBuf {
-        fs::read_link(self.root().join("profile")).unwrap()
+    /// What the next boot brings up: the profile's system.
+    fn boots(&self) -> String {
+        fs::read_link(self.root().join("profile")).unwrap().file_name().unwrap().to_string_lossy().into_owned()
     }
 }
 
 #[test]
-fn guard_confirmed_keeps_the_new_system() {
+fn guard_activates_with_test_and_makes_it_the_boot_default_only_once_confirmed() {
     for shell in SHELLS {
-        let t = Target::with_shell(false, shell);
+        let t = Target::with_shell(shell);
         let child = t.guard("20", "1");
         assert_eq!(t.wait("20", "0"), "switched");
+        // Running the new system, but the profile (and the boot entry) still name the old one:
+        // a reboot now would come back on it.
+        assert_eq!(t.actions(), "new test\n", "{shell}");
+        assert_eq!(t.boots(), "prev", "{shell}");
         assert_eq!(t.confirm(), "confirmed");
         let out = t.finish(child);
         assert!(out.status.success(), "{}", stdout(&out));
-        assert_eq!(t.actions(), format!("set {}\nswitch new switch\n", t.root().join("store/new").display()));
-        assert_eq!(t.profile(), t.root().join("store/new"));
+        assert_eq!(t.actions(), "new test\nset new\nnew boot\n", "{shell}");
+        assert_eq!(t.boots(), "new");
         assert_eq!(t.wait("0", "1"), "confirmed");
+    }
+}
+
+/// A crash or a reboot while the guard waits for the confirmation: nothing was made the boot
+/// default, so the host comes back on the previous system with no rollback needed.
+#[test]
+fn a_crash_during_the_confirmation_window_leaves_the_previous_system_as_the_boot_default() {
+    for shell in SHELLS {
+        let t = Target::with_shell(shell);
+        let mut child = t.guard("30", "1");
+        assert_eq!(t.wait("20", "0"), "switched");
+        child.kill().unwrap(); // the guard dies with the machine
+        t.finish(child);
+        assert_eq!(t.boots(), "prev", "{shell}");
+        assert_eq!(t.actions(), "new test\n", "{shell}: no profile change, no boot entry");
+        assert_eq!(t.wait("5", "1"), "abandoned: the unit stopped at 'switched'");
     }
 }
 
 #[test]
 fn guard_without_confirmation_rolls_back_by_itself() {
     for shell in SHELLS {
-        let t = Target::with_shell(false, shell);
+        let t = Target::with_shell(shell);
         let start = Instant::now();
         let child = t.guard("2", "1");
         assert_eq!(t.wait("20", "0"), "switched");
@@ -672,50 +955,79 @@ fn guard_without_confirmation_rolls_back_by_itself() {
         let out = t.finish(child);
         println!("{shell}: guard rolled back {:.1} s after the start (timeout 2 s)", start.elapsed().as_secs_f64());
         assert_eq!(out.status.code(), Some(1));
-        let (new, prev) = (t.root().join("store/new"), t.root().join("store/prev"));
-        assert_eq!(t.actions(), format!("set {}\nswitch new switch\nset {}\nswitch prev switch\n", new.display(), prev.display()));
-        assert_eq!(t.profile(), prev);
+        // The old system is activated again with `test`; the profile never moved.
+        assert_eq!(t.actions(), "new test\nprev test\n");
+        assert_eq!(t.boots(), "prev");
         // A confirmation that comes too late is answered with the rollback.
         assert_eq!(t.confirm(), "rolled-back: no confirmation within 2s");
     }
 }
 
 #[test]
-fn guard_rolls_back_a_failed_switch_at_once() {
+fn guard_rolls_back_a_failed_activation_at_once() {
     for shell in SHELLS {
-        let t = Target::with_shell(true, shell);
+        let t = Target::with_shell(shell);
+        t.fail("new", "test");
         let out = t.finish(t.guard("30", "1"));
         assert_eq!(out.status.code(), Some(1));
-        assert_eq!(t.wait("0", "1"), "rolled-back: switch-to-configuration failed");
-        assert!(t.actions().ends_with("switch prev switch\n"), "{}", t.actions());
-        assert_eq!(t.profile(), t.root().join("store/prev"));
+        assert_eq!(t.wait("0", "1"), "rolled-back: switch-to-configuration test failed");
+        assert_eq!(t.actions(), "new test\nprev test\n");
+        assert_eq!(t.boots(), "prev");
+    }
+}
+
+/// Confirmed, but the new boot entry cannot be written: back to the old system entirely
+/// (profile, boot entry and running system), rather than running one system and booting another.
+#[test]
+fn guard_rolls_back_when_the_new_system_cannot_become_the_boot_default() {
+    for shell in SHELLS {
+        let t = Target::with_shell(shell);
+        t.fail("new", "boot");
+        let child = t.guard("20", "1");
+        assert_eq!(t.wait("20", "0"), "switched");
+        assert_eq!(t.confirm(), "rolled-back: confirmed, but making it the boot default failed");
+        let out = t.finish(child);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(t.actions(), "new test\nset new\nnew boot\nset prev\nprev boot\nprev test\n", "{shell}");
+        assert_eq!(t.boots(), "prev");
     }
 }
 
 #[test]
-fn guard_without_rollback_just_switches() {
-    let t = Target::new(false);
+fn guard_reports_a_failed_rollback() {
+    let t = Target::new();
+    t.fail("new", "test");
+    t.fail("prev", "test");
+    t.finish(t.guard("30", "1"));
+    assert_eq!(t.wait("0", "1"), "rollback-failed: switch-to-configuration test failed");
+    assert_eq!(t.boots(), "prev");
+}
+
+#[test]
+fn guard_without_rollback_activates_and_sets_the_boot_default_at_once() {
+    let t = Target::new();
     let out = t.finish(t.guard("30", "0"));
     assert!(out.status.success());
     assert_eq!(t.wait("0", "0"), "done");
-    assert_eq!(t.profile(), t.root().join("store/new"));
+    assert_eq!(t.actions(), "new test\nset new\nnew boot\n");
+    assert_eq!(t.boots(), "new");
 }
 
 #[test]
 fn guard_refuses_when_the_host_changed_under_it() {
-    let t = Target::new(false);
+    let t = Target::new();
     fs::remove_file(t.root().join("current")).unwrap();
     symlink(t.root().join("store/new"), t.root().join("current")).unwrap();
     let out = t.finish(t.guard("30", "1"));
     assert_eq!(out.status.code(), Some(1));
     assert!(t.wait("0", "1").starts_with("failed: the host runs"), "{}", t.wait("0", "1"));
     assert_eq!(t.actions(), "", "nothing changed");
-    assert_eq!(t.profile(), t.root().join("store/prev"));
+    assert_eq!(t.boots(), "prev");
 }
 
 #[test]
 fn wait_notices_a_guard_that_died() {
-    let t = Target::new(false);
+    let t = Target::new();
     fs::create_dir_all(t.root().join("state")).unwrap();
     fs::write(t.root().join("state/status"), "switching\n").unwrap();
     // No `active` file: the unit is gone while the status still says switching.
@@ -726,10 +1038,70 @@ fn wait_notices_a_guard_that_died() {
     assert_eq!(t.wait("30", "0"), "abandoned: the unit stopped at 'no status'");
 }
 
+/// The preflight script as the host runs it, on real files.
+#[test]
+fn preflight_script_judges_real_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = |name: &str, mode: u32, content: &str| {
+        let p = dir.path().join(name);
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p.display().to_string()
+    };
+    let ok = f("ok", 0o600, "s");
+    let group = f("group", 0o640, "s");
+    let world = f("world", 0o604, "s");
+    let empty = f("empty", 0o600, "");
+    let missing = dir.path().join("missing").display().to_string();
+    let sub = dir.path().join("sub");
+    fs::create_dir(&sub).unwrap();
+    let sub = sub.display().to_string();
+    let spaced = f("a b; $(touch pwned)", 0o600, "s");
+    for shell in SHELLS {
+        let out = Command::new(shell)
+            .arg("-c")
+            .arg(remote::PREFLIGHT)
+            .arg("iac-preflight")
+            .args([&ok, &group, &world, &empty, &missing, &sub, &spaced])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            format!(
+                "ok: {ok}\nok: {group}\nworld-readable: {world}\nempty: {empty}\nmissing: {missing}\nnot-a-file: {sub}\nok: {spaced}\n"
+            ),
+            "{shell}"
+        );
+    }
+    assert!(!dir.path().join("pwned").exists() && !Path::new("pwned").exists());
+}
+
 #[test]
 fn docs_quote_the_scripts_exactly() {
     let doc = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploy.md")).unwrap();
-    for (name, script) in [("GUARD", remote::GUARD), ("WAIT", remote::WAIT), ("CONFIRM", remote::CONFIRM)] {
+    for (name, script) in [("PREFLIGHT", remote::PREFLIGHT), ("GUARD", remote::GUARD), ("WAIT", remote::WAIT), ("CONFIRM", remote::CONFIRM)]
+    {
         assert!(doc.contains(&format!("```sh\n{script}```")), "docs/deploy.md does not show {name} as the code has it");
     }
+}
+
+/// The preflight evaluates the host modules with Nix and refuses to touch any host when the
+/// text NixOS would load differs from the ruleset `nft -c` checked (here: a `nix-instantiate`
+/// that answers with another table); the dry run shows the check passing on the real tree.
+#[test]
+fn preflight_refuses_when_nixos_would_load_another_table() {
+    let env = Estate::new();
+    let (out, _) = env.deploy(&["beta", "--dry-run"], 0);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("# Nix evaluates 1 host module(s) to exactly the rulesets above"), "{}", stdout(&out));
+
+    write_exe(
+        &env.dir.path().join("bin/nix-instantiate"),
+        "#!/bin/sh\nprintf '%s' '{\"beta\":\"table inet iac {\\n  chain input { type filter hook input priority filter; policy accept; }\\n}\\n\"}'\n",
+    );
+    let (out, _) = env.deploy(&["beta"], 0);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("host beta: the nftables text NixOS builds from"), "{}", stderr(&out));
+    assert!(env.log("beta").is_empty(), "no host is touched: {:?}", env.log("beta"));
 }

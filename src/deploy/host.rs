@@ -4,18 +4,17 @@
 //! reports every one of them.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::model::Host;
+use crate::model::{Host, Site};
 
 use super::DeployError;
 use super::plan::{Cmd, Plan, SWITCH_LIMIT};
 use super::progress::View;
-use super::remote::Status;
+use super::remote::{self, Status};
 use super::store_path::StorePath;
 
 /// How far a host got.
@@ -81,7 +80,7 @@ pub(super) enum Progress<'a> {
 }
 
 /// Deploy `hosts` with at most `jobs` at a time; outcomes in the order of `hosts`.
-pub(super) fn run_all(plan: &Plan, hosts: &[&Host], jobs: usize) -> Vec<Outcome> {
+pub(super) fn run_all(plan: &Plan, site: &Site, hosts: &[&Host], jobs: usize) -> Vec<Outcome> {
     let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
     let view = View::new(&names);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; hosts.len()];
@@ -95,7 +94,7 @@ pub(super) fn run_all(plan: &Plan, hosts: &[&Host], jobs: usize) -> Vec<Outcome>
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(host) = hosts.get(i) else { break };
-                    let outcome = deploy(plan, host, &|p: Progress<'_>| {
+                    let outcome = deploy(plan, site, host, &|p: Progress<'_>| {
                         let _ = tx.send((
                             i,
                             match p {
@@ -159,42 +158,53 @@ impl From<DeployError> for Stop {
 }
 
 /// One host, start to end.
-pub(super) fn deploy(plan: &Plan, host: &Host, report: &dyn Fn(Progress<'_>)) -> Outcome {
+pub(super) fn deploy(plan: &Plan, site: &Site, host: &Host, report: &dyn Fn(Progress<'_>)) -> Outcome {
     let say = |step: &str| report(Progress::Step(step));
     let start = Instant::now();
-    let stop = match sequence(plan, host, &say, &|note: &str| report(Progress::Note(note))) {
+    let stop = match sequence(plan, site, host, &say, &|note: &str| report(Progress::Note(note))) {
         Ok(s) | Err(s) => s,
     };
     Outcome { action: stop.action, result: stop.result, elapsed: start.elapsed(), detail: stop.detail }
 }
 
-fn sequence(plan: &Plan, host: &Host, say: &dyn Fn(&str), note: &dyn Fn(&str)) -> Result<Stop, Stop> {
-    say("checking SSH");
-    let reach = plan.reach(host)?;
-    let out = exec(&reach, None)?;
+fn sequence(plan: &Plan, site: &Site, host: &Host, say: &dyn Fn(&str), note: &dyn Fn(&str)) -> Result<Stop, Stop> {
+    say("checking SSH and secret files");
+    let secrets = site.secret_files(host);
+    let paths: Vec<&str> = secrets.iter().map(|f| f.path.as_str()).collect();
+    let preflight = plan.preflight(host, &paths)?;
+    let out = exec(&preflight)?;
+    if out.status.code() == Some(255) {
+        return Err(failed(Action::Check, format!("unreachable over SSH ({})", last_line(&out.stderr)), report(&preflight, &out)));
+    }
     if !out.status.success() {
-        return Err(failed(Action::Check, format!("unreachable over SSH ({})", last_line(&out.stderr)), report(&reach, &out)));
+        return Err(failed(
+            Action::Check,
+            format!("the preflight on the host failed ({})", last_line(&out.stderr)),
+            report(&preflight, &out),
+        ));
+    }
+    let problems = remote::preflight_problems(&String::from_utf8_lossy(&out.stdout), &paths);
+    if !problems.is_empty() {
+        let list = problems
+            .iter()
+            .map(|(what, path)| {
+                let why = secrets.iter().find(|f| f.path == *path).map_or("", |f| f.why.as_str());
+                format!("{what}: {path} ({why})")
+            })
+            .collect::<Vec<_>>();
+        return Err(failed(
+            Action::Check,
+            format!("secret file not ready: {}", list.join("; ")),
+            "create each file on the host before deploying, readable by root only (chmod 600)",
+        ));
     }
 
     say("building");
-    let scratch = tempfile::Builder::new()
-        .prefix("iac-deploy-")
-        .tempdir()
-        .map_err(|e| failed(Action::Build, "cannot create a scratch directory", e.to_string()))?;
-    let build = plan.build(host);
-    let out = exec_streaming(&build, scratch.path(), note)?;
-    if !out.status.success() {
-        return Err(failed(Action::Build, "nixos-rebuild build failed", report(&build, &out)));
-    }
-    let link = scratch.path().join("result");
-    let target = std::fs::read_link(&link)
-        .map_err(|e| failed(Action::Build, "the build left no `result` link", format!("{}: {e}", link.display())))?;
-    let new = StorePath::parse(&target.to_string_lossy())
-        .map_err(|e| failed(Action::Build, "the build result is not a store path", e.to_string()))?;
+    let new = build(plan, host, note)?;
 
     say("reading the running system");
     let current = plan.current_system(host)?;
-    let out = exec(&current, None)?;
+    let out = exec(&current)?;
     if !out.status.success() {
         return Err(failed(Action::Check, "cannot read /run/current-system", report(&current, &out)));
     }
@@ -205,15 +215,18 @@ fn sequence(plan: &Plan, host: &Host, say: &dyn Fn(&str), note: &dyn Fn(&str)) -
     }
 
     say("copying the closure");
-    let copy = plan.copy(host, &new);
-    let out = exec(&copy, None)?;
+    let copy = match &plan.build_host {
+        None => plan.copy(host, &new),
+        Some(builder) => plan.copy_from_builder(builder, host, &new)?,
+    };
+    let out = exec(&copy)?;
     if !out.status.success() {
         return Err(failed(Action::Switch, "copying the closure failed (nothing changed)", report(&copy, &out)));
     }
 
     say("switching");
     let activate = plan.activate(host, &new, &prev)?;
-    let out = exec(&activate, None)?;
+    let out = exec(&activate)?;
     // 255 is ssh's own failure: the guard may have started all the same, and waiting tells.
     if !out.status.success() && out.status.code() != Some(255) {
         return Err(failed(Action::Switch, "could not start the activation (nothing changed)", report(&activate, &out)));
@@ -231,10 +244,15 @@ fn sequence(plan: &Plan, host: &Host, say: &dyn Fn(&str), note: &dyn Fn(&str)) -
 
     say("confirming over a new SSH connection");
     let confirm = plan.confirm(host)?;
-    let out = exec(&confirm, None)?;
+    let out = exec(&confirm)?;
     let answer = if out.status.success() { Status::parse(&String::from_utf8_lossy(&out.stdout)) } else { Status::Missing };
     match answer {
         Status::Confirmed | Status::RolledBack(_) | Status::RollbackFailed(_) => finish(answer, "", &new),
+        // Confirmed; the target still writes the boot entry: wait for its verdict.
+        Status::Committing => match settle(plan, host, true, Instant::now() + plan.settle_limit(), say) {
+            Ok(status) => finish(status, "", &new),
+            Err(lost) => Err(unconfirmed(plan, lost.detail)),
+        },
         _ => {
             let why = format!("the confirmation failed: {}", report(&confirm, &out));
             say("confirmation failed; waiting for the host to roll back");
@@ -291,7 +309,7 @@ fn settle(plan: &Plan, host: &Host, through_switched: bool, deadline: Instant, s
         let limit = if first && !through_switched { SWITCH_LIMIT.min(left) } else { left };
         first = false;
         let wait = plan.wait(host, limit, through_switched)?;
-        let out = exec(&wait, None)?;
+        let out = exec(&wait)?;
         if out.status.success() {
             return Ok(Status::parse(&String::from_utf8_lossy(&out.stdout)));
         }
@@ -306,21 +324,52 @@ fn settle(plan: &Plan, host: &Host, through_switched: bool, deadline: Instant, s
     }
 }
 
-fn exec(cmd: &Cmd, cwd: Option<&Path>) -> Result<Output, DeployError> {
-    let mut c = cmd.to_command();
-    c.stdin(Stdio::null());
-    if let Some(dir) = cwd {
-        c.current_dir(dir);
-    }
-    c.output().map_err(|source| DeployError::Spawn { cmd: cmd.display(), source })
+/// Build the host's system, here or on `--build-host`; its store path comes from the build's
+/// output (a remote build leaves no `result` link here, and a local one makes none).
+fn build(plan: &Plan, host: &Host, note: &dyn Fn(&str)) -> Result<StorePath, Stop> {
+    let built = match &plan.build_host {
+        None => {
+            let build = plan.build(host);
+            let out = exec_streaming(&build, note)?;
+            if !out.status.success() {
+                return Err(failed(Action::Build, "nix build failed", report(&build, &out)));
+            }
+            out
+        }
+        Some(builder) => {
+            let eval = plan.eval_drv(host);
+            let out = exec_streaming(&eval, note)?;
+            if !out.status.success() {
+                return Err(failed(Action::Build, "evaluating the system failed", report(&eval, &out)));
+            }
+            let drv = StorePath::parse(last_line(&out.stdout).as_str())
+                .map_err(|e| failed(Action::Build, "nix eval did not print a derivation", e.to_string()))?;
+            let copy = plan.copy_drv(builder, &drv);
+            let out = exec_streaming(&copy, note)?;
+            if !out.status.success() {
+                return Err(failed(Action::Build, format!("copying the derivation to {builder} failed"), report(&copy, &out)));
+            }
+            let build = plan.build_remote(builder, &drv)?;
+            let out = exec_streaming(&build, note)?;
+            if !out.status.success() {
+                return Err(failed(Action::Build, format!("nix build on {builder} failed"), report(&build, &out)));
+            }
+            out
+        }
+    };
+    StorePath::parse(last_line(&built.stdout).as_str())
+        .map_err(|e| failed(Action::Build, "the build did not print a store path", e.to_string()))
 }
 
-/// Run `cmd` in `cwd`, passing each line it prints on stderr (Nix's build log) to `note`
-/// as it comes, and keeping all of it for the report.
-fn exec_streaming(cmd: &Cmd, cwd: &Path, note: &dyn Fn(&str)) -> Result<Output, DeployError> {
+fn exec(cmd: &Cmd) -> Result<Output, DeployError> {
+    cmd.to_command().stdin(Stdio::null()).output().map_err(|source| DeployError::Spawn { cmd: cmd.display(), source })
+}
+
+/// Run `cmd`, passing each line it prints on stderr (Nix's build log) to `note` as it comes,
+/// and keeping all of it for the report.
+fn exec_streaming(cmd: &Cmd, note: &dyn Fn(&str)) -> Result<Output, DeployError> {
     let spawn_err = |source| DeployError::Spawn { cmd: cmd.display(), source };
-    let mut child =
-        cmd.to_command().current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(spawn_err)?;
+    let mut child = cmd.to_command().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(spawn_err)?;
     let stdout = child.stdout.take();
     let collect = std::thread::spawn(move || {
         let mut buf = Vec::new();

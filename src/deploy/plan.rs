@@ -100,11 +100,15 @@ pub fn quote(word: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(format!("'{}'", word.replace('\'', r#"'"'"'"#))))
 }
 
-/// Absolute paths of the programs iac runs locally (found with `which`).
+/// The programs iac runs locally: absolute paths found with `which` (a dry run that runs
+/// nothing keeps the bare name of a tool this machine lacks).
+///
+/// No `nixos-rebuild`: iac builds and activates the way nixos-rebuild-ng does (see
+/// [`Plan::build`]), so neither of its executable names (`nixos-rebuild`, or `nixos-rebuild-ng`
+/// from `pkgs.nixos-rebuild-ng`, whose package.nix has `withNgSuffix ? true`) is needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tools {
     pub ssh: PathBuf,
-    pub nixos_rebuild: PathBuf,
     pub nix: PathBuf,
     pub unshare: PathBuf,
     pub nft: PathBuf,
@@ -121,6 +125,9 @@ pub struct Plan {
     pub confirm_timeout: Duration,
     /// The confirmation guard (`--no-rollback` turns it off).
     pub rollback: bool,
+    /// Let the receiving store substitute what it can (`nix copy --substitute-on-destination`,
+    /// as `nixos-rebuild --use-substitutes`); `--no-substitutes` turns it off.
+    pub substitutes: bool,
     /// Names this run's state directory on the targets.
     pub run_id: String,
     /// Whether iac runs as root (then `unshare -n` suffices for `nft -c`).
@@ -132,6 +139,11 @@ pub const SWITCH_LIMIT: Duration = Duration::from_secs(1800);
 /// How long a rollback may take after the confirmation timeout, on top of it.
 pub const ROLLBACK_LIMIT: Duration = Duration::from_secs(600);
 
+/// Nix's flags for the flake commands (as nixos-rebuild-ng's `FLAKE_FLAGS`): they work whether
+/// or not the local nix.conf enables these features.
+const FLAKE_FEATURES: [&str; 2] = ["--extra-experimental-features", "nix-command flakes"];
+const NIX_COMMAND: [&str; 2] = ["--extra-experimental-features", "nix-command"];
+
 impl Plan {
     /// `ssh` to `host`, running `words` there. Each word is quoted for the remote shell (ssh
     /// joins its arguments into one command line), `--` keeps the destination from being read
@@ -139,8 +151,14 @@ impl Plan {
     /// `ControlMaster=no`/`ControlPath=none` make every call a new connection: a confirmation
     /// must prove that a fresh login still works after the switch.
     pub fn ssh(&self, host: &Host, as_root: bool, words: &[&str]) -> Result<Cmd, DeployError> {
+        self.ssh_to(&destination(host), Some(host.ssh_port), as_root && host.ssh_user != "root", words)
+    }
+
+    /// `ssh` to any destination (`[USER@]HOST`; the port from ssh's own configuration when
+    /// `port` is `None`), with the same options and quoting as [`Plan::ssh`].
+    fn ssh_to(&self, dest: &str, port: Option<u16>, sudo: bool, words: &[&str]) -> Result<Cmd, DeployError> {
         let mut remote = Vec::with_capacity(words.len() + 3);
-        if as_root && host.ssh_user != "root" {
+        if sudo {
             remote.extend(["sudo", "-n", "--"]);
         }
         remote.extend_from_slice(words);
@@ -148,12 +166,12 @@ impl Plan {
             .iter()
             .map(|w| quote(w).map(Cow::into_owned).ok_or_else(|| DeployError::Quote { word: (*w).to_string() }))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut cmd = Cmd::new(&self.tools.ssh).args(self.ssh_options(host)).arg("--").arg(destination(host));
+        let mut cmd = Cmd::new(&self.tools.ssh).args(self.ssh_options(port)).arg("--").arg(dest);
         cmd.remote_at = Some(cmd.args.len());
         Ok(cmd.args(quoted))
     }
 
-    fn ssh_options(&self, host: &Host) -> Vec<String> {
+    fn ssh_options(&self, port: Option<u16>) -> Vec<String> {
         let mut opts = Vec::new();
         for o in [
             "BatchMode=yes".to_string(),
@@ -166,39 +184,101 @@ impl Plan {
             opts.push("-o".to_string());
             opts.push(o);
         }
-        opts.push("-p".into());
-        opts.push(host.ssh_port.to_string());
+        if let Some(port) = port {
+            opts.push("-p".into());
+            opts.push(port.to_string());
+        }
         opts
     }
 
-    /// Preflight: can we log in at all (within the connect timeout)?
-    pub fn reach(&self, host: &Host) -> Result<Cmd, DeployError> {
-        self.ssh(host, false, &["true"])
+    /// Preflight, on the host's first connection: can we log in (as root, through `sudo -n`
+    /// for other users), and is every secret file its configuration reads in place? One ssh
+    /// round trip; the file names reach the fixed script as arguments.
+    pub fn preflight(&self, host: &Host, secret_files: &[&str]) -> Result<Cmd, DeployError> {
+        let mut words = vec!["/bin/sh", "-c", remote::PREFLIGHT, "iac-preflight"];
+        words.extend_from_slice(secret_files);
+        self.ssh(host, true, &words)
     }
 
-    /// Build the host's system locally (or on `--build-host`). Run in a scratch directory:
-    /// the `result` link it leaves there names the built system.
+    /// The flake attribute of the host's system, as nixos-rebuild-ng names it
+    /// (`nixosConfigurations."HOST".config.system.build.toplevel`).
+    fn toplevel(&self, host: &Host) -> String {
+        format!("{}#nixosConfigurations.\"{}\".config.system.build.toplevel", self.flake, host.name)
+    }
+
+    /// Build the host's system here; prints its store path (and leaves no `result` link).
+    ///
+    /// What nixos-rebuild-ng runs for a local flake build (`nix.py` `build_flake`: `nix
+    /// --extra-experimental-features 'nix-command flakes' build --print-out-paths
+    /// FLAKE#nixosConfigurations."HOST".config.system.build.toplevel`), plus `--no-link`.
     pub fn build(&self, host: &Host) -> Cmd {
-        let mut c = Cmd::new(&self.tools.nixos_rebuild).args(["build", "--flake"]).arg(format!("{}#{}", self.flake, host.name));
-        if let Some(b) = &self.build_host {
-            c = c.arg("--build-host").arg(b);
+        Cmd::new(&self.tools.nix).args(FLAKE_FEATURES).args(["build", "--no-link", "--print-out-paths"]).arg(self.toplevel(host))
+    }
+
+    /// `--build-host`, step 1 (here): evaluate the system's derivation; prints its `.drv` path.
+    ///
+    /// nixos-rebuild-ng's `remote_build_flake` does the same three steps: `nix eval --raw
+    /// FLAKE#...toplevel.drvPath` locally, copy the derivation to the build host, `nix build
+    /// DRV^* --print-out-paths` there; and its `copy_closure(path, to_host=target,
+    /// from_host=build_host)` then copies the result from the build host straight to the
+    /// target (`nix-copy-closure --to TARGET` run on the build host). A remote build leaves no
+    /// local `result` link: the store path comes from the output.
+    pub fn eval_drv(&self, host: &Host) -> Cmd {
+        Cmd::new(&self.tools.nix).args(FLAKE_FEATURES).args(["eval", "--raw"]).arg(format!("{}.drvPath", self.toplevel(host)))
+    }
+
+    /// `--build-host`, step 2 (here): copy the derivation (and its inputs) to the build host.
+    pub fn copy_drv(&self, builder: &str, drv: &StorePath) -> Cmd {
+        let mut c = Cmd::new(&self.tools.nix).args(NIX_COMMAND).arg("copy").arg("--derivation");
+        if self.substitutes {
+            c = c.arg("--substitute-on-destination");
         }
+        c = c.arg("--to").arg(format!("ssh://{builder}")).arg(drv.as_str());
+        c.env.push(("NIX_SSHOPTS".into(), self.ssh_options(None).join(" ").into()));
         c
     }
 
+    /// `--build-host`, step 3 (on the build host): build it; prints the system's store path.
+    pub fn build_remote(&self, builder: &str, drv: &StorePath) -> Result<Cmd, DeployError> {
+        let outputs = format!("{drv}^*");
+        let mut words = vec!["nix"];
+        words.extend(NIX_COMMAND);
+        words.extend(["build", "--no-link", "--print-out-paths", &outputs]);
+        self.ssh_to(builder, None, false, &words)
+    }
+
+    /// What the host runs now.
     /// What the host runs now.
     pub fn current_system(&self, host: &Host) -> Result<Cmd, DeployError> {
         self.ssh(host, false, &["readlink", "-f", remote::CURRENT_SYSTEM])
     }
 
-    /// Copy the built closure to the host's store (same SSH options, via `NIX_SSHOPTS`).
+    /// Copy the built closure from here to the host's store (same SSH options, via
+    /// `NIX_SSHOPTS`).
     pub fn copy(&self, host: &Host, system: &StorePath) -> Cmd {
-        let mut c = Cmd::new(&self.tools.nix)
-            .args(["--extra-experimental-features", "nix-command", "copy", "--to"])
-            .arg(format!("ssh://{}", destination(host)))
-            .arg(system.as_str());
-        c.env.push(("NIX_SSHOPTS".into(), self.ssh_options(host).join(" ").into()));
+        let mut c = Cmd::new(&self.tools.nix).args(NIX_COMMAND).arg("copy");
+        if self.substitutes {
+            c = c.arg("--substitute-on-destination");
+        }
+        c = c.arg("--to").arg(format!("ssh://{}", destination(host))).arg(system.as_str());
+        c.env.push(("NIX_SSHOPTS".into(), self.ssh_options(Some(host.ssh_port)).join(" ").into()));
         c
+    }
+
+    /// `--build-host`, step 4 (on the build host): copy the built closure from the build host
+    /// straight to the target, never through this machine. The build host needs SSH access to
+    /// the target (its own key, the target's host key known), with the same options.
+    pub fn copy_from_builder(&self, builder: &str, host: &Host, system: &StorePath) -> Result<Cmd, DeployError> {
+        let sshopts = format!("NIX_SSHOPTS={}", self.ssh_options(Some(host.ssh_port)).join(" "));
+        let to = format!("ssh://{}", destination(host));
+        let mut words = vec!["env", &sshopts, "nix"];
+        words.extend(NIX_COMMAND);
+        words.push("copy");
+        if self.substitutes {
+            words.push("--substitute-on-destination");
+        }
+        words.extend(["--to", &to, system.as_str()]);
+        self.ssh_to(builder, None, false, &words)
     }
 
     /// The state directory of this run on every target.
@@ -276,18 +356,13 @@ mod tests {
 
     fn plan() -> Plan {
         Plan {
-            tools: Tools {
-                ssh: "/bin/ssh".into(),
-                nixos_rebuild: "/bin/nixos-rebuild".into(),
-                nix: "/bin/nix".into(),
-                unshare: "/bin/unshare".into(),
-                nft: "/sbin/nft".into(),
-            },
+            tools: Tools { ssh: "/bin/ssh".into(), nix: "/bin/nix".into(), unshare: "/bin/unshare".into(), nft: "/sbin/nft".into() },
             flake: "/src/estate".into(),
             build_host: None,
             connect_timeout: Duration::from_secs(10),
             confirm_timeout: Duration::from_secs(30),
             rollback: true,
+            substitutes: true,
             run_id: "RUN".into(),
             local_root: false,
         }
@@ -314,7 +389,14 @@ mod tests {
     #[test]
     fn ssh_wrapping_is_written_once() {
         let p = plan();
-        assert_eq!(p.reach(&host("root")).unwrap().display(), format!("{SSH} root@172.22.0.134 true"));
+        assert_eq!(
+            p.preflight(&host("root"), &["/s/k3s-token"]).unwrap().show(),
+            format!("{SSH} root@172.22.0.134 /bin/sh -c <script> iac-preflight /s/k3s-token")
+        );
+        assert_eq!(
+            p.preflight(&host("deploy"), &[]).unwrap().show(),
+            format!("{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c <script> iac-preflight")
+        );
         assert_eq!(
             p.current_system(&host("deploy")).unwrap().display(),
             format!("{SSH} deploy@172.22.0.134 readlink -f /run/current-system")
@@ -357,22 +439,87 @@ mod tests {
         assert!(quote("a\0b").is_none());
     }
 
+    const SYS: &str = "/nix/store/0q43idch209zsdngl8yl79x0y79aajib-nixos-system-alphard";
+    const OPTS: &str = "-o BatchMode=yes -o ConnectTimeout=10 -o ControlMaster=no -o ControlPath=none \
+                        -o ServerAliveInterval=5 -o ServerAliveCountMax=3";
+
     #[test]
-    fn build_and_copy() {
-        let mut p = plan();
-        assert_eq!(p.build(&host("root")).display(), "/bin/nixos-rebuild build --flake '/src/estate#alphard'");
-        p.build_host = Some("builder@10.0.0.9".into());
+    fn local_build_prints_the_store_path_and_leaves_no_link() {
         assert_eq!(
-            p.build(&host("root")).argv(),
-            ["/bin/nixos-rebuild", "build", "--flake", "/src/estate#alphard", "--build-host", "builder@10.0.0.9"]
+            plan().build(&host("root")).argv(),
+            [
+                "/bin/nix",
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "build",
+                "--no-link",
+                "--print-out-paths",
+                "/src/estate#nixosConfigurations.\"alphard\".config.system.build.toplevel"
+            ]
         );
-        let sys = StorePath::parse("/nix/store/0q43idch209zsdngl8yl79x0y79aajib-nixos-system-alphard").unwrap();
+    }
+
+    #[test]
+    fn copy_substitutes_on_the_target_unless_told_not_to() {
+        let mut p = plan();
+        let sys = StorePath::parse(SYS).unwrap();
         assert_eq!(
             p.copy(&host("root"), &sys).display(),
-            "NIX_SSHOPTS='-o BatchMode=yes -o ConnectTimeout=10 -o ControlMaster=no -o ControlPath=none \
-             -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -p 2222' /bin/nix --extra-experimental-features \
-             nix-command copy --to ssh://root@172.22.0.134 /nix/store/0q43idch209zsdngl8yl79x0y79aajib-nixos-system-alphard"
+            format!(
+                "NIX_SSHOPTS='{OPTS} -p 2222' /bin/nix --extra-experimental-features nix-command copy \
+                 --substitute-on-destination --to ssh://root@172.22.0.134 {SYS}"
+            )
         );
+        p.substitutes = false;
+        assert_eq!(
+            p.copy(&host("root"), &sys).display(),
+            format!(
+                "NIX_SSHOPTS='{OPTS} -p 2222' /bin/nix --extra-experimental-features nix-command copy --to ssh://root@172.22.0.134 {SYS}"
+            )
+        );
+    }
+
+    #[test]
+    fn build_host_builds_there_and_copies_from_there_to_the_target() {
+        let mut p = plan();
+        p.build_host = Some("builder@10.0.0.9".into());
+        let drv = StorePath::parse("/nix/store/1q43idch209zsdngl8yl79x0y79aajib-nixos-system-alphard.drv").unwrap();
+        let sys = StorePath::parse(SYS).unwrap();
+        assert_eq!(
+            p.eval_drv(&host("root")).argv(),
+            [
+                "/bin/nix",
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "eval",
+                "--raw",
+                "/src/estate#nixosConfigurations.\"alphard\".config.system.build.toplevel.drvPath"
+            ]
+        );
+        assert_eq!(
+            p.copy_drv("builder@10.0.0.9", &drv).display(),
+            format!(
+                "NIX_SSHOPTS='{OPTS}' /bin/nix --extra-experimental-features nix-command copy --derivation \
+                 --substitute-on-destination --to ssh://builder@10.0.0.9 {drv}"
+            )
+        );
+        // On the build host, as its login user (no sudo), the port from its ssh configuration.
+        let ssh = format!("/bin/ssh {OPTS} -- builder@10.0.0.9");
+        assert_eq!(
+            p.build_remote("builder@10.0.0.9", &drv).unwrap().show(),
+            format!("{ssh} nix --extra-experimental-features nix-command build --no-link --print-out-paths '{drv}^*'")
+        );
+        let copy = p.copy_from_builder("builder@10.0.0.9", &host("root"), &sys).unwrap();
+        assert_eq!(
+            copy.show(),
+            format!(
+                "{ssh} env 'NIX_SSHOPTS={OPTS} -p 2222' nix --extra-experimental-features nix-command copy \
+                 --substitute-on-destination --to ssh://root@172.22.0.134 {SYS}"
+            )
+        );
+        // The remote shell gets the target's ssh options as one word.
+        let remote: Vec<String> = copy.args[copy.remote_at.unwrap()..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(shlex::split(&remote.join(" ")).unwrap()[1], format!("NIX_SSHOPTS={OPTS} -p 2222"));
     }
 
     #[test]

@@ -40,3 +40,14 @@ pub(super) fn rulesets(plan: &Plan, out: &Path, hosts: &[&Host]) -> Result<Vec<C
     }
     Ok(ran)
 }
+
+/// The text NixOS will load from each selected host's module must be exactly the table that
+/// `nft -c` just accepted: Nix evaluates the modules of `out` (`nix_eval`, the same function
+/// `iac simulate` and the tests use). `nix-instantiate` comes with Nix, which a deploy needs
+/// anyway, so a missing one is an error with the install hint, never a skipped check. Returns
+/// the number of hosts compared.
+pub(super) fn nixos_tables(out: &Path, hosts: &[&Host]) -> Result<usize, Error> {
+    let nix = crate::nix_eval::locate()?;
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    Ok(crate::nix_eval::check_tables(&nix, out, &names)?)
+}

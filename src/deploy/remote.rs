@@ -20,9 +20,14 @@ pub const CURRENT_SYSTEM: &str = "/run/current-system";
 /// Runs in the `iac-deploy` unit, detached from any SSH session.
 ///
 /// `iac-activate PROFILE CURRENT NEW PREV STATE TIMEOUT GUARD`: refuse unless the host still
-/// runs PREV; point PROFILE at NEW and run its `switch-to-configuration switch`; then, when
-/// GUARD is 1, wait up to TIMEOUT seconds for STATE/confirm and otherwise (or when the switch
-/// itself fails) point PROFILE back at PREV and re-activate it.
+/// runs PREV; activate NEW with `switch-to-configuration test`, which changes the running
+/// system only; when GUARD is 1, wait up to TIMEOUT seconds for STATE/confirm. Only then is NEW
+/// made what the host boots: PROFILE gets its generation (`nix-env --set`, as nixos-rebuild
+/// does) and `switch-to-configuration boot` writes the boot entry. Until that moment PROFILE and
+/// the boot loader still name PREV, so a crash or a reboot during the confirmation window comes
+/// back on PREV by itself. Without a confirmation (or when NEW fails to activate, or to become
+/// the boot default) PREV is activated again with `switch-to-configuration test`, after PROFILE
+/// and the boot entry are set back to PREV if they had been moved.
 pub const GUARD: &str = r#"set -u
 umask 077
 profile=$1 current=$2 new=$3 prev=$4 state=$5 timeout=$6 guard=$7
@@ -35,11 +40,12 @@ say() {
 }
 roll_back() {
   say "rolling-back: $1"
-  if nix-env -p "$profile" --set "$prev" && "$prev/bin/switch-to-configuration" switch; then
-    say "rolled-back: $1"
-  else
-    say "rollback-failed: $1"
+  ok=1
+  if [ "$(readlink -f "$profile")" != "$prev" ]; then
+    if ! nix-env -p "$profile" --set "$prev" || ! "$prev/bin/switch-to-configuration" boot; then ok=0; fi
   fi
+  if ! "$prev/bin/switch-to-configuration" test; then ok=0; fi
+  if [ "$ok" = 1 ]; then say "rolled-back: $1"; else say "rollback-failed: $1"; fi
   exit 1
 }
 running=$(readlink -f "$current")
@@ -48,30 +54,27 @@ if [ "$running" != "$prev" ]; then
   exit 1
 fi
 say switching
-if ! nix-env -p "$profile" --set "$new"; then
-  say "failed: nix-env --set failed; nothing changed"
+if ! "$new/bin/switch-to-configuration" test; then
+  if [ "$guard" = 1 ]; then roll_back "switch-to-configuration test failed"; fi
+  say "failed: switch-to-configuration test failed; the host boots $prev"
   exit 1
 fi
-if ! "$new/bin/switch-to-configuration" switch; then
-  if [ "$guard" = 1 ]; then roll_back "switch-to-configuration failed"; fi
-  say "failed: switch-to-configuration failed"
+if [ "$guard" = 1 ]; then
+  say switched
+  i=0
+  while [ ! -e "$state/confirm" ]; do
+    if [ "$i" -ge "$timeout" ]; then roll_back "no confirmation within ${timeout}s"; fi
+    sleep 1
+    i=$((i + 1))
+  done
+  say committing
+fi
+if ! nix-env -p "$profile" --set "$new" || ! "$new/bin/switch-to-configuration" boot; then
+  if [ "$guard" = 1 ]; then roll_back "confirmed, but making it the boot default failed"; fi
+  say "failed: $new runs, but making it the boot default failed"
   exit 1
 fi
-if [ "$guard" != 1 ]; then
-  say done
-  exit 0
-fi
-say switched
-i=0
-while [ "$i" -lt "$timeout" ]; do
-  if [ -e "$state/confirm" ]; then
-    say confirmed
-    exit 0
-  fi
-  sleep 1
-  i=$((i + 1))
-done
-roll_back "no confirmation within ${timeout}s"
+if [ "$guard" = 1 ]; then say confirmed; else say done; fi
 "#;
 
 /// `iac-wait STATE LIMIT THROUGH UNIT`: print the status once it is settled. Waits while the
@@ -81,7 +84,7 @@ pub const WAIT: &str = r#"set -u
 state=$1 limit=$2 through=$3 unit=$4
 settled() {
   case "$1" in
-    ""|switching*|rolling-back*) return 1 ;;
+    ""|switching*|committing*|rolling-back*) return 1 ;;
     switched*) [ "$through" != 1 ] ;;
     *) return 0 ;;
   esac
@@ -103,7 +106,9 @@ printf '%s\n' "${s:-missing}"
 "#;
 
 /// `iac-confirm STATE`: create the confirmation file, then print the status the guard
-/// answers with (`confirmed`, or `rolled-back` when it came too late).
+/// answers with (`confirmed`, or `rolled-back` when it came too late or the new system could
+/// not become the boot default), waiting up to 120 s while the guard is still at work
+/// (installing a boot loader, or rolling back, takes a while).
 pub const CONFIRM: &str = r#"set -u
 state=$1
 if [ ! -d "$state" ]; then
@@ -112,10 +117,10 @@ if [ ! -d "$state" ]; then
 fi
 : > "$state/confirm"
 i=0
-while [ "$i" -lt 15 ]; do
+while [ "$i" -lt 120 ]; do
   s=$(cat "$state/status" 2>/dev/null || true)
   case "$s" in
-    switched*) ;;
+    switched*|committing*|rolling-back*) ;;
     *) break ;;
   esac
   sleep 1
@@ -124,14 +129,52 @@ done
 printf '%s\n' "${s:-missing}"
 "#;
 
+/// `iac-preflight FILE...`: one verdict line per secret file, `ok: FILE` or `PROBLEM: FILE`
+/// with PROBLEM one of `missing`, `not-a-file`, `empty`, `world-readable` (POSIX `find -perm
+/// -o+r`: the other-read bit is set). Runs as root (the files are root-only) over the same SSH
+/// connection that proves the host is reachable. Exits 0 whatever it found: a non-zero exit is
+/// the shell's or sudo's own failure.
+pub const PREFLIGHT: &str = r#"set -u
+for f in "$@"; do
+  if [ ! -e "$f" ]; then
+    echo "missing: $f"
+  elif [ ! -f "$f" ]; then
+    echo "not-a-file: $f"
+  elif [ ! -s "$f" ]; then
+    echo "empty: $f"
+  elif [ -n "$(find "$f" -prune -perm -o+r)" ]; then
+    echo "world-readable: $f"
+  else
+    echo "ok: $f"
+  fi
+done
+"#;
+
+/// The secret files the preflight found wrong, `(problem, file)`, in the order asked; a file
+/// without a verdict line is reported as `no verdict`.
+pub fn preflight_problems<'a>(output: &str, files: &[&'a str]) -> Vec<(String, &'a str)> {
+    let mut problems = Vec::new();
+    for file in files {
+        let verdict = output.lines().find_map(|l| l.split_once(": ").filter(|(_, f)| f == file).map(|(v, _)| v));
+        match verdict {
+            Some("ok") => {}
+            Some(v) => problems.push((v.to_string(), *file)),
+            None => problems.push(("no verdict".to_string(), *file)),
+        }
+    }
+    problems
+}
+
 /// What a target's status line says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     /// No status written (yet).
     Missing,
     Switching,
-    /// Switched; the guard waits for the confirmation.
+    /// Switched (`test`); the guard waits for the confirmation.
     Switched,
+    /// Confirmed; the guard makes the new system the boot default.
+    Committing,
     Confirmed,
     /// Switched without a guard (`--no-rollback`).
     Done,
@@ -156,6 +199,7 @@ impl Status {
             "" | "missing" => Self::Missing,
             "switching" => Self::Switching,
             "switched" => Self::Switched,
+            "committing" => Self::Committing,
             "confirmed" => Self::Confirmed,
             "done" => Self::Done,
             "rolling-back" => Self::RollingBack(detail),
@@ -180,5 +224,16 @@ mod tests {
         assert_eq!(Status::parse(""), Status::Missing);
         assert_eq!(Status::parse("rolled-back: no confirmation within 30s"), Status::RolledBack("no confirmation within 30s".into()));
         assert_eq!(Status::parse("sudo: a password is required"), Status::Unknown("sudo: a password is required".into()));
+        assert_eq!(Status::parse("committing"), Status::Committing);
+    }
+
+    #[test]
+    fn preflight_verdicts() {
+        let out = "ok: /s/a\nmissing: /s/b\nworld-readable: /s/c: x\n";
+        assert_eq!(
+            preflight_problems(out, &["/s/a", "/s/b", "/s/c: x", "/s/d"]),
+            [("missing".to_string(), "/s/b"), ("world-readable".to_string(), "/s/c: x"), ("no verdict".to_string(), "/s/d")]
+        );
+        assert!(preflight_problems("", &[]).is_empty());
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, InventoryError, InventoryErrors};
 
-use super::schema::InventoryFile;
+use super::schema::{InventoryFile, KeySpans};
 
 /// The inventory text and the file it came from; turns byte spans into line and column.
 #[derive(Debug, Clone)]
@@ -37,8 +37,20 @@ impl Source {
 }
 
 /// Read and parse an inventory file. Validation is a separate step (`model::validate`).
+/// A file that is not UTF-8 is an invalid inventory (exit 2) located at its first bad byte.
 pub fn load(path: &Path) -> Result<(Source, InventoryFile), Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+            let source = Source::new(path, prefix);
+            let byte = e.as_bytes()[valid];
+            let err = source.error(valid..valid, "(encoding)", format!("byte 0x{byte:02x} is not UTF-8: the inventory must be UTF-8 text"));
+            return Err(InventoryErrors(vec![err]).into());
+        }
+    };
     let source = Source::new(path, text);
     let file = parse(&source)?;
     Ok((source, file))
@@ -48,12 +60,31 @@ pub fn load(path: &Path) -> Result<(Source, InventoryFile), Error> {
 /// roles) come back with their position and dotted key.
 pub fn parse(source: &Source) -> Result<InventoryFile, InventoryErrors> {
     let deserializer = toml::Deserializer::parse(&source.text).map_err(|e| syntax_error(source, &e))?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+    let mut file: InventoryFile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = dotted_key(e.path());
         let inner = e.into_inner();
         let span = inner.span().unwrap_or(0..0);
         InventoryErrors(vec![source.error(span, key, inner.message().trim().to_string())])
-    })
+    })?;
+    file.keys = key_spans(&source.text);
+    Ok(file)
+}
+
+/// Where the names of `[networks.*]`, `[hosts.*]` and `[databases.*]` stand: map keys carry
+/// no span through serde, so the text is read once more as a TOML document that keeps them.
+fn key_spans(text: &str) -> KeySpans {
+    let mut spans = KeySpans::default();
+    let Ok(doc) = toml::de::DeTable::parse(text) else { return spans };
+    for (table, value) in doc.get_ref().iter() {
+        if !["networks", "hosts", "databases"].contains(&table.get_ref().as_ref()) {
+            continue;
+        }
+        let Some(children) = value.get_ref().as_table() else { continue };
+        for (key, _) in children.iter() {
+            spans.0.insert((table.get_ref().to_string(), key.get_ref().to_string()), key.span());
+        }
+    }
+    spans
 }
 
 fn syntax_error(source: &Source, e: &toml::de::Error) -> InventoryErrors {

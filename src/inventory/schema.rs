@@ -1,9 +1,10 @@
 //! The TOML schema of `hosts/inventory.toml`, exactly as a user writes it.
 //!
 //! Every struct denies unknown fields so a typo is an error, not a silently ignored key.
-//! Values that validation inspects later (addresses, CIDRs, references) stay `Spanned<String>`
-//! so an error can point at the line that holds them. Map keys stay plain `String`s so that
-//! serde_path_to_error can name them in the dotted key of a schema error.
+//! Every value a validation rule can reject is `Spanned`, so its error names its own line and
+//! column (issue 15: errors borrowed a neighbour's position). Map keys stay plain `String`s so
+//! that serde_path_to_error can name them in the dotted key of a schema error; their positions
+//! come from a second pass over the text (`KeySpans`).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,9 @@ pub type Text = Spanned<String>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InventoryFile {
+    /// Where the names of networks, hosts and databases stand (filled by `load::parse`).
+    #[serde(skip)]
+    pub keys: KeySpans,
     pub site: SiteSection,
     #[serde(default)]
     pub networks: BTreeMap<String, NetworkSection>,
@@ -31,7 +35,18 @@ pub struct InventoryFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteSection {
-    pub name: String,
+    pub name: Text,
+}
+
+/// Positions of map keys (`[hosts.alphard]`): `(table, key)` → span of the key.
+#[derive(Debug, Default, Clone)]
+pub struct KeySpans(pub BTreeMap<(String, String), std::ops::Range<usize>>);
+
+impl KeySpans {
+    /// The span of `key` in `table`; an empty span (line 1) if the text did not have it.
+    pub fn span(&self, table: &str, key: &str) -> std::ops::Range<usize> {
+        self.0.get(&(table.to_string(), key.to_string())).cloned().unwrap_or(0..0)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,10 +77,10 @@ pub struct ClusterSection {
     #[serde(default = "default_true")]
     pub masquerade: bool,
     /// Path, on every k3s node, of the file that holds the cluster join token.
-    pub token_file: String,
+    pub token_file: Text,
     /// Packaged k3s components to switch off (`--disable`), e.g. traefik.
     #[serde(default)]
-    pub disable: Vec<String>,
+    pub disable: Vec<Text>,
     /// Destinations outside the cluster that pods may reach besides DNS and declared databases.
     #[serde(default)]
     pub egress: Vec<EgressSection>,
@@ -77,7 +92,7 @@ pub struct EgressSection {
     pub to: Spanned<Vec<Text>>,
     pub proto: Protocol,
     pub ports: Spanned<Vec<u16>>,
-    pub why: String,
+    pub why: Text,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
@@ -93,11 +108,11 @@ pub struct HostSection {
     pub address: Text,
     pub roles: Spanned<Vec<RoleName>>,
     #[serde(default = "default_ssh_user")]
-    pub ssh_user: String,
+    pub ssh_user: Text,
     #[serde(default = "default_ssh_port")]
     pub ssh_port: Spanned<u16>,
     #[serde(default = "default_system")]
-    pub system: String,
+    pub system: Text,
     /// For a k3s agent or additional server: the server it joins (defaults to the first server).
     pub join: Option<Text>,
     #[serde(default)]
@@ -132,7 +147,7 @@ pub struct AllowSection {
     pub from: Spanned<Vec<Text>>,
     pub proto: Protocol,
     pub ports: Spanned<Vec<u16>>,
-    pub why: String,
+    pub why: Text,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,10 +155,10 @@ pub struct AllowSection {
 pub struct DatabaseSection {
     pub host: Text,
     #[serde(default = "default_pg_port")]
-    pub port: u16,
-    pub owner: String,
+    pub port: Spanned<u16>,
+    pub owner: Text,
     /// Path, on the database host, of the file that holds the owner's password.
-    pub password_file: String,
+    pub password_file: Text,
     /// Who may connect: `cluster` (the k3s pods), `admin`, host names or CIDRs.
     pub clients: Spanned<Vec<Text>>,
 }
@@ -152,13 +167,13 @@ pub struct DatabaseSection {
 #[serde(deny_unknown_fields)]
 pub struct PipelineSection {
     #[serde(default = "default_namespace")]
-    pub namespace: String,
+    pub namespace: Text,
     pub database: Text,
-    pub topic: String,
-    pub table: String,
+    pub topic: Text,
+    pub table: Text,
     /// Where `iac apply` reads the database password when it creates the Kubernetes Secret.
     #[serde(default = "default_password_env")]
-    pub password_env: String,
+    pub password_env: Text,
     #[serde(default)]
     pub kafka: KafkaSection,
     #[serde(default)]
@@ -263,23 +278,23 @@ fn default_one() -> Spanned<u16> {
 fn unplaced(value: &str) -> Text {
     Spanned::new(0..0, value.to_string())
 }
-fn default_ssh_user() -> String {
-    "root".into()
+fn default_ssh_user() -> Text {
+    Spanned::new(0..0, "root".into())
 }
 fn default_ssh_port() -> Spanned<u16> {
     Spanned::new(0..0, 22)
 }
-fn default_system() -> String {
-    "x86_64-linux".into()
+fn default_system() -> Text {
+    Spanned::new(0..0, "x86_64-linux".into())
 }
-fn default_pg_port() -> u16 {
-    5432
+fn default_pg_port() -> Spanned<u16> {
+    Spanned::new(0..0, 5432)
 }
-fn default_namespace() -> String {
-    "kafka-pipeline".into()
+fn default_namespace() -> Text {
+    Spanned::new(0..0, "kafka-pipeline".into())
 }
-fn default_password_env() -> String {
-    "IAC_PG_PASSWORD".into()
+fn default_password_env() -> Text {
+    Spanned::new(0..0, "IAC_PG_PASSWORD".into())
 }
 fn default_kafka_image() -> Text {
     unplaced("apache/kafka:4.1.1")

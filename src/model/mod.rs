@@ -1,6 +1,10 @@
 //! The validated estate: plain data with every address parsed and every reference resolved.
 //! Nothing here knows about nftables, Nix or YAML; renderers read it, nothing writes back.
 
+pub mod image_ref;
+pub mod ports;
+pub mod rules;
+mod secrets;
 mod validate;
 
 use std::net::Ipv4Addr;
@@ -8,6 +12,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 pub use crate::inventory::schema::{InsertMode, Protocol};
+pub use secrets::SecretFile;
 pub use validate::validate;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,9 +9,12 @@ use ipnet::Ipv4Net;
 use toml::Spanned;
 
 use crate::error::{InventoryError, InventoryErrors};
+use crate::escape;
 use crate::inventory::Source;
 use crate::inventory::schema::{self as schema, InventoryFile, RoleName, Text};
 
+use super::ports::{ETCD_FIRST, ETCD_LAST, K3S_API_PORT, KUBELET_PORT};
+use super::rules;
 use super::{Allow, Client, Cluster, Connect, Database, Egress, Host, Kafka, Network, Pipeline, Role, Site};
 
 /// Names that would collide with directories `iac render` writes next to the host directories.
@@ -34,10 +37,26 @@ impl Validator<'_> {
         self.errors.push(e);
     }
 
+    /// Apply a rule of `rules` to a located value.
+    fn check(&mut self, value: &Text, key: &str, rule: impl Fn(&str) -> Result<(), String>) {
+        if let Err(why) = rule(value.get_ref()) {
+            self.error(value.span(), key, why);
+        }
+    }
+
+    /// A path on a target host that lands in a systemd unit (escape::unit::path).
+    fn unit_path(&mut self, value: &Text, key: &str) {
+        if let Err(e) = escape::unit::path(value.get_ref()) {
+            self.error(value.span(), key, format!("`{}` {e}", rules::printable(value.get_ref())));
+        }
+    }
+
     fn site(&mut self, file: InventoryFile) -> Site {
-        let networks = self.networks(&file.networks);
+        // The site name is the `app.kubernetes.io/instance` label of every pipeline object.
+        self.check(&file.site.name, "site.name", rules::dns_label);
+        let networks = self.networks(&file);
         let admin = self.admin(&file.access.admin);
-        let dns_upstream = self.addresses(&file.dns.upstream, "dns.upstream");
+        let dns_upstream = self.dns_upstream(&file.dns.upstream);
         let cluster = file.cluster.as_ref().map(|c| self.cluster(c.get_ref()));
         self.no_overlaps(&file, &networks, cluster.as_ref());
 
@@ -57,7 +76,12 @@ impl Validator<'_> {
         let pipeline = file.pipeline.as_ref().map(|p| self.pipeline(p, &databases, refs.has_cluster));
         let cluster = cluster.map(|c| Cluster { egress: self.egress(&file), ..c });
 
-        Site { name: file.site.name, networks, admin, dns_upstream, cluster, hosts, databases, pipeline }
+        self.port_conflicts(&file, &hosts);
+        if let (Some(c), Some(cs)) = (&cluster, &file.cluster) {
+            self.pod_cidr_fits(c, cs.get_ref(), hosts.iter().filter(|h| h.is_k3s_node()).count());
+            self.disabled_components(cs.get_ref(), file.pipeline.as_ref().map(|p| p.get_ref()));
+        }
+        Site { name: file.site.name.into_inner(), networks, admin, dns_upstream, cluster, hosts, databases, pipeline }
     }
 
     fn cidr(&mut self, text: &Text, key: &str) -> Option<Ipv4Net> {
@@ -99,27 +123,42 @@ impl Validator<'_> {
         }
     }
 
-    fn addresses(&mut self, list: &Spanned<Vec<Text>>, key: &str) -> Vec<Ipv4Addr> {
-        list.get_ref().iter().enumerate().filter_map(|(i, t)| self.address(t, &format!("{key}[{i}]"))).collect()
+    /// The resolvers hosts and CoreDNS forward to. k3s replaces a loopback resolver with
+    /// 8.8.8.8 (DESIGN fact 10), and no resolver answers from a multicast, broadcast or
+    /// unspecified address.
+    fn dns_upstream(&mut self, list: &Spanned<Vec<Text>>) -> Vec<Ipv4Addr> {
+        if list.get_ref().is_empty() {
+            self.error(list.span(), "dns.upstream", "no resolver: hosts and CoreDNS need at least one upstream address");
+        }
+        let mut out = Vec::new();
+        for (i, t) in list.get_ref().iter().enumerate() {
+            let key = format!("dns.upstream[{i}]");
+            let Some(a) = self.address(t, &key) else { continue };
+            if let Some(why) = unusable_address(a) {
+                self.error(
+                    t.span(),
+                    key,
+                    format!("{a} is {why}: it cannot be a resolver (k3s would fall back to 8.8.8.8 for a loopback one)"),
+                );
+            }
+            out.push(a);
+        }
+        out
     }
 
-    /// `span` points at the entry the name belongs to (map keys carry no position).
+    /// A name that must be a DNS label, standing at `span` (a map key's own position).
     fn name(&mut self, n: &str, span: Range<usize>, key: &str, what: &str) {
-        let ok = !n.is_empty()
-            && n.len() <= 63
-            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !n.starts_with('-')
-            && !n.ends_with('-');
-        if !ok {
-            self.error(span, key, format!("{what} name `{n}` must be a DNS label: lowercase letters, digits and '-'"));
+        if let Err(why) = rules::dns_label(n) {
+            self.error(span, key, format!("{what} name {why}"));
         }
     }
 
-    fn networks(&mut self, networks: &BTreeMap<String, schema::NetworkSection>) -> Vec<Network> {
+    fn networks(&mut self, file: &InventoryFile) -> Vec<Network> {
+        let networks = &file.networks;
         let mut out = Vec::new();
         for (name, net) in networks {
             let key = format!("networks.{name}");
-            self.name(name, net.cidr.span(), &key, "network");
+            self.name(name, file.keys.span("networks", name), &key, "network");
             if let Some(cidr) = self.cidr(&net.cidr, &format!("{key}.cidr")) {
                 out.push(Network { name: name.clone(), cidr });
             }
@@ -140,15 +179,38 @@ impl Validator<'_> {
     fn cluster(&mut self, c: &schema::ClusterSection) -> Cluster {
         let pod = self.cidr(&c.pod_cidr, "cluster.pod_cidr");
         let svc = self.cidr(&c.service_cidr, "cluster.service_cidr");
-        if !c.token_file.starts_with('/') {
-            self.error(c.pod_cidr.span(), "cluster.token_file", "must be an absolute path on the k3s nodes");
+        // NixOS's k3s module puts it into ExecStart= as `--token-file PATH`.
+        self.unit_path(&c.token_file, "cluster.token_file");
+        if let Some(svc) = svc {
+            // The API VIP is .1 and CoreDNS .10; kube-apiserver refuses a range with more than
+            // 20 host bits (prefix shorter than /12).
+            if svc.prefix_len() > 28 || svc.prefix_len() < 12 {
+                self.error(
+                    c.service_cidr.span(),
+                    "cluster.service_cidr",
+                    format!("{svc} must be between a /12 and a /28 (the DNS VIP is its 10th address)"),
+                );
+            }
+        }
+        for (i, d) in c.disable.iter().enumerate() {
+            if !rules::K3S_PACKAGED.contains(&d.get_ref().as_str()) {
+                self.error(
+                    d.span(),
+                    format!("cluster.disable[{i}]"),
+                    format!(
+                        "`{}` is not a packaged k3s component (one of: {})",
+                        rules::printable(d.get_ref()),
+                        rules::K3S_PACKAGED.join(", ")
+                    ),
+                );
+            }
         }
         Cluster {
             pod_cidr: pod.unwrap_or_default(),
             service_cidr: svc.unwrap_or_default(),
             masquerade: c.masquerade,
-            token_file: c.token_file.clone(),
-            disable: c.disable.clone(),
+            token_file: c.token_file.get_ref().clone(),
+            disable: c.disable.iter().map(|d| d.get_ref().clone()).collect(),
             egress: Vec::new(),
         }
     }
@@ -160,7 +222,8 @@ impl Validator<'_> {
             let key = format!("cluster.egress[{i}]");
             let to = e.to.get_ref().iter().enumerate().filter_map(|(j, t)| self.cidr(t, &format!("{key}.to[{j}]"))).collect();
             let ports = self.ports(&e.ports, &format!("{key}.ports"));
-            out.push(Egress { to, proto: e.proto, ports, why: e.why.clone() });
+            self.check(&e.why, &format!("{key}.why"), rules::free_text);
+            out.push(Egress { to, proto: e.proto, ports, why: e.why.get_ref().clone() });
         }
         out
     }
@@ -207,9 +270,10 @@ impl Validator<'_> {
         for (name, h) in file.hosts.get_ref() {
             let name = name.clone();
             let key = format!("hosts.{name}");
-            self.name(&name, h.address.span(), &key, "host");
+            let name_span = file.keys.span("hosts", &name);
+            self.name(&name, name_span.clone(), &key, "host");
             if RESERVED_HOST_NAMES.contains(&name.as_str()) {
-                self.error(h.address.span(), &key, format!("`{name}` is reserved: iac writes generated/{name}/ itself"));
+                self.error(name_span, &key, format!("`{name}` is reserved: iac writes generated/{name}/ itself"));
             }
             let address = self.address(&h.address, &format!("{key}.address"));
             let mut network = String::new();
@@ -221,6 +285,33 @@ impl Validator<'_> {
                     Some(n) => network = n.name.clone(),
                     None => self.error(h.address.span(), format!("{key}.address"), format!("{addr} is outside every declared network")),
                 }
+                let own = networks.iter().find(|n| n.cidr.contains(&addr) && n.cidr.prefix_len() < 31);
+                let why = unusable_address(addr).or_else(|| {
+                    own.and_then(|n| {
+                        if addr == n.cidr.network() {
+                            Some("the network address of its network")
+                        } else if addr == n.cidr.broadcast() {
+                            Some("the broadcast address of its network")
+                        } else {
+                            None
+                        }
+                    })
+                });
+                if let Some(why) = why {
+                    self.error(h.address.span(), format!("{key}.address"), format!("{addr} is {why}: no host can have it"));
+                }
+            }
+            self.check(&h.ssh_user, &format!("{key}.ssh_user"), rules::posix_user);
+            if !rules::NIXOS_SYSTEMS.contains(&h.system.get_ref().as_str()) {
+                self.error(
+                    h.system.span(),
+                    format!("{key}.system"),
+                    format!(
+                        "`{}` is not a NixOS system (one of: {})",
+                        rules::printable(h.system.get_ref()),
+                        rules::NIXOS_SYSTEMS.join(", ")
+                    ),
+                );
             }
             let roles = self.roles(&h.roles, &key);
             if *h.ssh_port.get_ref() == 0 {
@@ -244,9 +335,9 @@ impl Validator<'_> {
                 address: address.unwrap_or(Ipv4Addr::UNSPECIFIED),
                 network,
                 roles,
-                ssh_user: h.ssh_user.clone(),
+                ssh_user: h.ssh_user.get_ref().clone(),
                 ssh_port: *h.ssh_port.get_ref(),
-                system: h.system.clone(),
+                system: h.system.get_ref().clone(),
                 join,
                 block,
                 allow,
@@ -293,7 +384,8 @@ impl Validator<'_> {
             let k = format!("{key}.firewall.allow[{i}]");
             let from = self.clients(&a.from, refs, &format!("{k}.from"));
             let ports = self.ports(&a.ports, &format!("{k}.ports"));
-            out.push(Allow { from, proto: a.proto, ports, why: a.why.clone() });
+            self.check(&a.why, &format!("{k}.why"), rules::free_text);
+            out.push(Allow { from, proto: a.proto, ports, why: a.why.get_ref().clone() });
         }
         out
     }
@@ -330,7 +422,7 @@ impl Validator<'_> {
         let any_server = hosts.iter().any(|h| h.has(Role::K3sServer));
         if has_cluster && !any_server {
             let span = file.cluster.as_ref().map_or(0..0, Spanned::span);
-            self.error(span, "hosts", "the [cluster] has no host with role `k3s-server`");
+            self.error(span, "cluster", "the [cluster] has no host with role `k3s-server`");
         }
         if any_k3s && !has_cluster {
             self.error(file.hosts.span(), "cluster", "hosts have k3s roles but there is no [cluster] section");
@@ -342,8 +434,13 @@ impl Validator<'_> {
         for (name, d) in &file.databases {
             let name = name.clone();
             let key = format!("databases.{name}");
-            self.sql_identifier(&name, d.host.span(), &key, "database");
-            self.sql_identifier(&d.owner, d.host.span(), &format!("{key}.owner"), "owner");
+            if let Err(why) = rules::sql_identifier(&name) {
+                self.error(file.keys.span("databases", &name), &key, format!("database {why}"));
+            }
+            self.owner(&d.owner, &format!("{key}.owner"));
+            if *d.port.get_ref() == 0 {
+                self.error(d.port.span(), format!("{key}.port"), "0 is not a port");
+            }
             match hosts.iter().find(|h| &h.name == d.host.get_ref()) {
                 None => self.error(d.host.span(), format!("{key}.host"), format!("unknown host `{}`", d.host.get_ref())),
                 Some(h) if !h.has(Role::Postgresql) => {
@@ -351,36 +448,121 @@ impl Validator<'_> {
                 }
                 Some(_) => {}
             }
-            if !d.password_file.starts_with('/') {
-                self.error(d.host.span(), format!("{key}.password_file"), "must be an absolute path on the database host");
-            }
+            // systemd's LoadCredential=NAME:PATH on the database host.
+            self.unit_path(&d.password_file, &format!("{key}.password_file"));
             let clients = self.clients(&d.clients, refs, &format!("{key}.clients"));
             out.push(Database {
                 name,
                 host: d.host.get_ref().clone(),
-                port: d.port,
-                owner: d.owner.clone(),
-                password_file: d.password_file.clone(),
+                port: *d.port.get_ref(),
+                owner: d.owner.get_ref().clone(),
+                password_file: d.password_file.get_ref().clone(),
                 clients,
             });
         }
         out
     }
 
-    /// Database and role names go into pg_hba lines and SQL; keep them plain identifiers.
-    fn sql_identifier(&mut self, name: &str, span: Range<usize>, key: &str, what: &str) {
-        let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            && name.len() <= 63;
-        if !ok {
-            self.error(span, key, format!("{what} `{name}` must be a lowercase SQL identifier (a-z, 0-9, _)"));
+    /// The owner role: a SQL identifier, not the superuser the NixOS module's peer map needs,
+    /// and not in the `pg_` namespace PostgreSQL reserves for its own roles.
+    fn owner(&mut self, owner: &Text, key: &str) {
+        let o = owner.get_ref();
+        if let Err(why) = rules::sql_identifier(o) {
+            self.error(owner.span(), key, format!("owner {why}"));
+        } else if o == "postgres" || o.starts_with("pg_") {
+            self.error(
+                owner.span(),
+                key,
+                format!("`{o}` is reserved by PostgreSQL (the superuser or a `pg_` role); name the database's own role"),
+            );
+        }
+    }
+
+    /// Two services on one host cannot listen on one TCP port: SSH, PostgreSQL (one server per
+    /// host, so one port for all its databases) and the k3s API, etcd and kubelet ports.
+    fn port_conflicts(&mut self, file: &InventoryFile, hosts: &[Host]) {
+        let several_servers = hosts.iter().filter(|h| h.has(Role::K3sServer)).count() > 1;
+        for h in hosts {
+            let Some(section) = file.hosts.get_ref().get(&h.name) else { continue };
+            let mut taken: Vec<(u16, String)> = Vec::new();
+            if h.has(Role::K3sServer) {
+                taken.push((K3S_API_PORT, "the k3s API".into()));
+                if several_servers {
+                    taken.push((ETCD_FIRST, "embedded etcd".into()));
+                    taken.push((ETCD_LAST, "embedded etcd".into()));
+                }
+            }
+            if h.is_k3s_node() {
+                taken.push((KUBELET_PORT, "the kubelet".into()));
+            }
+            let mut pg: Option<(u16, String)> = None;
+            for (name, d) in file.databases.iter().filter(|(_, d)| d.host.get_ref() == &h.name) {
+                let port = *d.port.get_ref();
+                let key = format!("databases.{name}.port");
+                match &pg {
+                    Some((p, first)) if *p != port => self.error(
+                        d.port.span(),
+                        key,
+                        format!("{} runs one PostgreSQL server, already on port {p} for database `{first}`", h.name),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        if let Some((_, what)) = taken.iter().find(|(t, _)| *t == port) {
+                            self.error(d.port.span(), key, format!("port {port} on {} is already {what}'s", h.name));
+                        }
+                        pg = Some((port, name.clone()));
+                    }
+                }
+            }
+            taken.extend(pg.map(|(p, n)| (p, format!("PostgreSQL (database `{n}`)"))));
+            if let Some((_, what)) = taken.iter().find(|(t, _)| *t == h.ssh_port) {
+                self.error(
+                    section.ssh_port.span(),
+                    format!("hosts.{}.ssh_port", h.name),
+                    format!("port {} is already {what}'s", h.ssh_port),
+                );
+            }
+        }
+    }
+
+    /// k3s gives every node a /24 of the pod CIDR (kube-controller-manager's
+    /// `--node-cidr-mask-size`, 24 for IPv4): a smaller pod CIDR, or one with fewer /24s than
+    /// k3s nodes, leaves nodes without pod addresses.
+    fn pod_cidr_fits(&mut self, c: &Cluster, cs: &schema::ClusterSection, nodes: usize) {
+        let prefix = c.pod_cidr.prefix_len();
+        let blocks = if prefix > 24 { 0 } else { 1usize << (24 - prefix).min(24) };
+        if blocks < nodes.max(1) {
+            self.error(
+                cs.pod_cidr.span(),
+                "cluster.pod_cidr",
+                format!(
+                    "{} holds {blocks} /24 node ranges but the inventory has {nodes} k3s nodes (k3s gives each node a /24)",
+                    c.pod_cidr
+                ),
+            );
+        }
+    }
+
+    /// The pipeline needs CoreDNS (Kafka's and Connect's names) and, with the default storage
+    /// class, k3s's local-path provisioner.
+    fn disabled_components(&mut self, cs: &schema::ClusterSection, pipeline: Option<&schema::PipelineSection>) {
+        let Some(p) = pipeline else { return };
+        for (i, d) in cs.disable.iter().enumerate() {
+            let why = match d.get_ref().as_str() {
+                "coredns" => Some("the pipeline's pods find Kafka and Connect by DNS name"),
+                "local-storage" if p.kafka.storage_class.get_ref() == "local-path" => {
+                    Some("pipeline.kafka.storage_class is `local-path`, which this component provides")
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                self.error(d.span(), format!("cluster.disable[{i}]"), format!("cannot disable `{}`: {why}", d.get_ref()));
+            }
         }
     }
 
     fn pipeline(&mut self, p: &Spanned<schema::PipelineSection>, databases: &[Database], has_cluster: bool) -> Pipeline {
         let s = p.get_ref();
-        // A defaulted value has no position of its own: its errors point at `[pipeline]`.
-        let at = |span: Range<usize>| if span.is_empty() { p.span() } else { span };
         if !has_cluster {
             self.error(p.span(), "pipeline", "the pipeline runs on k3s: it needs a [cluster] section");
         }
@@ -395,29 +577,23 @@ impl Validator<'_> {
             ),
             Some(_) => {}
         }
-        self.name(&s.namespace, p.span(), "pipeline.namespace", "namespace");
-        self.sql_identifier(&s.table, p.span(), "pipeline.table", "table");
-        if !is_topic_name(&s.topic) {
-            self.error(p.span(), "pipeline.topic", format!("`{}` is not a valid Kafka topic name", s.topic));
-        }
+        self.check(&s.namespace, "pipeline.namespace", rules::dns_label);
+        self.check(&s.table, "pipeline.table", rules::sql_identifier);
+        self.check(&s.topic, "pipeline.topic", rules::topic);
+        self.check(&s.password_env, "pipeline.password_env", rules::env_name);
         let k = &s.kafka;
-        if let Err(why) = check_brokers(*k.replicas.get_ref()) {
-            self.error(at(k.replicas.span()), "pipeline.kafka.replicas", why);
+        if let Err(why) = rules::brokers(*k.replicas.get_ref()) {
+            self.error(k.replicas.span(), "pipeline.kafka.replicas", why);
         }
-        if let Err(why) = check_cluster_id(k.cluster_id.get_ref()) {
-            self.error(at(k.cluster_id.span()), "pipeline.kafka.cluster_id", format!("`{}` {why}", k.cluster_id.get_ref()));
-        }
-        if !is_quantity(k.storage.get_ref()) {
-            self.error(at(k.storage.span()), "pipeline.kafka.storage", format!("`{}` is not a storage size like 5Gi", k.storage.get_ref()));
-        }
+        self.check(&k.cluster_id, "pipeline.kafka.cluster_id", rules::cluster_id);
+        self.check(&k.storage, "pipeline.kafka.storage", rules::quantity);
+        self.check(&k.storage_class, "pipeline.kafka.storage_class", rules::dns_subdomain);
         let c = &s.connect;
-        self.name(c.connector.get_ref(), at(c.connector.span()), "pipeline.connect.connector", "connector");
+        self.check(&c.connector, "pipeline.connect.connector", rules::dns_label);
         for (key, image) in
             [("pipeline.kafka.image", &k.image), ("pipeline.connect.image", &c.image), ("pipeline.connect.curl_image", &c.curl_image)]
         {
-            if let Err(why) = check_image(image.get_ref()) {
-                self.error(at(image.span()), key, format!("`{}` {why}", image.get_ref()));
-            }
+            self.check(image, key, rules::pinned_image);
         }
         if let Some(plugin) = &c.plugin {
             self.error(
@@ -428,11 +604,11 @@ impl Validator<'_> {
             );
         }
         Pipeline {
-            namespace: s.namespace.clone(),
+            namespace: s.namespace.get_ref().clone(),
             database: s.database.get_ref().clone(),
-            topic: s.topic.clone(),
-            table: s.table.clone(),
-            password_env: s.password_env.clone(),
+            topic: s.topic.get_ref().clone(),
+            table: s.table.get_ref().clone(),
+            password_env: s.password_env.get_ref().clone(),
             kafka: Kafka {
                 image: k.image.get_ref().clone(),
                 replicas: *k.replicas.get_ref(),
@@ -451,129 +627,6 @@ impl Validator<'_> {
     }
 }
 
-/// Every broker is also a KRaft controller, and a quorum of n voters survives the loss of
-/// (n - 1) / 2 of them. One broker is the bundled development estate and makes no claim to
-/// survive anything; two brokers cost twice as much and still stop at the first loss, because a
-/// quorum of two needs both voters.
-fn check_brokers(n: u16) -> Result<(), String> {
-    match n {
-        0 => Err("needs at least one broker".into()),
-        2 => Err("2 brokers cannot keep a KRaft quorum through the loss of one (a quorum of 2 voters needs both): \
-                  use 1 (a development estate without redundancy) or 3 or more"
-            .into()),
-        _ => Ok(()),
-    }
-}
-
-/// A container image pinned by tag, optionally by digest too: `[REGISTRY/]NAME:TAG[@sha256:HEX]`.
-/// `latest` or no tag at all would let the image change under the same manifest.
-fn check_image(image: &str) -> Result<(), &'static str> {
-    let (name_tag, digest) = match image.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (image, None),
-    };
-    if let Some(d) = digest {
-        let hex = d.strip_prefix("sha256:").ok_or("has a digest that is not sha256:<64 hex digits>")?;
-        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
-            return Err("has a digest that is not sha256:<64 lowercase hex digits>");
-        }
-    }
-    // The tag follows the last ':' after the last '/' (a registry may carry a :port).
-    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
-    let Some(colon) = name_tag[last_slash..].rfind(':').map(|i| i + last_slash) else {
-        return Err("names no tag: pin the image by tag (NAME:TAG, optionally @sha256:DIGEST)");
-    };
-    let (name, tag) = (&name_tag[..colon], &name_tag[colon + 1..]);
-    let tag_ok = !tag.is_empty()
-        && tag.len() <= 128
-        && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !tag_ok {
-        return Err("has an invalid tag (letters, digits, '_', '.', '-'; at most 128)");
-    }
-    if tag == "latest" {
-        return Err("is pinned to `latest`, which changes under the same manifest: name a released tag");
-    }
-    let mut parts: Vec<&str> = name.split('/').collect();
-    // A first component with '.' or ':' (or `localhost`) is a registry host[:port].
-    if parts.len() > 1 && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost") {
-        let host = parts.remove(0);
-        let (h, port) = host.split_once(':').unwrap_or((host, "0"));
-        let host_ok = !h.is_empty()
-            && h.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-            && port.parse::<u16>().is_ok();
-        if !host_ok {
-            return Err("has an invalid registry host");
-        }
-    }
-    let component_ok = |c: &str| {
-        !c.is_empty()
-            && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
-            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
-            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
-    };
-    if parts.is_empty() || !parts.iter().all(|c| component_ok(c)) {
-        return Err("is not an image reference (lowercase path components of letters, digits, '.', '_', '-')");
-    }
-    Ok(())
-}
-
-/// Kafka's rule: 1-249 characters of letters, digits, '.', '_' and '-', and not `.` or `..`.
-fn is_topic_name(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 249 && t != "." && t != ".." && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-}
-
-/// A KRaft cluster id is a UUID in URL-safe base64 without padding: 22 characters that decode to
-/// 16 bytes (Kafka's `Uuid.fromString`) and encode back to the same text. The last character
-/// carries only 2 of the 128 bits, so most 22-character strings decode (Java's decoder ignores
-/// the 4 spare bits) but do not round-trip: the broker would record a different id than the one
-/// the manifest names. The all-zero and metadata-topic ids are reserved, and an id starting with
-/// '-' reads as an option to `kafka-storage.sh format -t` (Kafka's own generator avoids them).
-fn check_cluster_id(id: &str) -> Result<(), String> {
-    use base64::Engine as _;
-    use base64::alphabet::URL_SAFE;
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    const HOW: &str = "`kafka-storage.sh random-uuid` prints one";
-    // Decodes as leniently as java.util.Base64's URL decoder (spare bits ignored), encodes
-    // canonically, as Kafka's Uuid.toString does.
-    let lenient = GeneralPurpose::new(
-        &URL_SAFE,
-        GeneralPurposeConfig::new()
-            .with_encode_padding(false)
-            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
-            .with_decode_allow_trailing_bits(true),
-    );
-    if id.len() != 22 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(format!("is not a KRaft cluster id: 22 characters of URL-safe base64 ({HOW})"));
-    }
-    let bytes = lenient.decode(id).map_err(|e| format!("is not URL-safe base64: {e} ({HOW})"))?;
-    let canonical = lenient.encode(&bytes);
-    if bytes.len() != 16 || canonical != id {
-        return Err(format!("does not round-trip: its 16 bytes encode as `{canonical}`; use that, or a fresh id ({HOW})"));
-    }
-    if id == "AAAAAAAAAAAAAAAAAAAAAA" || id == "AAAAAAAAAAAAAAAAAAAAAQ" {
-        return Err("is a reserved id".into());
-    }
-    if id.starts_with('-') {
-        return Err(format!("starts with '-', which kafka-storage.sh would read as an option ({HOW})"));
-    }
-    Ok(())
-}
-
-/// A Kubernetes quantity for a volume size: a plain or decimal number with an optional binary
-/// or decimal suffix (`5Gi`, `1.5Gi`, `500M`).
-fn is_quantity(q: &str) -> bool {
-    let number = q.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let suffix = &q[number.len()..];
-    let mut parts = number.splitn(2, '.');
-    let whole = parts.next().unwrap_or("");
-    let fraction = parts.next();
-    !whole.is_empty()
-        && whole.chars().all(|c| c.is_ascii_digit())
-        && fraction.is_none_or(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_digit()))
-        && ["", "Ki", "Mi", "Gi", "Ti", "Pi", "k", "M", "G", "T", "P"].contains(&suffix)
-}
-
 struct Refs<'a> {
     hosts: &'a BTreeSet<String>,
     k3s: &'a BTreeSet<String>,
@@ -584,91 +637,18 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cluster_ids() {
-        assert!(check_cluster_id("euNKiNAFMRq_9pSVJThoTA").is_ok());
-        assert!(check_cluster_id("5L6g3nShT-eMCtK--X86sw").is_ok());
-        assert!(check_cluster_id("short").is_err());
-        assert!(check_cluster_id("iacKRaftCluster000000+").is_err(), "standard base64, not URL-safe");
-        assert!(check_cluster_id("AAAAAAAAAAAAAAAAAAAAAA").is_err(), "reserved");
-        // The id this project shipped before: it decodes, but to bytes that encode differently.
-        let e = check_cluster_id("iacKRaftCluster0000001").unwrap_err();
-        assert!(e.contains("does not round-trip") && e.contains("iacKRaftCluster000000w"), "{e}");
-        assert!(check_cluster_id("iacKRaftCluster000000w").is_ok());
-        assert!(check_cluster_id("-acKRaftCluster000000w").unwrap_err().contains("starts with '-'"));
-    }
-
-    /// The last character of a canonical id carries 2 bits: only A, Q, g and w round-trip.
-    #[test]
-    fn cluster_id_round_trip_is_exactly_the_canonical_encoding() {
-        use base64::Engine as _;
-        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let ok: String = alphabet.chars().filter(|c| check_cluster_id(&format!("euNKiNAFMRq_9pSVJThoT{c}")).is_ok()).collect();
-        assert_eq!(ok, "AQgw");
-        for seed in 0u8..=255 {
-            let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([seed.wrapping_mul(37) | 1; 16]);
-            assert!(check_cluster_id(&id).is_ok() || id.starts_with('-'), "{id}");
-        }
-    }
-
-    #[test]
-    fn broker_counts() {
-        assert!(check_brokers(1).is_ok());
-        assert!(check_brokers(0).is_err());
-        assert!(check_brokers(2).unwrap_err().contains("cannot keep a KRaft quorum"));
-        for n in 3..=9 {
-            assert!(check_brokers(n).is_ok());
-        }
-    }
-
-    #[test]
-    fn image_references() {
-        for ok in [
-            "apache/kafka:4.1.1",
-            "quay.io/debezium/connect:3.4.3.Final",
-            "registry.example:5000/team/connect:1.0",
-            "localhost/connect:dev",
-            "curlimages/curl:8.11.1",
-            &format!("quay.io/debezium/connect:3.4.3.Final@sha256:{}", "ab".repeat(32)),
-        ] {
-            assert!(check_image(ok).is_ok(), "{ok}: {:?}", check_image(ok));
-        }
-        for (bad, why) in [
-            ("apache/kafka", "names no tag"),
-            ("registry.example:5000/connect", "names no tag"),
-            ("apache/kafka:latest", "latest"),
-            ("Apache/kafka:4.1.1", "not an image reference"),
-            ("apache/kafka:4.1.1@sha256:abc", "digest"),
-            ("apache/kafka:4.1.1@md5:abc", "digest"),
-            ("apache//kafka:4", "not an image reference"),
-            ("apache/kafka:-x", "invalid tag"),
-            ("apache/kafka :4", "not an image reference"),
-        ] {
-            let e = check_image(bad).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn quantities() {
-        for ok in ["5Gi", "500Mi", "10G", "1073741824", "1.5Gi"] {
-            assert!(is_quantity(ok), "{ok}");
-        }
-        for bad in ["", "Gi", "5 Gi", "5GB", "-5Gi", "1.Gi", ".5Gi"] {
-            assert!(!is_quantity(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn topic_names() {
-        assert!(is_topic_name("demo-messages"));
-        assert!(is_topic_name("a.b_c"));
-        for bad in ["", ".", "..", "a b", "a/b", &"x".repeat(250)] {
-            assert!(!is_topic_name(bad), "{bad}");
-        }
+/// Why no host (or resolver) can have `a`, if none can: loopback, multicast, the limited
+/// broadcast or the unspecified address.
+fn unusable_address(a: Ipv4Addr) -> Option<&'static str> {
+    if a.is_loopback() {
+        Some("a loopback address")
+    } else if a.is_multicast() {
+        Some("a multicast address")
+    } else if a.is_broadcast() {
+        Some("the broadcast address")
+    } else if a.is_unspecified() {
+        Some("the unspecified address")
+    } else {
+        None
     }
 }

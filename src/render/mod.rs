@@ -3,6 +3,7 @@
 
 pub mod filters;
 pub mod k8s;
+pub mod marker;
 pub mod nft;
 pub mod nixos;
 pub mod postgres;
@@ -19,8 +20,7 @@ use crate::policy::{self, Flows};
 /// Relative path → file content; the complete output of one render.
 pub type Tree = BTreeMap<PathBuf, String>;
 
-/// Written at the top of the output directory; also marks the directory as iac's to replace.
-pub const MARKER: &str = "README.md";
+pub use marker::MARKER;
 
 /// Render every file of the estate. Hosts are independent, so they render (and their Nix is
 /// parsed) in parallel.
@@ -29,17 +29,18 @@ pub fn render(site: &Site) -> Result<Tree, Error> {
     let per_host: Vec<Vec<(PathBuf, String)>> =
         site.hosts.par_iter().map(|host| host_files(site, &flows, host)).collect::<Result<_, _>>()?;
     let mut tree: Tree = per_host.into_iter().flatten().collect();
-    tree.insert(PathBuf::from(MARKER), marker_text(site));
     if let Some(pipeline) = &site.pipeline {
         tree.extend(k8s::render(site, pipeline)?);
     }
+    let marker = marker::text(&site.name, tree.keys().map(PathBuf::as_path));
+    tree.insert(PathBuf::from(MARKER), marker);
     check_nix_syntax(&tree)?;
     Ok(tree)
 }
 
 fn host_files(site: &Site, flows: &Flows, host: &Host) -> Result<Vec<(PathBuf, String)>, Error> {
     let dir = PathBuf::from(&host.name);
-    let table = nft::table_body(flows, host)?;
+    let table = nft::table_content(flows, host)?;
     let mut files = vec![
         (dir.join("nftables.nft"), nft::standalone(host, &table)?),
         (dir.join("default.nix"), nixos::host_module(site, host, &table)?),
@@ -53,16 +54,6 @@ fn host_files(site: &Site, flows: &Flows, host: &Host) -> Result<Vec<(PathBuf, S
 /// The flows, for commands that show them (`iac flows`) and for tests.
 pub fn flows(site: &Site) -> Flows {
     policy::flows(site)
-}
-
-fn marker_text(site: &Site) -> String {
-    format!(
-        "# generated/ — written by `iac render` for site `{}`\n\n\
-         Every file here is derived from `hosts/inventory.toml`. Do not edit: change the inventory\n\
-         and run `iac render` (or `nix run .#render`). `iac render --check` fails when this tree\n\
-         is stale. The whole directory is replaced atomically on each render.\n",
-        site.name
-    )
 }
 
 /// Every rendered `.nix` file must parse with a real Nix parser (rnix) before anything is

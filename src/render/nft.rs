@@ -9,6 +9,7 @@ use crate::model::{Host, Protocol};
 use crate::policy::{AddrSet, Chain, Flow, Flows, PortRange};
 
 use super::{role_names, template_error};
+use crate::escape;
 
 /// The only table iac owns on every host.
 pub const TABLE: &str = "iac";
@@ -29,7 +30,6 @@ struct StandaloneTemplate<'a> {
     address: String,
     roles: String,
     table: &'a str,
-    body: String,
 }
 
 struct SetView {
@@ -43,8 +43,9 @@ struct RuleView {
     why: String,
 }
 
-/// The inside of `table inet iac { … }` for `host`.
-pub fn table_body(flows: &Flows, host: &Host) -> Result<String, Error> {
+/// The table's content as NixOS's `networking.nftables.tables.iac.content` carries it: a
+/// first comment line, then the sets and chains indented by one tab.
+pub fn table_content(flows: &Flows, host: &Host) -> Result<String, Error> {
     let file = format!("{}/nftables.nft", host.name);
     let mut sets: Vec<&AddrSet> = Vec::new();
     for flow in flows.for_host(&host.name) {
@@ -63,24 +64,48 @@ pub fn table_body(flows: &Flows, host: &Host) -> Result<String, Error> {
     if !host.block.is_empty() {
         views.push(set_view(&blocked));
     }
-    let rules = |chain| flows.in_chain(&host.name, chain).map(|f| RuleView { text: rule(f), why: comment_text(&f.why) }).collect();
-    let t = TableTemplate { sets: views, blocked: !host.block.is_empty(), input: rules(Chain::Input), forward: rules(Chain::Forward) };
+    let refused = |what: &str, e: escape::Refused| Error::Render { file: file.clone(), message: format!("{what}: {e}") };
+    let rules = |chain| -> Result<Vec<RuleView>, Error> {
+        flows
+            .in_chain(&host.name, chain)
+            .map(|f| {
+                let why = escape::nft::comment_line(&f.why).map_err(|e| refused(&format!("the reason of flow `{}`", f.name), e))?;
+                let text = rule(f).map_err(|e| refused(&format!("the name of flow `{}`", f.name), e))?;
+                Ok(RuleView { text, why })
+            })
+            .collect()
+    };
+    let t = TableTemplate { sets: views, blocked: !host.block.is_empty(), input: rules(Chain::Input)?, forward: rules(Chain::Forward)? };
     let body = t.render().map_err(|e| template_error(&file, e))?;
-    Ok(body.trim_matches('\n').to_string())
+    let first = escape::nft::comment_line(&format!("iac table of {}: generated/{}/nftables.nft carries this text", host.name, host.name))
+        .map_err(|e| refused("the first comment", e))?;
+    Ok(format!("{first}\n{}", body.trim_matches('\n')))
 }
 
-/// A script for `nft -f` around the `table_body`: owns only its table, never flushes the
-/// ruleset, idempotent.
-pub fn standalone(host: &Host, table_body: &str) -> Result<String, Error> {
-    let body = indent(table_body);
-    let t = StandaloneTemplate { host: &host.name, address: host.address.to_string(), roles: role_names(host), table: TABLE, body };
+/// The text nixpkgs' nftables module writes into its rules script for a table whose content
+/// is `content` (nixos/modules/services/networking/nftables.nix, `rulesScript`: an indented
+/// string `table ${family} ${name} {` / `  ${content}` / `}` with its indentation stripped).
+/// `nix_eval` evaluates the module and that very expression with Nix; this is what it must
+/// produce, and what the standalone script carries.
+pub fn loaded_text(content: &str) -> String {
+    format!("table inet {TABLE} {{\n  {content}\n}}\n")
+}
+
+/// A script for `nft -f`: owns only its table, never flushes the ruleset, idempotent; from
+/// `table inet iac {` on it is exactly `loaded_text(content)`.
+pub fn standalone(host: &Host, content: &str) -> Result<String, Error> {
+    let t = StandaloneTemplate { host: &host.name, address: host.address.to_string(), roles: role_names(host), table: TABLE };
     let mut out = t.render().map_err(|e| template_error(&format!("{}/nftables.nft", host.name), e))?;
     out.push('\n');
+    out.push_str(&loaded_text(content));
     Ok(out)
 }
 
-fn indent(text: &str) -> String {
-    text.lines().map(|l| if l.is_empty() { String::new() } else { format!("\t{l}") }).collect::<Vec<_>>().join("\n")
+/// The part of a standalone script that NixOS's module must produce: everything after the
+/// `delete table` line. `None` when the script does not have iac's shape.
+pub fn loaded_part(standalone: &str) -> Option<&str> {
+    let marker = format!("\ndelete table inet {TABLE}\n");
+    standalone.find(&marker).map(|i| &standalone[i + marker.len()..])
 }
 
 fn set_view(set: &AddrSet) -> SetView {
@@ -91,7 +116,7 @@ fn set_view(set: &AddrSet) -> SetView {
 }
 
 /// One accept rule: `ip saddr @from [ip daddr @to] [ct status dnat] [proto dport ports] accept`.
-fn rule(flow: &Flow) -> String {
+fn rule(flow: &Flow) -> Result<String, escape::Refused> {
     let mut parts = vec![format!("ip saddr @{}", flow.from.name)];
     if let Some(to) = &flow.to {
         parts.push(format!("ip daddr @{}", to.name));
@@ -111,17 +136,12 @@ fn rule(flow: &Flow) -> String {
         }
     }
     parts.push("accept".into());
-    parts.push(format!("comment \"{}\"", comment_text(&flow.name)));
-    parts.join(" ")
+    parts.push(format!("comment {}", escape::nft::comment(&flow.name)?));
+    Ok(parts.join(" "))
 }
 
 fn ports(ports: &[PortRange]) -> String {
     let items: Vec<String> =
         ports.iter().map(|r| if r.first == r.last { r.first.to_string() } else { format!("{}-{}", r.first, r.last) }).collect();
     if items.len() == 1 { items.join("") } else { format!("{{ {} }}", items.join(", ")) }
-}
-
-/// Comments are free text from the inventory: keep them on one line and out of nft's quotes.
-fn comment_text(raw: &str) -> String {
-    raw.chars().map(|c| if c == '"' || c == '\n' || c == '\r' || c == '\\' { '\'' } else { c }).collect()
 }

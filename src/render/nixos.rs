@@ -10,6 +10,7 @@ use crate::policy::K3S_API_PORT;
 use super::filters;
 use super::nft::TABLE;
 use super::{role_names, template_error};
+use crate::escape;
 
 /// Where the generated module points k3s's `--resolv-conf`.
 pub const K3S_RESOLV_CONF: &str = "/etc/k3s/resolv.conf";
@@ -23,20 +24,26 @@ struct HostTemplate<'a> {
     imports: Vec<&'static str>,
     nameservers: Vec<String>,
     table: &'a str,
-    table_body: String,
+    /// The table content as an indented Nix string literal.
+    content: String,
     k3s: Option<K3sView>,
 }
 
 struct K3sView {
     role: &'static str,
+    /// The resolv.conf text as an indented Nix string literal.
+    resolv_conf: String,
     token_file: String,
     cluster_init: bool,
     server_addr: Option<String>,
     flags: Vec<String>,
 }
 
-/// `table_body` is the host's nftables table (`nft::table_body`), carried verbatim.
-pub fn host_module(site: &Site, host: &Host, table_body: &str) -> Result<String, Error> {
+/// `content` is the host's nftables table content (`nft::table_content`), carried verbatim:
+/// Nix evaluates the literal back to exactly that text (`escape::nix::indented`).
+pub fn host_module(site: &Site, host: &Host, content: &str) -> Result<String, Error> {
+    let file = format!("{}/default.nix", host.name);
+    let refused = |what: &str, e: escape::Refused| Error::Render { file: file.clone(), message: format!("{what}: {e}") };
     let imports = if host.has(Role::Postgresql) { vec!["./postgresql.nix"] } else { vec![] };
     let t = HostTemplate {
         host: &host.name,
@@ -45,21 +52,21 @@ pub fn host_module(site: &Site, host: &Host, table_body: &str) -> Result<String,
         imports,
         nameservers: site.dns_upstream.iter().map(ToString::to_string).collect(),
         table: TABLE,
-        table_body: spaces_for_tabs(table_body),
-        k3s: k3s(site, host),
+        content: escape::nix::indented(content, 8).map_err(|e| refused("the nftables table", e))?,
+        k3s: k3s(site, host).map_err(|e| refused("the k3s settings", e))?,
     };
-    let mut out = t.render().map_err(|e| template_error(&format!("{}/default.nix", host.name), e))?;
+    let mut out = t.render().map_err(|e| template_error(&file, e))?;
     out.push('\n');
     Ok(out)
 }
 
-fn k3s(site: &Site, host: &Host) -> Option<K3sView> {
-    let cluster = site.cluster.as_ref()?;
+fn k3s(site: &Site, host: &Host) -> Result<Option<K3sView>, escape::Refused> {
+    let Some(cluster) = site.cluster.as_ref() else { return Ok(None) };
+    let Some(first) = site.first_server() else { return Ok(None) };
     if !host.is_k3s_node() {
-        return None;
+        return Ok(None);
     }
     let server = host.has(Role::K3sServer);
-    let first = site.first_server()?;
     let several_servers = site.hosts_with(Role::K3sServer).count() > 1;
     let is_first = first.name == host.name;
     let joins = host.join.as_deref().and_then(|n| site.host(n)).unwrap_or(first);
@@ -71,25 +78,18 @@ fn k3s(site: &Site, host: &Host) -> Option<K3sView> {
         flags.push(format!("--service-cidr={}", cluster.service_cidr));
         flags.push(format!("--cluster-dns={}", cluster.dns_service_ip()));
         flags.push("--flannel-backend=vxlan".into());
-        flags.extend(cluster.disable.iter().map(|d| format!("--disable={d}")));
+        for d in &cluster.disable {
+            flags.push(escape::unit::k3s_flag("disable", d)?);
+        }
     }
-    Some(K3sView {
+    let resolv: String = site.dns_upstream.iter().map(|n| format!("nameserver {n}\n")).collect();
+    Ok(Some(K3sView {
         role: if server { "server" } else { "agent" },
-        token_file: cluster.token_file.clone(),
+        resolv_conf: escape::nix::indented(&resolv, 4)?,
+        // NixOS's k3s module joins tokenFile into ExecStart= (`--token-file PATH`).
+        token_file: escape::unit::path(&cluster.token_file)?.to_string(),
         cluster_init: server && is_first && several_servers,
         server_addr,
         flags,
-    })
-}
-
-/// Nix strips the common indentation of `'' … ''` strings by spaces only; tabs would survive
-/// as ragged indentation, so the embedded table is indented with spaces.
-fn spaces_for_tabs(text: &str) -> String {
-    text.lines()
-        .map(|l| {
-            let tabs = l.len() - l.trim_start_matches('\t').len();
-            format!("{}{}", "  ".repeat(tabs), &l[tabs..])
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    }))
 }

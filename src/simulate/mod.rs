@@ -47,6 +47,10 @@ pub struct Options {
     /// `HOST=FILE`: load FILE on HOST instead of its rendered ruleset.
     pub rulesets: Vec<String>,
     pub timeout: Duration,
+    /// Load the text NixOS builds from each host module, evaluated by `nix-instantiate`
+    /// (`nix_eval`), after checking that it equals the standalone script. Off: load the
+    /// standalone scripts as they are (`--skip-nix-eval`).
+    pub nix_eval: bool,
 }
 
 /// Run the simulation; exit 0 when everything behaved as declared, 1 on any mismatch.
@@ -67,6 +71,18 @@ pub fn run(opts: &Options) -> Result<ExitCode, Error> {
     let guard = Guard::default();
     guard.watch_signals()?;
     let result = simulate(opts, &guard);
+    if result.is_err() && !guard.interrupted() {
+        // A terminal's Ctrl-C reaches our children too: give the watcher the moment it needs
+        // to record the signal before an error it caused is taken for the outcome.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if guard.interrupted() {
+        // The signal watcher is cleaning up and ends the process with 130/143; an error the
+        // interruption caused here (a killed `ip`) is not the outcome.
+        loop {
+            std::thread::park();
+        }
+    }
     let deleted = guard.cleanup();
     eprintln!("simulate: deleted {deleted} namespaces");
     result
@@ -77,19 +93,33 @@ fn simulate(opts: &Options, guard: &Guard) -> Result<ExitCode, Error> {
     let site = crate::load_site(&opts.inventory)?;
     let tree = crate::render::render(&site)?;
     let flows = crate::render::flows(&site);
-    let rulesets = rulesets(&site, &tree, &opts.rulesets)?;
+    let dir = tempfile::Builder::new()
+        .prefix("iac-simulate-")
+        .tempdir()
+        .map_err(|source| SimulateError::Io { what: "creating a temporary directory".into(), source })?;
+    guard.remove_on_exit(dir.path());
+    let mut rulesets = rulesets(&site, &tree, &opts.rulesets)?;
+    if opts.nix_eval {
+        let t0 = Instant::now();
+        let evaluated = nixos_rulesets(&site, &tree, &opts.rulesets, dir.path())?;
+        eprintln!(
+            "simulate: loading the text NixOS builds from {} host modules (evaluated by nix-instantiate in {} ms, equal to nftables.nft)",
+            evaluated.len(),
+            t0.elapsed().as_millis()
+        );
+        rulesets.extend(evaluated);
+    } else {
+        eprintln!("simulate: --skip-nix-eval: loading the standalone nftables.nft files; the text NixOS loads is not proven");
+    }
 
     let prefix = format!("iacsim-{}", std::process::id());
     let topo = topology::plan(&site, &flows, &prefix)?;
+    eprintln!("simulate: building the topology: {} namespaces", topo.namespace_count());
     let t0 = Instant::now();
     topology::build(&topo, guard)?;
     let build = t0.elapsed();
     eprintln!("simulate: topology up: {} namespaces in {} ms", topo.namespace_count(), build.as_millis());
 
-    let dir = tempfile::Builder::new()
-        .prefix("iac-simulate-")
-        .tempdir()
-        .map_err(|source| SimulateError::Io { what: "creating a temporary directory".into(), source })?;
     let t0 = Instant::now();
     let mut checks = Vec::new();
     let mut listings = BTreeMap::new();
@@ -153,6 +183,41 @@ fn simulate(opts: &Options, guard: &Guard) -> Result<ExitCode, Error> {
         write_out(out, &text, &rulesets, &listings)?;
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What NixOS loads on each host without a `--ruleset` override: the host modules of `tree` are
+/// written to `dir` and evaluated by Nix (`nix_eval`); each result must equal the table of the
+/// standalone script, and is loaded after the script's own prelude (declare, delete), as
+/// NixOS runs its deletions script before the rules.
+fn nixos_rulesets(
+    site: &crate::model::Site,
+    tree: &crate::render::Tree,
+    overrides: &[String],
+    dir: &Path,
+) -> Result<BTreeMap<String, String>, Error> {
+    let overridden: Vec<&str> = overrides.iter().filter_map(|o| o.split_once('=').map(|(h, _)| h)).collect();
+    let hosts: Vec<&str> = site.hosts.iter().map(|h| h.name.as_str()).filter(|h| !overridden.contains(h)).collect();
+    for host in &hosts {
+        let rel = PathBuf::from(host).join("default.nix");
+        let text = tree.get(&rel).map_or("", String::as_str);
+        let path = dir.join(&rel);
+        std::fs::create_dir_all(dir.join(host)).map_err(|source| Error::Write { path: dir.join(host), source })?;
+        std::fs::write(&path, text).map_err(|source| Error::Write { path: path.clone(), source })?;
+    }
+    let nix = crate::nix_eval::locate()?;
+    // Nix's home inside the run's directory, which an interrupt removes too.
+    let home = dir.join("nix-home");
+    std::fs::create_dir_all(&home).map_err(|source| Error::Write { path: home.clone(), source })?;
+    let loaded = crate::nix_eval::loaded_tables_with_home(&nix, dir, &hosts, &home)?;
+    let mut out = BTreeMap::new();
+    for host in hosts {
+        let standalone = tree.get(&PathBuf::from(host).join("nftables.nft")).map_or("", String::as_str);
+        let evaluated = loaded.get(host).map_or("", String::as_str);
+        crate::nix_eval::compare(host, Path::new("generated"), standalone, evaluated)?;
+        let prelude = &standalone[..standalone.len() - evaluated.len()];
+        out.insert(host.to_string(), format!("{prelude}{evaluated}"));
+    }
+    Ok(out)
 }
 
 /// Each host's ruleset: the rendered `<host>/nftables.nft`, unless `--ruleset HOST=FILE`.

@@ -172,6 +172,9 @@ impl Netns {
 #[derive(Default)]
 pub struct Guard {
     created: Arc<Mutex<Vec<Netns>>>,
+    /// Directories removed with the namespaces (the run's temporary directory).
+    dirs: Arc<Mutex<Vec<PathBuf>>>,
+    interrupted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Guard {
@@ -191,9 +194,23 @@ impl Guard {
         cleanup_list(&self.created)
     }
 
+    /// Remove `dir` (recursively) when interrupted; on a normal return its owner removes it.
+    pub fn remove_on_exit(&self, dir: &std::path::Path) {
+        if let Ok(mut v) = self.dirs.lock() {
+            v.push(dir.to_path_buf());
+        }
+    }
+
+    /// Whether SIGINT or SIGTERM arrived: the watcher then owns the exit.
+    pub fn interrupted(&self) -> bool {
+        self.interrupted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// On SIGINT or SIGTERM: clean up, say so, exit 130/143.
     pub fn watch_signals(&self) -> Result<(), SimulateError> {
         let created = Arc::clone(&self.created);
+        let dirs = Arc::clone(&self.dirs);
+        let interrupted = Arc::clone(&self.interrupted);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -211,7 +228,13 @@ impl Guard {
                     _ = int.recv() => 130,
                     _ = term.recv() => 143,
                 };
+                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
                 let n = cleanup_list(&created);
+                if let Ok(v) = dirs.lock() {
+                    for d in v.iter() {
+                        let _ = std::fs::remove_dir_all(d);
+                    }
+                }
                 eprintln!("simulate: interrupted; deleted {n} namespaces");
                 std::process::exit(code);
             });

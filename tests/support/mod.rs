@@ -82,13 +82,14 @@ fn walk(root: &Path, here: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
 }
 
 /// Evaluate a Nix expression with `nix-instantiate --eval --strict --json`, with `lib` stubbed
-/// to the identity for the few functions our generated modules use and `module PATH` importing
-/// one of them. `None` (skipped) when nix-instantiate is missing; see `tool`.
+/// to the identity for the few functions our generated modules use, `pkgs` to the names of the
+/// packages they pick (`pkgs.postgresql_17` evaluates to "postgresql_17") and `module PATH`
+/// importing one of them. `None` (skipped) when nix-instantiate is missing; see `tool`.
 pub fn nix_eval(expr: &str) -> Option<String> {
     let nix = tool("nix-instantiate")?;
     let wrapped = format!(
-        "let lib = {{ mkDefault = x: x; mkAfter = x: x; }}; \
-              module = path: import path {{ inherit lib; }}; in {expr}"
+        "let lib = {{ mkDefault = x: x; mkAfter = x: x; }}; pkgs = {{ postgresql_17 = \"postgresql_17\"; }}; \
+              module = path: import path {{ inherit lib pkgs; }}; in {expr}"
     );
     let out = Command::new(nix)
         .args(["--eval", "--strict", "--json", "-E", &wrapped])

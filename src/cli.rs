@@ -188,11 +188,16 @@ pub struct ApplyArgs {
     /// Seconds each wait (Kafka, Connect, connector, producer) may take.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// When a StatefulSet change touches a field the API server keeps fixed (volumeClaimTemplates,
+    /// serviceName, ...): delete the StatefulSet with propagationPolicy=Orphan, so its pods keep
+    /// running and its volumes stay, and create it anew.
+    #[arg(long)]
+    pub recreate_statefulsets: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PipelineCommand {
-    /// Kafka ready, connector and task state, rows in the sink table.
+    /// Kafka ready, connector and task state, consumer lag, dead letters, rows in the sink table.
     Status(PipelineStatusArgs),
 }
 
@@ -204,6 +209,10 @@ pub struct PipelineStatusArgs {
     pub kube: KubeArgs,
     #[arg(long, value_enum, default_value = "text")]
     pub format: ReportFormat,
+    /// When the sink lags: milliseconds between the two samples of its lag. Longer than the
+    /// worker's offset commit interval (5 s), or a healthy sink looks stuck.
+    #[arg(long, default_value_t = 6000)]
+    pub lag_interval_ms: u64,
 }
 
 /// `iac query`: connection and table options apply to every subcommand. The password is never

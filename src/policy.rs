@@ -141,7 +141,7 @@ pub fn flows(site: &Site) -> Flows {
 /// sees node addresses when masquerade is on and pod addresses when it is off.
 pub fn cluster_sources(site: &Site, target: &Host) -> Vec<Ipv4Net> {
     let Some(cluster) = &site.cluster else { return Vec::new() };
-    let nodes = node_nets(site);
+    let nodes = node_addresses(site);
     if target.is_k3s_node() {
         nodes.into_iter().chain([cluster.pod_cidr]).collect()
     } else if cluster.masquerade {
@@ -151,7 +151,9 @@ pub fn cluster_sources(site: &Site, target: &Host) -> Vec<Ipv4Net> {
     }
 }
 
-fn node_nets(site: &Site) -> Vec<Ipv4Net> {
+/// Every k3s node's address: the `k3s_nodes` set of the firewall, and the node sources of the
+/// pipeline's NetworkPolicies.
+pub fn node_addresses(site: &Site) -> Vec<Ipv4Net> {
     site.k3s_nodes().map(|h| Ipv4Net::from(h.address)).collect()
 }
 
@@ -225,7 +227,7 @@ impl HostFlows<'_> {
         AddrSet::new("admin", self.site.admin.iter().copied())
     }
     fn nodes(&self) -> AddrSet {
-        AddrSet::new("k3s_nodes", node_nets(self.site))
+        AddrSet::new("k3s_nodes", node_addresses(self.site))
     }
     fn servers(&self) -> AddrSet {
         AddrSet::new("k3s_servers", self.site.hosts_with(Role::K3sServer).map(|h| Ipv4Net::from(h.address)))

@@ -1,6 +1,7 @@
 //! The rendered Kubernetes manifests, checked from the outside: with the real `iac` binary,
 //! the real Kubernetes OpenAPI schemas (`kubernetes-validate`), the real kustomize
-//! (`kubectl kustomize`), and the container scripts run with real curl, sha256sum and tar.
+//! (`kubectl kustomize`), the Pod Security `restricted` rules, and the container scripts run
+//! with real bash, curl, head and od.
 
 mod support;
 
@@ -19,7 +20,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Service};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_iac");
-const PLUGIN_URL: &str = "url = \"https://github.com/Aiven-Open/jdbc-connector-for-apache-kafka/releases/download/v6.10.0/jdbc-connector-for-apache-kafka-6.10.0.tar\"";
+const CONNECT_IMAGE: &str = "image = \"quay.io/debezium/connect:3.4.3.Final\"";
 
 /// An inventory rendered by the binary into a temporary directory.
 struct Rendered {
@@ -87,6 +88,11 @@ fn env_of(pod: &PodSpec, container: &str, var: &str) -> Option<String> {
     c.env.iter().flatten().find(|e| e.name == var)?.value.clone()
 }
 
+/// Every object of every YAML file of a render.
+fn all_docs(r: &Rendered) -> Vec<Value> {
+    r.yaml_files().iter().flat_map(|f| r.docs(f.file_name().unwrap().to_str().unwrap())).collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Schema validation with a real validator
 
@@ -124,19 +130,25 @@ fn validate(files: &[PathBuf], version: &str) -> Output {
 
 #[test]
 fn every_object_passes_the_kubernetes_schemas() {
+    // Bundled: Namespace, 5 NetworkPolicies, 2 Services + StatefulSet, ConfigMap + Service +
+    // Deployment, ConfigMap + Job (registration), Job (producer). Three brokers add a
+    // PodDisruptionBudget.
     let variants = [
-        bundled_inventory(),
-        replace_once(
-            &replace_once(&bundled_inventory(), "replicas = 1", "replicas = 3"),
-            PLUGIN_URL,
-            "image = \"registry.example/jdbc:1\"",
+        (bundled_inventory(), 15),
+        (
+            replace_once(
+                &replace_once(&bundled_inventory(), "replicas = 1", "replicas = 3"),
+                CONNECT_IMAGE,
+                &format!("image = \"quay.io/debezium/connect:3.4.3.Final@sha256:{}\"", "0f".repeat(32)),
+            ),
+            16,
         ),
     ];
-    for text in variants {
+    for (text, expected) in variants {
         let r = render(&text);
         let files = r.yaml_files();
         let objects: usize = files.iter().map(|f| r.docs(f.file_name().unwrap().to_str().unwrap()).len()).sum();
-        assert_eq!(objects, 10, "objects in {files:?}");
+        assert_eq!(objects, expected, "objects in {files:?}");
         // The oldest and the newest Kubernetes the k8s-openapi types support.
         for version in ["1.33.0", "1.37.0"] {
             let out = validate(&files, version);
@@ -181,6 +193,11 @@ fn kustomize_builds_the_whole_pipeline() {
             "Job/demo-producer",
             "Job/register-connector",
             "Namespace/kafka-pipeline",
+            "NetworkPolicy/default-deny",
+            "NetworkPolicy/demo-producer",
+            "NetworkPolicy/kafka",
+            "NetworkPolicy/kafka-connect",
+            "NetworkPolicy/register-connector",
             "Service/kafka-bootstrap",
             "Service/kafka-connect",
             "Service/kafka-headless",
@@ -255,7 +272,7 @@ fn the_broker_advertises_its_headless_service_dns_name() {
     assert_eq!(env_of(&pod, "kafka", "KAFKA_LOG_DIRS").unwrap(), "/var/lib/kafka/data/kraft-logs");
     let mount = &pod.containers[0].volume_mounts.as_ref().unwrap()[0];
     assert!(env_of(&pod, "kafka", "KAFKA_LOG_DIRS").unwrap().starts_with(&mount.mount_path), "log dirs on the volume");
-    assert_eq!(env_of(&pod, "kafka", "CLUSTER_ID").unwrap(), "iacKRaftCluster0000001");
+    assert_eq!(env_of(&pod, "kafka", "CLUSTER_ID").unwrap(), "euNKiNAFMRq_9pSVJThoTA");
     assert_eq!(env_of(&pod, "kafka", "KAFKA_PROCESS_ROLES").unwrap(), "broker,controller");
     let claim = &sts.spec.volume_claim_templates.unwrap()[0];
     assert_eq!(claim.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("local-path"));
@@ -264,13 +281,11 @@ fn the_broker_advertises_its_headless_service_dns_name() {
     let dep: Deployment = r.object("connect.yaml", "Deployment", "kafka-connect");
     assert_eq!(dep.spec.template.spec.unwrap().enable_service_links, Some(false));
     let cm: ConfigMap = r.object("connect.yaml", "ConfigMap", "kafka-connect-config");
-    let props = &cm.data.unwrap()["connect-distributed.properties"];
-    assert!(props.contains("\nbootstrap.servers=kafka-bootstrap.kafka-pipeline.svc.cluster.local:9092\n"), "{props}");
-    for line in
-        ["value.converter=org.apache.kafka.connect.json.JsonConverter", "value.converter.schemas.enable=true", "config.providers=env"]
-    {
-        assert!(props.lines().any(|l| l == line), "{line} in {props}");
-    }
+    let data = cm.data.unwrap();
+    assert_eq!(data["BOOTSTRAP_SERVERS"], "kafka-bootstrap.kafka-pipeline.svc.cluster.local:9092");
+    assert_eq!(data["VALUE_CONVERTER"], "org.apache.kafka.connect.json.JsonConverter");
+    assert_eq!(data["CONNECT_VALUE_CONVERTER_SCHEMAS_ENABLE"], "true");
+    assert_eq!(data["CONNECT_CONFIG_PROVIDERS"], "env");
 }
 
 #[test]
@@ -287,13 +302,13 @@ fn the_connector_writes_to_the_inventorys_database() {
     assert_eq!(c["name"], "postgres-sink");
     let config = &c["config"];
     assert_eq!(config["connection.url"], format!("jdbc:postgresql://{}:{}/{}", host.address, db.port, db.name));
-    assert_eq!(config["connection.user"], db.owner.as_str());
+    assert_eq!(config["connection.username"], db.owner.as_str());
     assert_eq!(config["connection.password"], "${env:PG_PASSWORD}");
-    assert_eq!(config["connector.class"], "io.aiven.connect.jdbc.JdbcSinkConnector");
+    assert_eq!(config["connector.class"], "io.debezium.connector.jdbc.JdbcSinkConnector");
     assert_eq!(config["topics"], "demo-messages");
-    assert_eq!(config["table.name.format"], "kafka_messages");
-    assert_eq!(config["pk.mode"], "kafka");
-    assert_eq!(config["auto.create"], "true");
+    assert_eq!(config["collection.name.format"], "kafka_messages");
+    assert_eq!(config["primary.key.mode"], "kafka");
+    assert_eq!(config["schema.evolution"], "basic");
     assert_eq!(config["errors.deadletterqueue.topic.name"], "demo-messages-dlq");
 
     // The Job PUTs exactly the same config; the password comes from the Secret, by reference.
@@ -329,7 +344,7 @@ fn manifests_follow_inventory_changes() {
     let c = r.connector();
     assert_eq!(c["name"], "orders-sink");
     assert_eq!(c["config"]["connection.url"], "jdbc:postgresql://172.22.0.140:5432/events");
-    assert_eq!(c["config"]["connection.user"], "sink");
+    assert_eq!(c["config"]["connection.username"], "sink");
     assert_eq!(c["config"]["topics"], "orders");
     assert_eq!(c["config"]["errors.deadletterqueue.topic.name"], "orders-dlq");
     assert_eq!(c["config"]["errors.deadletterqueue.topic.replication.factor"], "3");
@@ -359,7 +374,7 @@ fn manifests_follow_inventory_changes() {
     assert_eq!(env_of(&pod, "producer", "REPLICATION_FACTOR").unwrap(), "3");
     assert_eq!(env_of(&pod, "producer", "BOOTSTRAP").unwrap(), "kafka-bootstrap.streams.svc.cluster.local:9092");
     let cm: ConfigMap = r.object("connect.yaml", "ConfigMap", "kafka-connect-config");
-    assert!(cm.data.unwrap()["connect-distributed.properties"].contains("config.storage.replication.factor=3\n"));
+    assert_eq!(cm.data.unwrap()["CONNECT_CONFIG_STORAGE_REPLICATION_FACTOR"], "3");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -407,30 +422,291 @@ fn line_of(text: &str, needle: &str) -> usize {
     text.lines().position(|l| l.contains(needle)).expect("needle") + 1
 }
 
+/// `file:line:col: key` of the first error naming `key`; the line is where `needle` stands.
+fn error_at(text: &str, key: &str, needle: &str) -> String {
+    let err = invalid(text);
+    let line = line_of(text, needle);
+    let hit = err.lines().find(|l| l.contains(&format!("inventory.toml:{line}:")) && l.contains(&format!(": {key}: ")));
+    hit.unwrap_or_else(|| panic!("no error naming {key} at line {line} in:\n{err}")).to_string()
+}
+
 #[test]
 fn pipeline_errors_name_file_line_and_key() {
-    let text = replace_once(&bundled_inventory(), PLUGIN_URL, &format!("{PLUGIN_URL}\nsha256 = \"abc\""));
-    let err = invalid(&text);
-    let line = line_of(&text, "sha256 = \"abc\"");
-    assert!(err.contains(&format!("inventory.toml:{line}:")) && err.contains("pipeline.connect.plugin.sha256"), "{err}");
-
-    let text = replace_once(&bundled_inventory(), PLUGIN_URL, &format!("{PLUGIN_URL}\nimage = \"x/y:1\""));
-    assert!(invalid(&text).contains("pipeline.connect.plugin: name exactly one source"));
-
-    let text = replace_once(&bundled_inventory(), "cluster_id = \"iacKRaftCluster0000001\"", "cluster_id = \"not-a-uuid\"");
-    assert!(invalid(&text).contains("pipeline.kafka.cluster_id: `not-a-uuid` is not a KRaft cluster id"));
-
     // Connect runs in a pod: a database that does not admit the cluster is an error.
     let text = replace_once(&bundled_inventory(), "clients = [\"cluster\", \"admin\"]", "clients = [\"admin\"]");
-    let err = invalid(&text);
-    let line = line_of(&text, "database = \"kafka\"");
-    assert!(err.contains(&format!("inventory.toml:{line}:")) && err.contains("does not list `cluster`"), "{err}");
+    assert!(error_at(&text, "pipeline.database", "database = \"kafka\"").contains("does not list `cluster`"));
 
     let text = replace_once(&bundled_inventory(), "connector = \"postgres-sink\"", "connector = \"Postgres Sink\"");
-    assert!(invalid(&text).contains("pipeline.connect.connector"));
+    let e = error_at(&text, "pipeline.connect.connector", "connector = \"Postgres Sink\"");
+    // The column points at the value.
+    assert!(e.contains(&format!(":{}: ", "connector = ".len() + 1)), "{e}");
     let text =
         replace_once(&bundled_inventory(), "connector = \"postgres-sink\"", "connector = \"postgres-sink\"\ninsert_mode = \"merge\"");
     assert!(invalid(&text).contains("pipeline.connect.insert_mode"));
+}
+
+#[test]
+fn kafka_settings_are_validated_where_they_stand() {
+    // The id this project used to ship decodes but does not round-trip.
+    let text = replace_once(&bundled_inventory(), "cluster_id = \"euNKiNAFMRq_9pSVJThoTA\"", "cluster_id = \"iacKRaftCluster0000001\"");
+    let e = error_at(&text, "pipeline.kafka.cluster_id", "cluster_id = ");
+    assert!(e.contains("does not round-trip") && e.contains("iacKRaftCluster000000w"), "{e}");
+    let text = replace_once(&bundled_inventory(), "cluster_id = \"euNKiNAFMRq_9pSVJThoTA\"", "cluster_id = \"not-a-uuid\"");
+    assert!(error_at(&text, "pipeline.kafka.cluster_id", "cluster_id = ").contains("is not a KRaft cluster id"));
+
+    // Two brokers cannot survive the loss of one; one and three can be rendered.
+    let text = replace_once(&bundled_inventory(), "replicas = 1", "replicas = 2");
+    let e = error_at(&text, "pipeline.kafka.replicas", "replicas = 2");
+    assert!(e.contains("cannot keep a KRaft quorum through the loss of one"), "{e}");
+    assert!(e.contains(&format!(":{}: ", "replicas = ".len() + 1)), "column of the value: {e}");
+    render(&replace_once(&bundled_inventory(), "replicas = 1", "replicas = 3"));
+
+    let text = replace_once(&bundled_inventory(), "storage = \"5Gi\"", "storage = \"5 GB\"");
+    assert!(error_at(&text, "pipeline.kafka.storage", "storage = \"5 GB\"").contains("not a storage size"));
+}
+
+#[test]
+fn images_must_be_pinned() {
+    let e = error_at(
+        &replace_once(&bundled_inventory(), CONNECT_IMAGE, "image = \"quay.io/debezium/connect\""),
+        "pipeline.connect.image",
+        "quay.io/debezium/connect\"",
+    );
+    assert!(e.contains("names no tag"), "{e}");
+    let e = error_at(
+        &replace_once(&bundled_inventory(), CONNECT_IMAGE, "image = \"quay.io/debezium/connect:latest\""),
+        "pipeline.connect.image",
+        ":latest",
+    );
+    assert!(e.contains("latest"), "{e}");
+    let e = error_at(
+        &replace_once(&bundled_inventory(), CONNECT_IMAGE, "image = \"quay.io/debezium/connect:3.4.3.Final@sha256:abc\""),
+        "pipeline.connect.image",
+        "@sha256:abc",
+    );
+    assert!(e.contains("digest"), "{e}");
+    let e = error_at(
+        &replace_once(&bundled_inventory(), "image = \"apache/kafka:4.1.1\"", "image = \"apache/kafka\""),
+        "pipeline.kafka.image",
+        "image = \"apache/kafka\"",
+    );
+    assert!(e.contains("names no tag"), "{e}");
+    // A digest is accepted and rendered as given.
+    let pinned = format!("quay.io/debezium/connect:3.4.3.Final@sha256:{}", "ab".repeat(32));
+    let r = render(&replace_once(&bundled_inventory(), CONNECT_IMAGE, &format!("image = \"{pinned}\"")));
+    let dep: Deployment = r.object("connect.yaml", "Deployment", "kafka-connect");
+    assert_eq!(dep.spec.template.spec.unwrap().containers[0].image.as_deref(), Some(pinned.as_str()));
+}
+
+/// The plugin download of earlier versions is gone; an inventory that still has it is told so.
+#[test]
+fn the_removed_plugin_section_is_explained() {
+    let text = format!("{}\n[pipeline.connect.plugin]\nurl = \"https://example.org/x.tar\"\n", bundled_inventory());
+    let e = error_at(&text, "pipeline.connect.plugin", "[pipeline.connect.plugin]");
+    assert!(e.contains("is no longer used") && e.contains("pipeline.connect.image"), "{e}");
+}
+
+/// The bundled render downloads nothing and reaches nothing on the internet: no init container,
+/// no URL in any manifest, no egress rule in any firewall beyond DNS and the database.
+#[test]
+fn the_bundled_render_downloads_nothing() {
+    let r = render(&bundled_inventory());
+    for doc in all_docs(&r) {
+        let text = serde_json::to_string(&doc).unwrap();
+        assert!(!text.contains("https://"), "{} {} names a URL", doc["kind"], doc["metadata"]["name"]);
+        assert!(doc.pointer("/spec/template/spec/initContainers").is_none(), "{} has an init container", doc["metadata"]["name"]);
+    }
+    for host in ["alphard", "hamal", "alkaid"] {
+        let nft = std::fs::read_to_string(r.out.join(host).join("nftables.nft")).unwrap();
+        assert!(!nft.contains("egress"), "{host}: {nft}");
+    }
+    let connect: Deployment = r.object("connect.yaml", "Deployment", "kafka-connect");
+    let pod = connect.spec.template.spec.unwrap();
+    assert_eq!(pod.containers[0].image.as_deref(), Some("quay.io/debezium/connect:3.4.3.Final"));
+    assert!(pod.volumes.is_none(), "no plugin volume");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pod Security `restricted` and rollouts
+
+/// The checks of the Pod Security Standards' `restricted` profile
+/// (kubernetes.io/docs/concepts/security/pod-security-standards), on a pod template as JSON.
+fn restricted_violations(what: &str, pod: &Value) -> Vec<String> {
+    let mut v = Vec::new();
+    let pod_sc = &pod["securityContext"];
+    let containers: Vec<&Value> =
+        ["containers", "initContainers", "ephemeralContainers"].iter().flat_map(|k| pod[*k].as_array().into_iter().flatten()).collect();
+    for f in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod[f] == true {
+            v.push(format!("{what}: {f}"));
+        }
+    }
+    for vol in pod["volumes"].as_array().into_iter().flatten() {
+        let allowed = ["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"];
+        if !vol.as_object().unwrap().keys().any(|k| k == "name" || allowed.contains(&k.as_str())) || vol.get("hostPath").is_some() {
+            v.push(format!("{what}: volume {vol}"));
+        }
+    }
+    if pod_sc["runAsUser"] == 0 {
+        v.push(format!("{what}: runAsUser 0"));
+    }
+    for c in containers {
+        let name = format!("{what}/{}", c["name"]);
+        let sc = &c["securityContext"];
+        if sc["allowPrivilegeEscalation"] != false {
+            v.push(format!("{name}: allowPrivilegeEscalation must be false"));
+        }
+        if sc["privileged"] == true {
+            v.push(format!("{name}: privileged"));
+        }
+        let drops: Vec<&str> = sc["capabilities"]["drop"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        if !drops.contains(&"ALL") {
+            v.push(format!("{name}: capabilities must drop ALL"));
+        }
+        if sc["capabilities"]["add"].as_array().into_iter().flatten().any(|c| c != "NET_BIND_SERVICE") {
+            v.push(format!("{name}: adds capabilities"));
+        }
+        if sc["runAsNonRoot"] != true && pod_sc["runAsNonRoot"] != true {
+            v.push(format!("{name}: runAsNonRoot"));
+        }
+        // Named image users (`USER kafka`) cannot be checked by the kubelet: a number is needed.
+        if !sc["runAsUser"].is_u64() && !pod_sc["runAsUser"].is_u64() {
+            v.push(format!("{name}: no numeric runAsUser"));
+        }
+        let seccomp = |s: &Value| s["seccompProfile"]["type"].as_str().map(str::to_owned);
+        match seccomp(sc).or_else(|| seccomp(pod_sc)).as_deref() {
+            Some("RuntimeDefault" | "Localhost") => {}
+            other => v.push(format!("{name}: seccompProfile {other:?}")),
+        }
+        if c["ports"].as_array().into_iter().flatten().any(|p| p.get("hostPort").is_some()) {
+            v.push(format!("{name}: hostPort"));
+        }
+    }
+    v
+}
+
+#[test]
+fn every_pod_meets_pod_security_restricted() {
+    for text in [bundled_inventory(), replace_once(&bundled_inventory(), "replicas = 1", "replicas = 3")] {
+        let r = render(&text);
+        let ns = &r.docs("namespace.yaml")[0];
+        assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+        let mut pods = 0;
+        for doc in all_docs(&r) {
+            let Some(pod) = doc.pointer("/spec/template/spec") else { continue };
+            pods += 1;
+            let v = restricted_violations(doc["metadata"]["name"].as_str().unwrap(), pod);
+            assert!(v.is_empty(), "{v:#?}");
+        }
+        assert_eq!(pods, 4);
+    }
+    // The checker is not a rubber stamp.
+    let bad = serde_json::json!({"securityContext": {"runAsNonRoot": true}, "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": true, "capabilities": {"add": ["NET_ADMIN"]}}}]});
+    let v = restricted_violations("bad", &bad);
+    assert_eq!(v.len(), 6, "{v:#?}");
+}
+
+/// Kafka: readiness is a real request, anti-affinity is hard when there are enough nodes, a
+/// budget protects several brokers.
+#[test]
+fn kafka_readiness_spread_and_disruption_budget() {
+    let r = render(&bundled_inventory());
+    let sts: StatefulSet = r.object("kafka.yaml", "StatefulSet", "kafka");
+    let pod = sts.spec.template.spec.unwrap();
+    let ready = pod.containers[0].readiness_probe.as_ref().unwrap();
+    let cmd = ready.exec.as_ref().unwrap().command.as_ref().unwrap();
+    assert_eq!(cmd[..2], ["/bin/bash", "-c"]);
+    assert_eq!(cmd[2], script("broker-ready.sh"));
+    assert!(ready.tcp_socket.is_none());
+    let anti = pod.affinity.unwrap().pod_anti_affinity.unwrap();
+    assert!(anti.required_during_scheduling_ignored_during_execution.is_some(), "2 nodes, 1 broker: required");
+    assert!(r.docs("kafka.yaml").iter().all(|d| d["kind"] != "PodDisruptionBudget"), "no budget for one broker");
+
+    // Three brokers on two nodes: a required rule would leave one Pending forever.
+    let r = render(&replace_once(&bundled_inventory(), "replicas = 1", "replicas = 3"));
+    let sts: StatefulSet = r.object("kafka.yaml", "StatefulSet", "kafka");
+    let anti = sts.spec.template.spec.unwrap().affinity.unwrap().pod_anti_affinity.unwrap();
+    assert!(anti.required_during_scheduling_ignored_during_execution.is_none());
+    assert_eq!(anti.preferred_during_scheduling_ignored_during_execution.unwrap()[0].weight, 100);
+    let pdb = r.docs("kafka.yaml").into_iter().find(|d| d["kind"] == "PodDisruptionBudget").expect("a budget for three brokers");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(pdb["spec"]["selector"], serde_json::to_value(&sts.spec.selector).unwrap());
+
+    // Three brokers on three nodes: required again.
+    let text = replace_once(&bundled_inventory(), "replicas = 1", "replicas = 3");
+    let text = format!("{text}\n[hosts.mizar]\naddress = \"172.22.0.136\"\nroles = [\"k3s-agent\"]\n");
+    let r = render(&text);
+    let sts: StatefulSet = r.object("kafka.yaml", "StatefulSet", "kafka");
+    assert!(
+        sts.spec
+            .template
+            .spec
+            .unwrap()
+            .affinity
+            .unwrap()
+            .pod_anti_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .is_some()
+    );
+}
+
+/// A changed worker setting changes the pod template (the ConfigMap alone would not restart
+/// Connect); an unchanged inventory gives the same hash.
+#[test]
+fn a_changed_worker_config_changes_the_pod_template() {
+    let hash = |text: &str| {
+        let r = render(text);
+        let dep: Deployment = r.object("connect.yaml", "Deployment", "kafka-connect");
+        dep.spec.template.metadata.unwrap().annotations.unwrap()["iac/worker-config-sha256"].clone()
+    };
+    let base = hash(&bundled_inventory());
+    assert_eq!(base.len(), 64);
+    assert_eq!(base, hash(&bundled_inventory()));
+    // Three brokers change the internal topics' replication factor, so the worker config.
+    assert_ne!(base, hash(&replace_once(&bundled_inventory(), "replicas = 1", "replicas = 3")));
+    assert_ne!(base, hash(&replace_once(&bundled_inventory(), "namespace = \"kafka-pipeline\"", "namespace = \"streams\"")));
+    // The connector's name does not touch the worker.
+    assert_eq!(base, hash(&replace_once(&bundled_inventory(), "connector = \"postgres-sink\"", "connector = \"orders-sink\"")));
+}
+
+/// Every worker setting reaches Kafka Connect the way the image's entrypoint maps it
+/// (debezium/container-images, connect-base/3.4/docker-entrypoint.sh): `CONNECT_X_Y` becomes
+/// `x.y`, and the named variables are copied to their CONNECT_ form. Values pass through a sed
+/// with `@` as delimiter.
+#[test]
+fn worker_settings_follow_the_images_variable_mapping() {
+    let site = iac::load_site(&Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml")).unwrap();
+    let settings = iac::render::k8s::worker_settings(&site).unwrap();
+    let named = [
+        ("BOOTSTRAP_SERVERS", "bootstrap.servers"),
+        ("GROUP_ID", "group.id"),
+        ("CONFIG_STORAGE_TOPIC", "config.storage.topic"),
+        ("OFFSET_STORAGE_TOPIC", "offset.storage.topic"),
+        ("STATUS_STORAGE_TOPIC", "status.storage.topic"),
+        ("KEY_CONVERTER", "key.converter"),
+        ("VALUE_CONVERTER", "value.converter"),
+        ("OFFSET_FLUSH_INTERVAL_MS", "offset.flush.interval.ms"),
+        ("HEAP_OPTS", "KAFKA_HEAP_OPTS"),
+    ];
+    for s in &settings {
+        let expected = match s.var.strip_prefix("CONNECT_") {
+            Some(rest) => rest.to_lowercase().replace('_', "."),
+            None => named
+                .iter()
+                .find(|(v, _)| *v == s.var)
+                .unwrap_or_else(|| panic!("{} is not a variable the entrypoint reads", s.var))
+                .1
+                .into(),
+        };
+        assert_eq!(s.property, expected, "{}", s.var);
+        assert!(!s.value.contains(['@', '&', '\\', '\n']), "{}={} would break the entrypoint's sed", s.var, s.value);
+    }
+    // The entrypoint exits without these.
+    for required in ["BOOTSTRAP_SERVERS", "GROUP_ID", "CONFIG_STORAGE_TOPIC", "OFFSET_STORAGE_TOPIC"] {
+        assert!(settings.iter().any(|s| s.var == required), "{required}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -502,67 +778,11 @@ fn run_sh(script_text: &str, envs: &[(&str, String)]) -> Output {
     cmd.output().expect("run sh")
 }
 
-/// A plugin archive: a real tar of one jar-like file.
-fn plugin_tar() -> (Vec<u8>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("jdbc-connector-for-apache-kafka-6.10.0")).unwrap();
-    std::fs::write(dir.path().join("jdbc-connector-for-apache-kafka-6.10.0/connector.jar"), b"jar bytes").unwrap();
-    let out =
-        Command::new("tar").arg("-cf").arg("-").arg("-C").arg(dir.path()).arg("jdbc-connector-for-apache-kafka-6.10.0").output().unwrap();
-    assert!(out.status.success());
-    let sum = Command::new("sha256sum").stdin_bytes(&out.stdout);
-    (out.stdout, sum)
-}
-
-trait StdinBytes {
-    fn stdin_bytes(&mut self, bytes: &[u8]) -> String;
-}
-
-impl StdinBytes for Command {
-    fn stdin_bytes(&mut self, bytes: &[u8]) -> String {
-        let mut child = self.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
-    }
-}
-
-#[test]
-fn the_plugin_installs_only_with_the_pinned_checksum() {
-    let (tar, sum) = plugin_tar();
-    let (url, _) = serve(Box::new(move |_, _, _| (200, tar.clone())));
-    let url = format!("{url}/jdbc-connector-for-apache-kafka-6.10.0.tar");
-    let fetch = script("fetch-plugin.sh");
-    let attempt = |pin: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = run_sh(
-            &fetch,
-            &[("PLUGIN_URL", url.clone()), ("PLUGIN_SHA256", pin.to_string()), ("PLUGIN_DIR", dir.path().display().to_string())],
-        );
-        let installed = dir.path().join("jdbc-sink/jdbc-connector-for-apache-kafka-6.10.0/connector.jar").is_file();
-        (out, installed, dir)
-    };
-
-    let (out, installed, dir) = attempt(&sum);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(installed);
-    assert!(!dir.path().join(".download").exists(), "the archive is removed");
-
-    let (out, installed, _) = attempt(&"0".repeat(64));
-    assert!(!out.status.success() && !installed);
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("expected {}, got {sum}", "0".repeat(64))));
-
-    let (out, installed, _) = attempt("");
-    assert!(!out.status.success() && !installed);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("pins no checksum") && err.contains(&sum), "{err}");
-}
-
 fn connect_route(put_codes: Vec<u16>) -> Box<Route> {
     Box::new(move |method, path, n| match (method, path) {
         ("GET", "/connectors") => (200, b"[]".to_vec()),
         ("GET", "/connector-plugins") => {
-            (200, br#"[{"class":"io.aiven.connect.jdbc.JdbcSinkConnector","type":"sink","version":"6.10.0"}]"#.to_vec())
+            (200, br#"[{"class":"io.debezium.connector.jdbc.JdbcSinkConnector","type":"sink","version":"3.4.3.Final"}]"#.to_vec())
         }
         ("PUT", "/connectors/postgres-sink/config") => {
             let code = put_codes[(n - 1).min(put_codes.len() - 1)];
@@ -590,7 +810,7 @@ fn register(url: &str) -> Output {
         &[
             ("CONNECT_URL", url.to_string()),
             ("CONNECTOR", "postgres-sink".into()),
-            ("CONNECTOR_CLASS", "io.aiven.connect.jdbc.JdbcSinkConnector".into()),
+            ("CONNECTOR_CLASS", "io.debezium.connector.jdbc.JdbcSinkConnector".into()),
             ("CONFIG_FILE", config.display().to_string()),
         ],
     )
@@ -689,4 +909,97 @@ fn render_check_covers_the_manifests() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("k8s/kafka.yaml"));
     std::fs::remove_file(r.out.join("k8s/connector.json")).unwrap();
     assert!(String::from_utf8_lossy(&check().stdout).contains("k8s/connector.json"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The broker's readiness probe, run for real with bash, head and od against a broker stand-in
+// that speaks the Kafka wire format.
+
+/// How the stand-in answers an ApiVersions request.
+#[derive(Clone, Copy)]
+enum Broker {
+    Serving,
+    /// Kafka's UNSUPPORTED_VERSION (35).
+    Error(i16),
+    /// Accepts the connection and never answers: a broker still catching up with the metadata
+    /// log has bound its listener but does not process requests yet.
+    Silent,
+}
+
+/// A one-connection broker stand-in; returns its port and the request it parsed.
+fn broker(mode: Broker) -> (u16, std::sync::mpsc::Receiver<(i16, i16, i32, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else { return };
+        let mut size = [0u8; 4];
+        s.read_exact(&mut size).unwrap();
+        let mut req = vec![0u8; i32::from_be_bytes(size) as usize];
+        s.read_exact(&mut req).unwrap();
+        // Request header v1: api_key, api_version, correlation_id, client_id (INT16 length).
+        let api_key = i16::from_be_bytes([req[0], req[1]]);
+        let version = i16::from_be_bytes([req[2], req[3]]);
+        let correlation = i32::from_be_bytes([req[4], req[5], req[6], req[7]]);
+        let len = i16::from_be_bytes([req[8], req[9]]) as usize;
+        let client = String::from_utf8_lossy(&req[10..10 + len]).into_owned();
+        assert_eq!(req.len(), 10 + len, "ApiVersions v0 has an empty body");
+        let _ = tx.send((api_key, version, correlation, client));
+        let error = match mode {
+            Broker::Silent => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                return;
+            }
+            Broker::Serving => 0i16,
+            Broker::Error(e) => e,
+        };
+        // ApiVersionsResponse v0: correlation_id, error_code, [api_key, min, max].
+        let mut body = Vec::new();
+        body.extend(correlation.to_be_bytes());
+        body.extend(error.to_be_bytes());
+        let apis: [(i16, i16, i16); 2] = [(0, 0, 11), (18, 0, 4)];
+        body.extend((apis.len() as i32).to_be_bytes());
+        for (k, min, max) in apis {
+            body.extend(k.to_be_bytes());
+            body.extend(min.to_be_bytes());
+            body.extend(max.to_be_bytes());
+        }
+        let mut reply = (body.len() as i32).to_be_bytes().to_vec();
+        reply.extend(body);
+        s.write_all(&reply).unwrap();
+    });
+    (port, rx)
+}
+
+fn probe(port: u16) -> Output {
+    // The kubelet cuts an exec probe after timeoutSeconds; `timeout` plays that part here.
+    let bash = which::which("bash").expect("bash");
+    Command::new("timeout").arg("3").arg(bash).arg("-c").arg(script("broker-ready.sh")).env("PORT", port.to_string()).output().unwrap()
+}
+
+#[test]
+fn the_readiness_probe_sends_a_real_api_versions_request() {
+    let (port, seen) = broker(Broker::Serving);
+    let out = probe(port);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(seen.recv().unwrap(), (18, 0, 1, "iac-ready".to_string()), "ApiVersions v0, correlation id 1");
+
+    let (port, _seen) = broker(Broker::Error(35));
+    let out = probe(port);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error 0023"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A listener that accepts and never answers is not ready (the TCP probe would have passed).
+    let (port, seen) = broker(Broker::Silent);
+    let t = std::time::Instant::now();
+    let out = probe(port);
+    assert!(!out.status.success());
+    assert!(seen.recv().is_ok(), "it connected and sent its request");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+
+    // Nothing listening: fails at once.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let t = std::time::Instant::now();
+    assert!(!probe(port).status.success());
+    assert!(t.elapsed() < std::time::Duration::from_secs(2));
 }

@@ -1,6 +1,6 @@
 //! Snapshots of every file under `generated/k8s/`: the bundled inventory, and a variant with
-//! three brokers, a pinned archive and an image-based plugin, so a change to any manifest shows
-//! up as a reviewed diff.
+//! three brokers and a digest-pinned Connect image, so a change to any manifest shows up as a
+//! reviewed diff.
 
 mod support;
 
@@ -36,6 +36,7 @@ fn bundled_inventory_manifests() {
             "k8s/kafka.yaml",
             "k8s/kustomization.yaml",
             "k8s/namespace.yaml",
+            "k8s/network-policy.yaml",
             "k8s/producer.yaml",
             "k8s/register-connector.yaml"
         ]
@@ -46,28 +47,19 @@ fn bundled_inventory_manifests() {
     }
 }
 
+/// Three brokers on a two-node cluster (soft anti-affinity, a PodDisruptionBudget) and a Connect
+/// image pinned by digest.
 #[test]
-fn three_brokers_and_an_image_plugin() {
+fn three_brokers_and_a_digest_pinned_image() {
     let text = replace_once(&bundled_inventory(), "replicas = 1", "replicas = 3");
     let text = replace_once(
         &text,
-        "url = \"https://github.com/Aiven-Open/jdbc-connector-for-apache-kafka/releases/download/v6.10.0/jdbc-connector-for-apache-kafka-6.10.0.tar\"",
-        "image = \"registry.example/aiven-jdbc:6.10.0\"\npath = \"/plugins/jdbc\"",
+        "image = \"quay.io/debezium/connect:3.4.3.Final\"",
+        "image = \"quay.io/debezium/connect:3.4.3.Final@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"",
     );
     let tree = render_text(&text);
-    for name in ["kafka.yaml", "connect.yaml", "connector.json"] {
+    for name in ["kafka.yaml", "connect.yaml", "connector.json", "network-policy.yaml"] {
         let body = &tree[&PathBuf::from("k8s").join(name)];
         insta::assert_snapshot!(format!("three_brokers__{name}"), body);
     }
-}
-
-#[test]
-fn pinned_archive_plugin() {
-    let text = replace_once(
-        &bundled_inventory(),
-        "jdbc-connector-for-apache-kafka-6.10.0.tar\"\n",
-        "jdbc-connector-for-apache-kafka-6.10.0.tar\"\nsha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
-    );
-    let tree = render_text(&text);
-    insta::assert_snapshot!("pinned__connect.yaml", &tree[&PathBuf::from("k8s/connect.yaml")]);
 }

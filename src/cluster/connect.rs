@@ -81,6 +81,32 @@ impl ConnectorStatus {
     }
 }
 
+/// `GET /connectors/NAME/offsets` (KIP-875, Kafka >= 3.6): for a sink connector, its consumer
+/// group's committed offsets, `{"offsets": [{"partition": {"kafka_topic", "kafka_partition"},
+/// "offset": {"kafka_offset"}}]}` (apache/kafka, connect/runtime `SinkUtils.java`). A committed
+/// offset is the next record to consume.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ConnectorOffsets {
+    pub offsets: Vec<SinkOffset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SinkOffset {
+    pub partition: SinkPartition,
+    pub offset: SinkPosition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SinkPartition {
+    pub kafka_topic: String,
+    pub kafka_partition: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SinkPosition {
+    pub kafka_offset: i64,
+}
+
 /// `PUT /connector-plugins/CLASS/config/validate`: the only dry run Kafka Connect offers.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Validation {
@@ -166,6 +192,30 @@ impl ConnectApi {
         }
     }
 
+    /// Delete a connector (`DELETE /connectors/NAME`); false when Connect does not know it.
+    pub async fn delete(&self, name: &str) -> Result<bool, Error> {
+        check_name(name)?;
+        let path = format!("/connectors/{name}");
+        let (status, text) = self.call(Method::DELETE, &path, None).await?;
+        match status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            other => Err(Error::Connect(format!("DELETE {path}: {}: {}", other.as_u16(), connect_message(&text)))),
+        }
+    }
+
+    /// The sink's committed offsets; `None` when Connect does not know the connector.
+    pub async fn offsets(&self, name: &str) -> Result<Option<ConnectorOffsets>, Error> {
+        check_name(name)?;
+        let path = format!("/connectors/{name}/offsets");
+        let (status, text) = self.call(Method::GET, &path, None).await?;
+        match status {
+            StatusCode::OK => serde_json::from_str(&text).map(Some).map_err(|e| Error::Connect(format!("offsets of {name}: {e}"))),
+            StatusCode::NOT_FOUND => Ok(None),
+            other => Err(Error::Connect(format!("GET {path}: {}: {}", other.as_u16(), connect_message(&text)))),
+        }
+    }
+
     /// Poll the status until the connector and all its tasks run, or one of them fails.
     pub async fn wait_running(&self, name: &str, waits: Waits) -> Result<ConnectorStatus, Error> {
         wait::until(&format!("connector {name} and its tasks to be RUNNING"), waits, || async {
@@ -235,6 +285,15 @@ mod tests {
             json!({"name": "c", "connector": {"state": "RUNNING", "worker_id": "w"}, "tasks": [{"id": 0, "state": "RUNNING", "worker_id": "w"}]}),
         );
         assert_eq!(s.progress(), Progress::Done(()));
+    }
+
+    #[test]
+    fn sink_offsets_parse_as_kip_875_writes_them() {
+        let o: ConnectorOffsets = serde_json::from_value(json!({"offsets": [
+            {"partition": {"kafka_topic": "demo-messages", "kafka_partition": 0}, "offset": {"kafka_offset": 10}}]}))
+        .unwrap();
+        assert_eq!(o.offsets[0].partition.kafka_topic, "demo-messages");
+        assert_eq!(o.offsets[0].offset.kafka_offset, 10);
     }
 
     #[test]

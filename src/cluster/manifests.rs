@@ -9,20 +9,30 @@ use serde::Deserialize;
 use super::Error;
 
 /// The files `iac apply` reads, in the order it applies them. `register-connector.yaml` (a Job
-/// for kubectl users) and `kustomization.yaml` are deliberately absent: `iac apply` registers
-/// the connector itself.
+/// for kubectl users) is read but not applied: `iac apply` registers the connector itself, and
+/// its objects only count as rendered when pruning. `kustomization.yaml` is not read.
 pub use crate::render::k8s::{
-    FILE_CONNECT as CONNECT, FILE_CONNECTOR as CONNECTOR, FILE_KAFKA as KAFKA, FILE_NAMESPACE as NAMESPACE, FILE_PRODUCER as PRODUCER,
+    FILE_CONNECT as CONNECT, FILE_CONNECTOR as CONNECTOR, FILE_KAFKA as KAFKA, FILE_NAMESPACE as NAMESPACE,
+    FILE_NETWORK_POLICY as NETWORK_POLICY, FILE_PRODUCER as PRODUCER, FILE_REGISTER as REGISTER,
 };
 
 #[derive(Debug, Clone)]
 pub struct Manifests {
     pub dir: PathBuf,
     pub namespace: Vec<DynamicObject>,
+    pub network_policy: Vec<DynamicObject>,
     pub kafka: Vec<DynamicObject>,
     pub connect: Vec<DynamicObject>,
     pub connector: Connector,
+    pub register: Vec<DynamicObject>,
     pub producer: Vec<DynamicObject>,
+}
+
+impl Manifests {
+    /// Every rendered object, applied by `iac apply` or not.
+    pub fn all(&self) -> impl Iterator<Item = &DynamicObject> {
+        [&self.namespace, &self.network_policy, &self.kafka, &self.connect, &self.register, &self.producer].into_iter().flatten()
+    }
 }
 
 /// Kafka Connect's create-connector body: `{"name": ..., "config": {...}}`.
@@ -40,9 +50,11 @@ pub fn load(dir: &Path) -> Result<Manifests, Error> {
     Ok(Manifests {
         dir: dir.to_owned(),
         namespace: load_yaml(&dir.join(NAMESPACE))?,
+        network_policy: load_yaml(&dir.join(NETWORK_POLICY))?,
         kafka: load_yaml(&dir.join(KAFKA))?,
         connect: load_yaml(&dir.join(CONNECT))?,
         connector,
+        register: load_yaml(&dir.join(REGISTER))?,
         producer: load_yaml(&dir.join(PRODUCER))?,
     })
 }

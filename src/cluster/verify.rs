@@ -26,6 +26,8 @@ pub struct VerifyOptions {
     /// A name outside the cluster that CoreDNS must resolve through the upstream resolver.
     pub external_name: String,
     pub waits: Waits,
+    /// The API server address the client talks to, for messages.
+    pub server: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,11 +63,15 @@ impl Check {
 pub struct Report {
     pub ok: bool,
     pub checks: Vec<Check>,
+    /// Why the checks after the last one did not run (the API server is unreachable). Said,
+    /// but not counted as a check of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_run: Option<String>,
 }
 
 impl Report {
     fn new(checks: Vec<Check>) -> Self {
-        Self { ok: checks.iter().all(|c| c.status != CheckStatus::Fail), checks }
+        Self { ok: checks.iter().all(|c| c.status != CheckStatus::Fail), checks, not_run: None }
     }
 
     pub fn text(&self) -> String {
@@ -81,11 +87,15 @@ impl Report {
                 let _ = writeln!(out, "       hint: {h}");
             }
         }
+        if let Some(why) = &self.not_run {
+            let _ = writeln!(out, "(the other checks did not run: {why})");
+        }
         let count = |s| self.checks.iter().filter(|c| c.status == s).count();
         let _ = writeln!(
             out,
-            "{} checks: {} passed, {} failed, {} skipped",
+            "{} check{}: {} passed, {} failed, {} skipped",
             self.checks.len(),
+            if self.checks.len() == 1 { "" } else { "s" },
             count(CheckStatus::Pass),
             count(CheckStatus::Fail),
             count(CheckStatus::Skip)
@@ -111,14 +121,12 @@ pub async fn verify(client: &Client, site: &Site, opts: &VerifyOptions) -> Resul
         Err(e) => {
             checks.push(Check::fail(
                 "API server reachable",
-                e.to_string(),
-                format!(
-                    "check the kubeconfig's server address and credentials, that k3s runs on {server} \
-                     (systemctl status k3s) and that this machine is in [access] admin (TCP 6443)"
-                ),
+                format!("{}: {}", opts.server, super::describe(&e)),
+                super::reach_hint(site, &opts.server),
             ));
-            checks.push(Check::skip("remaining checks", "they all need the API server"));
-            return Ok(Report::new(checks));
+            let mut report = Report::new(checks);
+            report.not_run = Some("they all need the API server".into());
+            return Ok(report);
         }
     }
 
@@ -469,5 +477,10 @@ mod tests {
         assert!(!r.ok);
         assert!(r.text().contains("[FAIL] c: down\n       hint: look\n"));
         assert!(r.text().ends_with("2 checks: 1 passed, 1 failed, 0 skipped\n"));
+        let mut r = Report::new(vec![Check::fail("API server reachable", "refused", "look")]);
+        r.not_run = Some("they all need the API server".into());
+        assert!(
+            r.text().ends_with("(the other checks did not run: they all need the API server)\n1 check: 0 passed, 1 failed, 0 skipped\n")
+        );
     }
 }

@@ -182,18 +182,21 @@ pub struct PipelineSection {
     pub producer: ProducerSection,
 }
 
+/// `[pipeline.kafka]`. Every value validation inspects keeps its position; a defaulted value has
+/// an empty span, and its errors point at the `[pipeline]` section instead.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSection {
     #[serde(default = "default_kafka_image")]
     pub image: Text,
+    /// Brokers (each also a KRaft controller): 1 (a development estate) or 3 and more.
     #[serde(default = "default_one")]
     pub replicas: Spanned<u16>,
     #[serde(default = "default_kafka_storage")]
     pub storage: Text,
     #[serde(default = "default_storage_class")]
     pub storage_class: Text,
-    /// A stable KRaft cluster id (22 characters of base64url).
+    /// A stable KRaft cluster id: 16 bytes in URL-safe base64 without padding (22 characters).
     #[serde(default = "default_cluster_id")]
     pub cluster_id: Text,
 }
@@ -210,9 +213,12 @@ impl Default for KafkaSection {
     }
 }
 
+/// `[pipeline.connect]`: Kafka Connect runs an image that already carries the JDBC sink and its
+/// PostgreSQL driver (Debezium's Connect image), so nothing is downloaded at start.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectSection {
+    /// `NAME:TAG`, or `NAME:TAG@sha256:DIGEST` to pin the exact image.
     #[serde(default = "default_connect_image")]
     pub image: Text,
     #[serde(default = "default_connector_name")]
@@ -221,11 +227,12 @@ pub struct ConnectSection {
     /// is topic/partition/offset); `insert` fails the task on such a replay.
     #[serde(default)]
     pub insert_mode: InsertMode,
-    /// A small image with `sh` and `curl`: fetches the plugin archive and registers the connector.
+    /// A small image with `sh` and `curl`: the registration Job for `kubectl apply -k` users.
     #[serde(default = "default_curl_image")]
     pub curl_image: Text,
-    /// Where the JDBC sink plugin comes from. Absent: Aiven's release archive, not yet pinned.
-    pub plugin: Option<Spanned<PluginSection>>,
+    /// Removed: the plugin download of earlier versions. Kept in the schema only to say so
+    /// clearly instead of "unknown field".
+    pub plugin: Option<Spanned<toml::Value>>,
 }
 
 impl Default for ConnectSection {
@@ -248,18 +255,6 @@ pub enum InsertMode {
     Upsert,
 }
 
-/// Either a release archive with its sha256 (fetched by an init container), or an image that
-/// already holds the plugin directory (copied by an init container).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginSection {
-    pub url: Option<Text>,
-    pub sha256: Option<Text>,
-    pub image: Option<Text>,
-    /// The plugin directory inside `image`.
-    pub path: Option<Text>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProducerSection {
@@ -278,6 +273,10 @@ fn default_true() -> bool {
 }
 fn default_one() -> Spanned<u16> {
     Spanned::new(0..0, 1)
+}
+/// A value the file did not set: no position.
+fn unplaced(value: &str) -> Text {
+    Spanned::new(0..0, value.to_string())
 }
 fn default_ssh_user() -> Text {
     Spanned::new(0..0, "root".into())
@@ -298,25 +297,25 @@ fn default_password_env() -> Text {
     Spanned::new(0..0, "IAC_PG_PASSWORD".into())
 }
 fn default_kafka_image() -> Text {
-    Spanned::new(0..0, "apache/kafka:4.1.1".into())
+    unplaced("apache/kafka:4.1.1")
 }
 fn default_kafka_storage() -> Text {
-    Spanned::new(0..0, "5Gi".into())
+    unplaced("5Gi")
 }
 fn default_storage_class() -> Text {
-    Spanned::new(0..0, "local-path".into())
+    unplaced("local-path")
 }
 fn default_cluster_id() -> Text {
-    Spanned::new(0..0, "iacKRaftCluster0000001".into())
+    unplaced("euNKiNAFMRq_9pSVJThoTA")
 }
 fn default_connect_image() -> Text {
-    Spanned::new(0..0, "apache/kafka:4.1.1".into())
+    unplaced("quay.io/debezium/connect:3.4.3.Final")
 }
 fn default_connector_name() -> Text {
-    Spanned::new(0..0, "postgres-sink".into())
+    unplaced("postgres-sink")
 }
 fn default_curl_image() -> Text {
-    Spanned::new(0..0, "curlimages/curl:8.11.1".into())
+    unplaced("curlimages/curl:8.11.1")
 }
 fn default_messages() -> u32 {
     10

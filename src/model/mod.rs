@@ -145,6 +145,8 @@ pub struct Pipeline {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kafka {
+    /// `replicas` is 1 (a development estate: no redundancy) or at least 3 (a KRaft quorum
+    /// that survives the loss of one voter); validation refuses 2.
     pub image: String,
     pub replicas: u16,
     pub storage: String,
@@ -154,25 +156,11 @@ pub struct Kafka {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect {
+    /// An image that carries the JDBC sink connector and the PostgreSQL driver.
     pub image: String,
     pub connector: String,
     pub insert_mode: InsertMode,
     pub curl_image: String,
-    pub plugin: PluginSource,
-}
-
-/// The official Apache-2.0 JDBC sink release used when the inventory names no plugin source.
-pub const DEFAULT_PLUGIN_URL: &str =
-    "https://github.com/Aiven-Open/jdbc-connector-for-apache-kafka/releases/download/v6.10.0/jdbc-connector-for-apache-kafka-6.10.0.tar";
-
-/// Where Kafka Connect's JDBC sink plugin comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PluginSource {
-    /// A release archive (.tar, .tar.gz, .tgz or .zip). Without `sha256` the init container
-    /// refuses to install it and prints the digest it saw, so nothing unpinned ever runs.
-    Archive { url: String, sha256: Option<String> },
-    /// An image that holds the plugin directory at `path`.
-    Image { image: String, path: String },
 }
 
 impl Site {

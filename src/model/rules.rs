@@ -110,19 +110,80 @@ pub fn quantity(q: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("`{}` is not a storage size like 5Gi", printable(q))) }
 }
 
-/// A KRaft cluster id is a UUID in URL-safe base64 without padding: 22 characters that decode
-/// to 16 bytes (Kafka's `Uuid.fromString`). The all-zero and all-but-one ids are reserved.
+/// A KRaft cluster id is a UUID in URL-safe base64 without padding: 22 characters that decode to
+/// 16 bytes (Kafka's `Uuid.fromString`) and encode back to the same text. The last character
+/// carries only 2 of the 128 bits, so most 22-character strings decode (Java's decoder ignores
+/// the 4 spare bits) but do not round-trip: the broker would record a different id than the one
+/// the manifest names. The all-zero and metadata-topic ids are reserved, and an id starting with
+/// '-' reads as an option to `kafka-storage.sh format -t` (Kafka's own generator avoids them).
 pub fn cluster_id(id: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    use base64::alphabet::URL_SAFE;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const HOW: &str = "`kafka-storage.sh random-uuid` prints one";
+    // Decodes as leniently as java.util.Base64's URL decoder (spare bits ignored), encodes
+    // canonically, as Kafka's Uuid.toString does.
+    let lenient = GeneralPurpose::new(
+        &URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_encode_padding(false)
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
     if id.len() != 22 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(format!(
-            "`{}` is not a KRaft cluster id: 22 characters of URL-safe base64 (`kafka-storage.sh random-uuid` prints one)",
-            printable(id)
-        ));
+        return Err(format!("`{}` is not a KRaft cluster id: 22 characters of URL-safe base64 ({HOW})", printable(id)));
+    }
+    let bytes = lenient.decode(id).map_err(|e| format!("`{id}` is not URL-safe base64: {e} ({HOW})"))?;
+    let canonical = lenient.encode(&bytes);
+    if bytes.len() != 16 || canonical != id {
+        return Err(format!("`{id}` does not round-trip: its 16 bytes encode as `{canonical}`; use that, or a fresh id ({HOW})"));
     }
     if id == "AAAAAAAAAAAAAAAAAAAAAA" || id == "AAAAAAAAAAAAAAAAAAAAAQ" {
         return Err(format!("`{id}` is a reserved id"));
     }
+    if id.starts_with('-') {
+        return Err(format!("`{id}` starts with '-', which kafka-storage.sh would read as an option ({HOW})"));
+    }
     Ok(())
+}
+
+/// Every broker is also a KRaft controller, and a quorum of n voters survives the loss of
+/// (n - 1) / 2 of them. One broker is the bundled development estate and makes no claim to
+/// survive anything; two brokers cost twice as much and still stop at the first loss, because a
+/// quorum of two needs both voters.
+pub fn brokers(n: u16) -> Result<(), String> {
+    match n {
+        0 => Err("needs at least one broker".into()),
+        2 => Err("2 brokers cannot keep a KRaft quorum through the loss of one (a quorum of 2 voters needs both): \
+                  use 1 (a development estate without redundancy) or 3 or more"
+            .into()),
+        _ => Ok(()),
+    }
+}
+
+/// A container image reference (`image_ref::check`, distribution/reference's grammar) pinned
+/// by tag, optionally by a sha256 digest too: no tag, or `latest`, lets the image change under
+/// the same manifest.
+pub fn pinned_image(image: &str) -> Result<(), String> {
+    let shown = printable(image);
+    super::image_ref::check(image).map_err(|why| format!("`{shown}` is not a container image reference: it {why}"))?;
+    let (name_tag, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let hex = d.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+            return Err(format!("`{shown}` has a digest that is not sha256:<64 lowercase hex digits>"));
+        }
+    }
+    // The tag follows the last ':' after the last '/' (a registry may carry a :port).
+    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+    match name_tag[last_slash..].rfind(':').map(|i| &name_tag[last_slash + i + 1..]) {
+        None => Err(format!("`{shown}` names no tag: pin the image by tag (NAME:TAG, optionally @sha256:DIGEST)")),
+        Some("latest") => Err(format!("`{shown}` is pinned to `latest`, which changes under the same manifest: name a released tag")),
+        Some(_) => Ok(()),
+    }
 }
 
 /// A value as it may be shown in a message: control characters as escapes, so an error line
@@ -137,11 +198,67 @@ mod tests {
 
     #[test]
     fn cluster_ids() {
-        assert!(cluster_id("iacKRaftCluster0000001").is_ok());
+        assert!(cluster_id("euNKiNAFMRq_9pSVJThoTA").is_ok());
         assert!(cluster_id("5L6g3nShT-eMCtK--X86sw").is_ok());
         assert!(cluster_id("short").is_err());
         assert!(cluster_id("iacKRaftCluster000000+").is_err(), "standard base64, not URL-safe");
         assert!(cluster_id("AAAAAAAAAAAAAAAAAAAAAA").is_err(), "reserved");
+        // The id this project shipped before: it decodes, but to bytes that encode differently.
+        let e = cluster_id("iacKRaftCluster0000001").unwrap_err();
+        assert!(e.contains("does not round-trip") && e.contains("iacKRaftCluster000000w"), "{e}");
+        assert!(cluster_id("iacKRaftCluster000000w").is_ok());
+        assert!(cluster_id("-acKRaftCluster000000w").unwrap_err().contains("starts with '-'"));
+    }
+
+    /// The last character of a canonical id carries 2 bits: only A, Q, g and w round-trip.
+    #[test]
+    fn cluster_id_round_trip_is_exactly_the_canonical_encoding() {
+        use base64::Engine as _;
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let ok: String = alphabet.chars().filter(|c| cluster_id(&format!("euNKiNAFMRq_9pSVJThoT{c}")).is_ok()).collect();
+        assert_eq!(ok, "AQgw");
+        for seed in 0u8..=255 {
+            let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([seed.wrapping_mul(37) | 1; 16]);
+            assert!(cluster_id(&id).is_ok() || id.starts_with('-'), "{id}");
+        }
+    }
+
+    #[test]
+    fn broker_counts() {
+        assert!(brokers(1).is_ok());
+        assert!(brokers(0).is_err());
+        assert!(brokers(2).unwrap_err().contains("cannot keep a KRaft quorum"));
+        for n in 3..=9 {
+            assert!(brokers(n).is_ok());
+        }
+    }
+
+    #[test]
+    fn pinned_images() {
+        for ok in [
+            "apache/kafka:4.1.1",
+            "quay.io/debezium/connect:3.4.3.Final",
+            "registry.example:5000/team/connect:1.0",
+            "localhost/connect:dev",
+            "curlimages/curl:8.11.1",
+            &format!("quay.io/debezium/connect:3.4.3.Final@sha256:{}", "ab".repeat(32)),
+        ] {
+            assert!(pinned_image(ok).is_ok(), "{ok}: {:?}", pinned_image(ok));
+        }
+        for (bad, why) in [
+            ("apache/kafka", "names no tag"),
+            ("registry.example:5000/connect", "names no tag"),
+            ("apache/kafka:latest", "latest"),
+            ("apache/Kafka:4.1.1", "not a container image reference"),
+            ("apache/kafka:4.1.1@sha256:abc", "digest"),
+            (&format!("apache/kafka:4.1.1@sha512:{}", "ab".repeat(64)), "not sha256"),
+            ("apache//kafka:4", "not a container image reference"),
+            ("apache/kafka:-x", "not a container image reference"),
+            ("apache/kafka :4", "not a container image reference"),
+        ] {
+            let e = pinned_image(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

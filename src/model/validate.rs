@@ -13,12 +13,9 @@ use crate::escape;
 use crate::inventory::Source;
 use crate::inventory::schema::{self as schema, InventoryFile, RoleName, Text};
 
-use super::image_ref;
 use super::ports::{ETCD_FIRST, ETCD_LAST, K3S_API_PORT, KUBELET_PORT};
 use super::rules;
-use super::{
-    Allow, Client, Cluster, Connect, DEFAULT_PLUGIN_URL, Database, Egress, Host, Kafka, Network, Pipeline, PluginSource, Role, Site,
-};
+use super::{Allow, Client, Cluster, Connect, Database, Egress, Host, Kafka, Network, Pipeline, Role, Site};
 
 /// Names that would collide with directories `iac render` writes next to the host directories.
 const RESERVED_HOST_NAMES: &[&str] = &["k8s"];
@@ -584,21 +581,28 @@ impl Validator<'_> {
         self.check(&s.table, "pipeline.table", rules::sql_identifier);
         self.check(&s.topic, "pipeline.topic", rules::topic);
         self.check(&s.password_env, "pipeline.password_env", rules::env_name);
-        if *s.kafka.replicas.get_ref() == 0 {
-            self.error(s.kafka.replicas.span(), "pipeline.kafka.replicas", "needs at least one broker");
+        let k = &s.kafka;
+        if let Err(why) = rules::brokers(*k.replicas.get_ref()) {
+            self.error(k.replicas.span(), "pipeline.kafka.replicas", why);
         }
-        self.check(&s.kafka.cluster_id, "pipeline.kafka.cluster_id", rules::cluster_id);
-        self.check(&s.kafka.storage, "pipeline.kafka.storage", rules::quantity);
-        self.check(&s.kafka.storage_class, "pipeline.kafka.storage_class", rules::dns_subdomain);
-        self.check(&s.connect.connector, "pipeline.connect.connector", rules::dns_label);
-        for (key, image) in [
-            ("pipeline.kafka.image", &s.kafka.image),
-            ("pipeline.connect.image", &s.connect.image),
-            ("pipeline.connect.curl_image", &s.connect.curl_image),
-        ] {
-            self.image(image, key);
+        self.check(&k.cluster_id, "pipeline.kafka.cluster_id", rules::cluster_id);
+        self.check(&k.storage, "pipeline.kafka.storage", rules::quantity);
+        self.check(&k.storage_class, "pipeline.kafka.storage_class", rules::dns_subdomain);
+        let c = &s.connect;
+        self.check(&c.connector, "pipeline.connect.connector", rules::dns_label);
+        for (key, image) in
+            [("pipeline.kafka.image", &k.image), ("pipeline.connect.image", &c.image), ("pipeline.connect.curl_image", &c.curl_image)]
+        {
+            self.check(image, key, rules::pinned_image);
         }
-        let plugin = self.plugin(p.span(), s.connect.plugin.as_ref());
+        if let Some(plugin) = &c.plugin {
+            self.error(
+                plugin.span(),
+                "pipeline.connect.plugin",
+                "is no longer used: Kafka Connect runs `pipeline.connect.image`, which already carries the JDBC sink \
+                 and the PostgreSQL driver (nothing is downloaded at start); delete this section",
+            );
+        }
         Pipeline {
             namespace: s.namespace.get_ref().clone(),
             database: s.database.get_ref().clone(),
@@ -606,79 +610,19 @@ impl Validator<'_> {
             table: s.table.get_ref().clone(),
             password_env: s.password_env.get_ref().clone(),
             kafka: Kafka {
-                image: s.kafka.image.get_ref().clone(),
-                replicas: *s.kafka.replicas.get_ref(),
-                storage: s.kafka.storage.get_ref().clone(),
-                storage_class: s.kafka.storage_class.get_ref().clone(),
-                cluster_id: s.kafka.cluster_id.get_ref().clone(),
+                image: k.image.get_ref().clone(),
+                replicas: *k.replicas.get_ref(),
+                storage: k.storage.get_ref().clone(),
+                storage_class: k.storage_class.get_ref().clone(),
+                cluster_id: k.cluster_id.get_ref().clone(),
             },
             connect: Connect {
-                image: s.connect.image.get_ref().clone(),
-                connector: s.connect.connector.get_ref().clone(),
-                insert_mode: s.connect.insert_mode,
-                curl_image: s.connect.curl_image.get_ref().clone(),
-                plugin,
+                image: c.image.get_ref().clone(),
+                connector: c.connector.get_ref().clone(),
+                insert_mode: c.insert_mode,
+                curl_image: c.curl_image.get_ref().clone(),
             },
             producer_messages: s.producer.messages,
-        }
-    }
-
-    fn image(&mut self, image: &Text, key: &str) {
-        if let Err(why) = image_ref::check(image.get_ref()) {
-            self.error(image.span(), key, format!("`{}` is not a container image reference: it {why}", rules::printable(image.get_ref())));
-        }
-    }
-
-    /// Exactly one source: `url` (with `sha256`, a pin) or `image` (with `path`).
-    fn plugin(&mut self, pipeline_span: Range<usize>, plugin: Option<&Spanned<schema::PluginSection>>) -> PluginSource {
-        const KEY: &str = "pipeline.connect.plugin";
-        let Some(plugin) = plugin else {
-            return PluginSource::Archive { url: DEFAULT_PLUGIN_URL.into(), sha256: None };
-        };
-        let p = plugin.get_ref();
-        match (&p.url, &p.image) {
-            (Some(url), None) => {
-                if p.path.is_some() {
-                    self.error(plugin.span(), format!("{KEY}.path"), "`path` goes with `image`, not with `url`");
-                }
-                let u = url.get_ref();
-                if !u.starts_with("https://") || u.chars().any(char::is_whitespace) {
-                    self.error(url.span(), format!("{KEY}.url"), format!("`{u}` must be an https:// URL"));
-                }
-                let known = [".tar", ".tar.gz", ".tgz", ".zip"];
-                if !known.iter().any(|ext| u.ends_with(ext)) {
-                    self.error(url.span(), format!("{KEY}.url"), "the archive must end in .tar, .tar.gz, .tgz or .zip");
-                }
-                let sha256 = p.sha256.as_ref().map(|h| {
-                    let hex = h.get_ref().trim().to_ascii_lowercase();
-                    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                        self.error(h.span(), format!("{KEY}.sha256"), "must be 64 hex digits (the output of `sha256sum`)");
-                    }
-                    hex
-                });
-                PluginSource::Archive { url: u.clone(), sha256 }
-            }
-            (None, Some(image)) => {
-                if p.sha256.is_some() {
-                    self.error(
-                        plugin.span(),
-                        format!("{KEY}.sha256"),
-                        "`sha256` goes with `url`; pin an image by its digest (NAME@sha256:...)",
-                    );
-                }
-                self.image(image, &format!("{KEY}.image"));
-                let path = p.path.as_ref().map_or_else(|| "/plugin".to_string(), |t| t.get_ref().clone());
-                if !path.starts_with('/') {
-                    let span = p.path.as_ref().map_or(plugin.span(), Spanned::span);
-                    self.error(span, format!("{KEY}.path"), "must be an absolute path inside the image");
-                }
-                PluginSource::Image { image: image.get_ref().clone(), path }
-            }
-            _ => {
-                let span = if p.url.is_some() { plugin.span() } else { pipeline_span };
-                self.error(span, KEY, "name exactly one source: `url` (with `sha256`) or `image` (with `path`)");
-                PluginSource::Archive { url: DEFAULT_PLUGIN_URL.into(), sha256: None }
-            }
         }
     }
 }

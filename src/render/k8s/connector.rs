@@ -10,13 +10,20 @@ use serde::Serialize;
 use crate::model::InsertMode;
 
 use super::{
-    Component, Ctx, FILE_CONNECTOR, FILE_REGISTER, K8sError, Object, PASSWORD_VAR, REGISTER_JOB, container_security, empty_dir, env,
-    pod_security, resources, yaml,
+    Component, Ctx, FILE_CONNECTOR, FILE_REGISTER, K8sError, KAFKA_UID, Object, PASSWORD_VAR, REGISTER_JOB, container_security, empty_dir,
+    env, pod_security, resources, yaml,
 };
 
-pub const CONNECTOR_CLASS: &str = "io.aiven.connect.jdbc.JdbcSinkConnector";
-/// Aiven's names for the `pk.mode=kafka` key columns.
-pub const KAFKA_PK_FIELDS: &str = "__connect_topic,__connect_partition,__connect_offset";
+/// Debezium's JDBC sink (`debezium/debezium`, `debezium-connector-jdbc/.../JdbcSinkConnector.java`),
+/// installed in the Connect image (`connect.rs`).
+pub const CONNECTOR_CLASS: &str = "io.debezium.connector.jdbc.JdbcSinkConnector";
+/// The key columns `primary.key.mode=kafka` creates: the record's topic (text), partition (int)
+/// and offset (bigint) (debezium/debezium at v3.4.3.Final,
+/// `debezium-sink/.../bindings/kafka/KafkaDebeziumSinkRecord.java`, `CONNECT_TOPIC`,
+/// `CONNECT_PARTITION`, `CONNECT_OFFSET`). The demo producer's records, a struct named
+/// `demo_message` without an `op` field, are "flattened" records there (not a Debezium change
+/// event envelope), written column for column.
+pub const KAFKA_PK_COLUMNS: [&str; 3] = ["__connect_topic", "__connect_partition", "__connect_offset"];
 const REGISTER_SCRIPT: &str = include_str!("scripts/register-connector.sh");
 
 #[derive(Serialize)]
@@ -31,12 +38,27 @@ pub fn jdbc_url(ctx: &Ctx) -> String {
 }
 
 pub fn dlq_topic(ctx: &Ctx) -> String {
-    format!("{}-dlq", ctx.p.topic)
+    dlq_topic_of(&ctx.p.topic)
+}
+
+/// The dead-letter topic of a topic: `iac pipeline status` reads its depth.
+pub fn dlq_topic_of(topic: &str) -> String {
+    format!("{topic}-dlq")
 }
 
 /// The connector's configuration, as PUT to `/connectors/NAME/config`. Converters come from
 /// the worker (JsonConverter with schemas); the password is resolved inside the worker from its
-/// environment, so it is in neither this map nor the Connect REST API's answers.
+/// environment, so this map holds only the placeholder.
+///
+/// Every key is documented by the connector (debezium/debezium at the v3.4.3.Final tag the image
+/// installs) or by Kafka Connect itself:
+/// - `connector.class`, `tasks.max`, `topics`, and the `errors.*` keys: Kafka Connect's
+///   `ConnectorConfig.java` and `SinkConnectorConfig.java` (apache/kafka, `connect/runtime`).
+/// - `connection.url`, `connection.username`, `connection.password`, `insert.mode`,
+///   `schema.evolution`: Debezium's `JdbcSinkConnectorConfig.java` (debezium/debezium,
+///   `debezium-connector-jdbc`).
+/// - `primary.key.mode`, `collection.name.format` (which replaced `table.name.format`, still
+///   accepted as a deprecated alias): Debezium's `SinkConnectorConfig.java` (`debezium-sink`).
 pub fn connector_config_of(ctx: &Ctx) -> BTreeMap<String, String> {
     let p = ctx.p;
     let rf = ctx.replication_factor().to_string();
@@ -49,17 +71,18 @@ pub fn connector_config_of(ctx: &Ctx) -> BTreeMap<String, String> {
         ("tasks.max", "1".into()),
         ("topics", p.topic.clone()),
         ("connection.url", jdbc_url(ctx)),
-        ("connection.user", ctx.db_owner.clone()),
+        ("connection.username", ctx.db_owner.clone()),
         ("connection.password", format!("${{env:{PASSWORD_VAR}}}")),
-        ("table.name.format", p.table.clone()),
-        ("auto.create", "true".into()),
-        ("auto.evolve", "false".into()),
+        // The table name, fixed (the default is the topic name).
+        ("collection.name.format", p.table.clone()),
+        // `basic` creates the table from the first record's schema and adds columns that
+        // appear later; `none` (the default) expects the table to exist.
+        ("schema.evolution", "basic".into()),
         ("insert.mode", insert_mode.into()),
-        // The key is where the record sits in Kafka: a replay finds its rows again.
-        ("pk.mode", "kafka".into()),
-        ("pk.fields", KAFKA_PK_FIELDS.into()),
-        ("max.retries", "10".into()),
-        ("retry.backoff.ms", "3000".into()),
+        // The key is where the record sits in Kafka (__connect_topic, __connect_partition,
+        // __connect_offset): a replay after a crash finds its rows again. `upsert` requires a
+        // primary key mode (JdbcSinkConnectorConfig.validateInsertMode).
+        ("primary.key.mode", "kafka".into()),
         // Records that cannot be converted go to the dead-letter topic with the reason in
         // their headers instead of stopping the task.
         ("errors.tolerance", "all".into()),
@@ -131,7 +154,8 @@ pub(super) fn register_job(ctx: &Ctx) -> Result<String, K8sError> {
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     enable_service_links: Some(false),
-                    security_context: Some(pod_security()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(pod_security(KAFKA_UID)),
                     containers: vec![container],
                     volumes: Some(vec![config_volume, empty_dir("tmp")]),
                     ..Default::default()

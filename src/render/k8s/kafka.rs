@@ -8,26 +8,71 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec,
-    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, TCPSocketAction, VolumeMount, VolumeResourceRequirements,
+    Affinity, Container, ContainerPort, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, TCPSocketAction, VolumeMount, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 use super::{
-    CLUSTER_DOMAIN, CONTROLLER_PORT, Component, Ctx, FILE_KAFKA, K8sError, KAFKA, KAFKA_BOOTSTRAP, KAFKA_HEADLESS, KAFKA_PORT, Object,
-    container_security, env, env_field, pod_security, quantity, resources, yaml,
+    CLUSTER_DOMAIN, CONTROLLER_PORT, Component, Ctx, FILE_KAFKA, K8sError, KAFKA, KAFKA_BOOTSTRAP, KAFKA_HEADLESS, KAFKA_PORT, KAFKA_UID,
+    Object, container_security, env, env_field, pod_security, quantity, resources, yaml,
 };
 
 /// The volume's mount point; the log directory is a subdirectory so the volume root (which a
 /// provisioner may populate) never has to be empty.
 const DATA_DIR: &str = "/var/lib/kafka/data";
 pub const LOG_DIR: &str = "/var/lib/kafka/data/kraft-logs";
+/// The Kafka tools in the apache/kafka image.
+pub const KAFKA_BIN: &str = "/opt/kafka/bin";
+const READY_SCRIPT: &str = include_str!("scripts/broker-ready.sh");
 
 pub(super) fn render(ctx: &Ctx) -> Result<String, K8sError> {
-    yaml(FILE_KAFKA, &[Object::Service(headless(ctx)), Object::Service(bootstrap(ctx)), Object::StatefulSet(statefulset(ctx))])
+    let mut objects = vec![Object::Service(headless(ctx)), Object::Service(bootstrap(ctx)), Object::StatefulSet(statefulset(ctx))];
+    if let Some(pdb) = disruption_budget(ctx) {
+        objects.push(Object::PodDisruptionBudget(pdb));
+    }
+    yaml(FILE_KAFKA, &objects)
+}
+
+/// With several brokers, a drain (node maintenance) takes one at a time, so the quorum and
+/// `min.insync.replicas` hold. One broker has nothing to protect: a budget of zero would only
+/// block every drain of its node.
+fn disruption_budget(ctx: &Ctx) -> Option<PodDisruptionBudget> {
+    (ctx.p.kafka.replicas > 1).then(|| PodDisruptionBudget {
+        metadata: ctx.meta(KAFKA, Component::Kafka),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(ctx.selector(Component::Kafka)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// One broker per node. Required when the cluster has at least as many k3s nodes as brokers,
+/// so two brokers never share a node (and a node loss never takes two voters); only preferred
+/// when it has fewer, where a required rule would leave the surplus brokers Pending forever.
+fn spread(ctx: &Ctx) -> PodAntiAffinity {
+    let term = PodAffinityTerm {
+        label_selector: Some(ctx.selector(Component::Kafka)),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..Default::default()
+    };
+    if ctx.k3s_node_count() >= usize::from(ctx.p.kafka.replicas) {
+        PodAntiAffinity { required_during_scheduling_ignored_during_execution: Some(vec![term]), ..Default::default() }
+    } else {
+        PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                weight: 100,
+                pod_affinity_term: term,
+            }]),
+            ..Default::default()
+        }
+    }
 }
 
 fn ports() -> Vec<ServicePort> {
@@ -145,19 +190,26 @@ fn statefulset(ctx: &Ctx) -> StatefulSet {
         env: Some(env),
         // The original estate's limits: 1Gi and half a core.
         resources: Some(resources("250m", "1Gi", "500m")),
+        // The process is up and has bound its listener: from here on liveness applies.
         startup_probe: Some(Probe {
             tcp_socket: Some(tcp("kafka")),
             period_seconds: Some(5),
             failure_threshold: Some(60),
             ..Default::default()
         }),
+        // Ready means it serves requests: a real ApiVersions round trip (scripts/broker-ready.sh),
+        // a few milliseconds of bash, where `kafka-broker-api-versions.sh` would start a JVM
+        // (seconds of CPU under the 500m limit, and a second heap next to the broker's) on
+        // every probe.
         readiness_probe: Some(Probe {
-            tcp_socket: Some(tcp("kafka")),
+            exec: Some(ExecAction { command: Some(vec!["/bin/bash".into(), "-c".into(), READY_SCRIPT.into()]) }),
             period_seconds: Some(10),
             timeout_seconds: Some(5),
             failure_threshold: Some(3),
             ..Default::default()
         }),
+        // Alive while it holds its port: a broker waiting for its quorum is not dead, and
+        // restarting it would not help.
         liveness_probe: Some(Probe {
             tcp_socket: Some(tcp("kafka")),
             period_seconds: Some(20),
@@ -169,27 +221,14 @@ fn statefulset(ctx: &Ctx) -> StatefulSet {
         security_context: Some(container_security(false)),
         ..Default::default()
     };
-    let spread = WeightedPodAffinityTerm {
-        weight: 100,
-        pod_affinity_term: PodAffinityTerm {
-            label_selector: Some(ctx.selector(Component::Kafka)),
-            topology_key: "kubernetes.io/hostname".into(),
-            ..Default::default()
-        },
-    };
     let pod = PodSpec {
         containers: vec![container],
         // Service links would hand the broker KAFKA_BOOTSTRAP_PORT=tcp://... and friends.
         enable_service_links: Some(false),
-        security_context: Some(pod_security()),
+        automount_service_account_token: Some(false),
+        security_context: Some(pod_security(KAFKA_UID)),
         termination_grace_period_seconds: Some(60),
-        affinity: Some(Affinity {
-            pod_anti_affinity: Some(PodAntiAffinity {
-                preferred_during_scheduling_ignored_during_execution: Some(vec![spread]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        affinity: Some(Affinity { pod_anti_affinity: Some(spread(ctx)), ..Default::default() }),
         ..Default::default()
     };
     let claim = PersistentVolumeClaim {

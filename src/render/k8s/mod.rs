@@ -9,6 +9,7 @@ mod connector;
 mod kafka;
 mod kustomization;
 mod namespace;
+mod network_policy;
 mod producer;
 
 use std::collections::BTreeMap;
@@ -23,7 +24,17 @@ use serde::Serialize;
 
 use crate::model::{Pipeline, Site};
 
-pub use connector::connector_config;
+pub use connect::{CONFIG_MAP as CONNECT_CONFIG_MAP, OFFSET_FLUSH_INTERVAL_MS, Setting};
+pub use connector::{CONNECTOR_CLASS, KAFKA_PK_COLUMNS, connector_config, dlq_topic_of};
+pub use kafka::KAFKA_BIN;
+pub use namespace::POD_SECURITY_LEVEL;
+
+/// The Connect worker's settings for a site's pipeline (empty without one), with the worker
+/// property each becomes: for tests and docs that check the image's variable mapping.
+pub fn worker_settings(site: &Site) -> Result<Vec<Setting>, K8sError> {
+    let Some(p) = &site.pipeline else { return Ok(Vec::new()) };
+    Ok(connect::worker_settings(&Ctx::new(site, p)?))
+}
 
 /// The StatefulSet, and the prefix of its pods' names (`kafka-0`, ...).
 pub const KAFKA: &str = "kafka";
@@ -46,13 +57,32 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 pub const KAFKA_PORT: i32 = 9092;
 pub const CONTROLLER_PORT: i32 = 9093;
 pub const CONNECT_PORT: i32 = 8083;
-/// `appuser` in the apache/kafka image.
+/// `appuser` in the apache/kafka image (its Dockerfile: `adduser ... appuser`, uid 1000).
 pub const KAFKA_UID: i64 = 1000;
+/// `kafka` in Debezium's images (`debezium/container-images`, `kafka/3.4/Dockerfile`:
+/// `useradd -u 1001 -r -g kafka ... kafka`). The image names its user by name (`USER kafka`), so
+/// the kubelet cannot check `runAsNonRoot` unless the pod names the number.
+pub const CONNECT_UID: i64 = 1001;
+/// Pod template annotation: the sha256 of the Connect worker settings (the ConfigMap the pod
+/// reads through `envFrom`). A changed ConfigMap alone would not restart the pod; a changed
+/// annotation does.
+pub const ANNOTATION_WORKER_CONFIG: &str = "iac/worker-config-sha256";
+/// Pod template annotation `iac apply` stamps with the `pipeline-postgres` Secret's
+/// resourceVersion, so a rotated password restarts Connect (the worker reads it at start).
+pub const ANNOTATION_SECRET_VERSION: &str = "iac/secret-version";
+/// Deployment annotation naming the connector this Connect runs for iac: when the inventory
+/// renames it, `iac apply` reads the old name here and deletes that connector from Connect.
+pub const ANNOTATION_CONNECTOR: &str = "iac/connector";
+/// Labels every rendered object carries; `iac apply` prunes by them.
+pub const LABEL_PART_OF: (&str, &str) = ("app.kubernetes.io/part-of", "iac-pipeline");
+pub const LABEL_MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "iac");
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 
 /// The directory of the rendered tree that holds the manifests, and its files: the contract
 /// `iac apply` (src/cluster) reads them by.
 pub const DIR: &str = "k8s";
 pub const FILE_NAMESPACE: &str = "namespace.yaml";
+pub const FILE_NETWORK_POLICY: &str = "network-policy.yaml";
 pub const FILE_KAFKA: &str = "kafka.yaml";
 pub const FILE_CONNECT: &str = "connect.yaml";
 pub const FILE_CONNECTOR: &str = "connector.json";
@@ -79,6 +109,7 @@ pub enum Component {
     Connect,
     RegisterConnector,
     Producer,
+    NetworkPolicy,
 }
 
 impl Component {
@@ -89,6 +120,7 @@ impl Component {
             Component::Connect => "connect",
             Component::RegisterConnector => "register-connector",
             Component::Producer => "producer",
+            Component::NetworkPolicy => "network-policy",
         }
     }
 
@@ -100,6 +132,7 @@ impl Component {
             Component::Connect => CONNECT,
             Component::RegisterConnector => REGISTER_JOB,
             Component::Producer => PRODUCER_JOB,
+            Component::NetworkPolicy => "iac-pipeline",
         }
     }
 }
@@ -123,6 +156,21 @@ impl<'a> Ctx<'a> {
 
     pub fn ns(&self) -> &str {
         &self.p.namespace
+    }
+
+    /// The k3s nodes' addresses, as the firewall's `k3s_nodes` set has them.
+    pub fn node_addresses(&self) -> Vec<ipnet::Ipv4Net> {
+        crate::policy::node_addresses(self.site)
+    }
+
+    /// Node names of the k3s servers: the inventory host names, which the generated NixOS
+    /// module makes the hostnames and so k3s's node names (`kubernetes.io/hostname`).
+    pub fn server_nodes(&self) -> Vec<String> {
+        self.site.hosts_with(crate::model::Role::K3sServer).map(|h| h.name.clone()).collect()
+    }
+
+    pub fn k3s_node_count(&self) -> usize {
+        self.site.k3s_nodes().count()
     }
 
     /// `NAME.NAMESPACE.svc.cluster.local`: a Service's name as any pod resolves it.
@@ -151,8 +199,8 @@ impl<'a> Ctx<'a> {
 
     pub fn labels(&self, c: Component) -> BTreeMap<String, String> {
         let mut l = self.selector_labels(c);
-        l.insert("app.kubernetes.io/part-of".into(), "iac-pipeline".into());
-        l.insert("app.kubernetes.io/managed-by".into(), "iac".into());
+        l.insert(LABEL_PART_OF.0.into(), LABEL_PART_OF.1.into());
+        l.insert(LABEL_MANAGED_BY.0.into(), LABEL_MANAGED_BY.1.into());
         l
     }
 
@@ -161,7 +209,7 @@ impl<'a> Ctx<'a> {
     pub fn selector_labels(&self, c: Component) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("app.kubernetes.io/name".to_string(), c.app_name().to_string()),
-            ("app.kubernetes.io/instance".to_string(), self.site.name.clone()),
+            (LABEL_INSTANCE.to_string(), self.site.name.clone()),
             ("app.kubernetes.io/component".to_string(), c.as_str().to_string()),
         ])
     }
@@ -189,6 +237,7 @@ pub fn render(site: &Site, pipeline: &Pipeline) -> Result<Vec<(PathBuf, String)>
     let ctx = Ctx::new(site, pipeline)?;
     let mut files = vec![
         (FILE_NAMESPACE, namespace::render(&ctx)?),
+        (FILE_NETWORK_POLICY, network_policy::render(&ctx)?),
         (FILE_KAFKA, kafka::render(&ctx)?),
         (FILE_CONNECT, connect::render(&ctx)?),
         (FILE_CONNECTOR, connector::render(&ctx)?),
@@ -213,6 +262,8 @@ pub(crate) enum Object {
     StatefulSet(k8s_openapi::api::apps::v1::StatefulSet),
     Deployment(k8s_openapi::api::apps::v1::Deployment),
     Job(k8s_openapi::api::batch::v1::Job),
+    NetworkPolicy(k8s_openapi::api::networking::v1::NetworkPolicy),
+    PodDisruptionBudget(k8s_openapi::api::policy::v1::PodDisruptionBudget),
 }
 
 pub(crate) fn yaml(file: &'static str, objects: &[Object]) -> Result<String, K8sError> {
@@ -237,21 +288,23 @@ pub(crate) fn resources(cpu_request: &str, memory: &str, cpu_limit: &str) -> Res
     }
 }
 
-/// Every pod runs as the apache/kafka image's unprivileged user, with the runtime's seccomp
-/// profile.
-pub(crate) fn pod_security() -> PodSecurityContext {
+/// Every pod runs as its image's unprivileged user (by number, so the kubelet can check
+/// `runAsNonRoot`), with the runtime's seccomp profile: with `container_security`, what the
+/// Pod Security `restricted` level the namespace enforces requires.
+pub(crate) fn pod_security(uid: i64) -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(KAFKA_UID),
-        run_as_group: Some(KAFKA_UID),
-        fs_group: Some(KAFKA_UID),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
         ..Default::default()
     }
 }
 
 /// No privilege escalation and no capabilities. `read_only_root` is false only for the JVM
-/// containers: the apache/kafka image's scripts write their config and logs under /opt/kafka.
+/// containers: the apache/kafka image's scripts write their config and logs under /opt/kafka,
+/// and Debezium's entrypoint writes the worker properties under /kafka/config.
 pub(crate) fn container_security(read_only_root: bool) -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),

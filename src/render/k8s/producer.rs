@@ -4,7 +4,9 @@
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 
-use super::{Component, Ctx, FILE_PRODUCER, K8sError, Object, PRODUCER_JOB, container_security, env, pod_security, resources, yaml};
+use super::{
+    Component, Ctx, FILE_PRODUCER, K8sError, KAFKA_UID, Object, PRODUCER_JOB, container_security, env, pod_security, resources, yaml,
+};
 
 const SCRIPT: &str = include_str!("scripts/produce.sh");
 
@@ -35,7 +37,8 @@ pub(super) fn render(ctx: &Ctx) -> Result<String, K8sError> {
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     enable_service_links: Some(false),
-                    security_context: Some(pod_security()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(pod_security(KAFKA_UID)),
                     containers: vec![container],
                     ..Default::default()
                 }),

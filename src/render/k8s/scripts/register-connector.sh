@@ -9,7 +9,7 @@ done
 
 # A missing plugin would otherwise surface only as a failed PUT with a long stack trace.
 if ! curl -fsS "$CONNECT_URL/connector-plugins" | grep -q "\"$CONNECTOR_CLASS\""; then
-  echo "Kafka Connect has no plugin $CONNECTOR_CLASS: check the kafka-connect pod's init container" >&2
+  echo "Kafka Connect has no plugin $CONNECTOR_CLASS: pipeline.connect.image must carry it" >&2
   exit 1
 fi
 

@@ -1,17 +1,16 @@
 //! `iac verify`, `iac apply` and `iac pipeline status` against the in-process fake API server
-//! (tests/support/fake_apiserver.rs). The binary runs for real; only the API server is fake. The
+//! (tests/it/support/fake_apiserver.rs). The binary runs for real; only the API server is fake. The
 //! manifests applied are the ones `iac render` writes: each test renders an inventory into its
 //! own directory first.
-
-use crate::support;
 
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::support::fake_apiserver::{self as fake, Fake, Scenario, connector_status, node, system_pod};
 use serde_json::{Value, json};
-use crate::support::{bundled_inventory, replace_once};
+
+use crate::support::fake_apiserver::{self as fake, Fake, Scenario, connector_status, node, system_pod};
+use crate::support::{self, bundled_inventory, replace_once, stderr, stdout};
 
 const PASSWORD: &str = "fixture-pw-Zq7xK2";
 const NS: &str = "/api/v1/namespaces/kafka-pipeline";
@@ -52,7 +51,7 @@ impl Env {
     fn render(&self, inventory: &str) {
         std::fs::write(&self.inventory, inventory).unwrap();
         let out = support::iac().args(["render", "--inventory"]).arg(&self.inventory).arg("--out").arg(&self.generated).output().unwrap();
-        assert!(out.status.success(), "render: {}", support::text(&out.stderr));
+        assert!(out.status.success(), "render: {}", stderr(&out));
     }
 
     async fn iac(&self, args: &[&str], password: bool) -> Output {
@@ -60,7 +59,7 @@ impl Env {
     }
 
     async fn iac_env(&self, args: &[&str], password: Option<&str>) -> Output {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_iac"));
+        let mut cmd = tokio::process::Command::from(support::iac());
         cmd.args(args)
             .arg("--inventory")
             .arg(&self.inventory)
@@ -73,7 +72,7 @@ impl Env {
             cmd.env("IAC_PG_PASSWORD", pw);
         }
         let out = cmd.output().await.unwrap();
-        eprintln!("--- iac {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!("--- iac {}\n{}{}", args.join(" "), stdout(&out), stderr(&out));
         out
     }
 
@@ -93,13 +92,6 @@ impl Env {
     fn site(&self) -> iac::model::Site {
         iac::load_site(&self.inventory).unwrap()
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 // ---------------------------------------------------------------- verify
@@ -838,13 +830,13 @@ async fn an_unreachable_api_server_is_named_with_a_hint() {
 async fn a_missing_kubeconfig_is_named_once() {
     let e = env(Scenario::healthy()).await;
     let missing = e.dir.path().join("no-such-kubeconfig");
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_iac"));
+    let mut cmd = tokio::process::Command::from(support::iac());
     cmd.args(["pipeline", "status", "--inventory"]).arg(&e.inventory).arg("--kubeconfig").arg(&missing).env_remove("KUBECONFIG");
     let out = cmd.output().await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out), format!("error: cannot read the kubeconfig {}: No such file or directory (os error 2)\n", missing.display()));
     // $KUBECONFIG naming one missing file: the same message.
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_iac"));
+    let mut cmd = tokio::process::Command::from(support::iac());
     cmd.args(["pipeline", "status", "--inventory"]).arg(&e.inventory).env("KUBECONFIG", &missing);
     let out = cmd.output().await.unwrap();
     assert!(stderr(&out).starts_with(&format!("error: cannot read the kubeconfig {}:", missing.display())), "{}", stderr(&out));
@@ -912,7 +904,7 @@ async fn pipeline_status_shows_kafka_connector_lag_dead_letters_and_rows() {
     let server = support::pg::PgServer::shared();
     let db = server.fresh_database("status");
     server.psql(&db.name, &format!("CREATE TABLE kafka_messages (id int); ALTER TABLE kafka_messages OWNER TO {}; INSERT INTO kafka_messages SELECT generate_series(1, 7)", db.user));
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_iac"));
+    let mut cmd = support::iac();
     db.apply_env(&mut cmd)
         .args(["pipeline", "status", "--inventory"])
         .arg(&e.inventory)
@@ -920,11 +912,11 @@ async fn pipeline_status_shows_kafka_connector_lag_dead_letters_and_rows() {
         .arg(&e.kubeconfig)
         .env_remove("KUBECONFIG");
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("sink         ok   7 rows in kafka_messages"), "{}", stdout(&out));
 
     // With the server gone, the status says why and fails.
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_iac"));
+    let mut cmd = support::iac();
     db.apply_env(&mut cmd)
         .env("PGPORT", "1")
         .args(["pipeline", "status", "--inventory"])

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use iac::deploy::plan::quote;
 use iac::deploy::remote;
 
+use crate::support::{code, iac, repo, stderr, stdout};
+
 const HOSTS: [(&str, &str); 3] = [("alpha", "10.9.0.1"), ("beta", "10.9.0.2"), ("gamma", "10.9.0.3")];
 /// `--build-host builder@10.9.0.9`: its commands are logged as the host "builder".
 const BUILDER: (&str, &str) = ("builder", "10.9.0.9");
@@ -165,14 +167,14 @@ impl Estate {
         let flake = dir.path().join("flake");
         fs::create_dir_all(flake.join("hosts")).unwrap();
         fs::write(flake.join("hosts/inventory.toml"), inventory(dir.path())).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_iac"))
+        let out = iac()
             .args(["render", "--inventory"])
             .arg(flake.join("hosts/inventory.toml"))
             .arg("--out")
             .arg(flake.join("generated"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{}", stderr(&out));
         let bin = dir.path().join("bin");
         fs::create_dir_all(&bin).unwrap();
         for (name, body) in [("ssh", FAKE_SSH), ("nix", FAKE_NIX)] {
@@ -205,7 +207,7 @@ impl Estate {
     fn deploy(&self, args: &[&str], switch_seconds: u32) -> (Output, Duration) {
         let path = format!("{}:{}", self.dir.path().join("bin").display(), std::env::var("PATH").unwrap_or_default());
         let start = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_iac"))
+        let out = iac()
             .arg("deploy")
             .args(args)
             .arg("--flake")
@@ -242,18 +244,6 @@ fn normalise_run_id(word: &str) -> String {
 fn write_exe(path: &Path, text: &str) {
     fs::write(path, text).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 // ---- the exact commands -------------------------------------------------------------------
@@ -597,12 +587,7 @@ fn unknown_host_and_missing_tool_are_clear_errors() {
     assert!(stderr(&out).contains("unknown host `delta` (the inventory has: alpha, beta, gamma)"), "{}", stderr(&out));
 
     // Only the fakes (ssh, nix) on PATH: util-linux's unshare is missing.
-    let out = Command::new(env!("CARGO_BIN_EXE_iac"))
-        .args(["deploy", "--all", "--flake"])
-        .arg(env.flake())
-        .env("PATH", env.dir.path().join("bin"))
-        .output()
-        .unwrap();
+    let out = iac().args(["deploy", "--all", "--flake"]).arg(env.flake()).env("PATH", env.dir.path().join("bin")).output().unwrap();
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("`unshare` not found on PATH: install util-linux"), "{}", stderr(&out));
 }
@@ -612,7 +597,7 @@ fn unknown_host_and_missing_tool_are_clear_errors() {
 #[test]
 fn dry_run_works_with_an_empty_path() {
     let env = Estate::new();
-    let out = Command::new(env!("CARGO_BIN_EXE_iac"))
+    let out = iac()
         .args(["deploy", "--all", "--dry-run", "--flake"])
         .arg(env.flake())
         .env("PATH", "")
@@ -1079,7 +1064,7 @@ fn preflight_script_judges_real_files() {
 
 #[test]
 fn docs_quote_the_scripts_exactly() {
-    let doc = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploy.md")).unwrap();
+    let doc = fs::read_to_string(repo().join("docs/deploy.md")).unwrap();
     for (name, script) in [("PREFLIGHT", remote::PREFLIGHT), ("GUARD", remote::GUARD), ("WAIT", remote::WAIT), ("CONFIRM", remote::CONFIRM)]
     {
         assert!(doc.contains(&format!("```sh\n{script}```")), "docs/deploy.md does not show {name} as the code has it");

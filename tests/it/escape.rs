@@ -5,13 +5,12 @@
 //! the real tool (one `nix-instantiate --eval` of a list, one `nft -f` of a table), so it
 //! stays fast.
 
-use crate::support;
-
 use std::process::Command;
 
 use iac::escape::{nft, nix, unit};
 use proptest::prelude::*;
-use crate::support::text;
+
+use crate::support::{self, text};
 
 /// Strings made of the pieces that break naive escaping, plus arbitrary characters.
 fn hostile() -> impl Strategy<Value = String> {

@@ -5,13 +5,12 @@
 //! file, serde-saphyr for every YAML document, and the Nix-evaluated table of every host module
 //! equals its standalone script byte for byte (`nix_eval`).
 
-use crate::support;
-
 use std::process::Command;
 
 use iac::inventory::{Source, parse};
 use proptest::prelude::*;
-use crate::support::text;
+
+use crate::support::{self, text};
 
 fn hostile_text() -> impl Strategy<Value = String> {
     let piece = prop_oneof![

@@ -1,10 +1,10 @@
 //! Property tests for the inventory parser and validator: arbitrary or mangled input never
 //! panics and every error points inside the file; generated valid estates always render.
 
-use crate::support;
-
 use iac::inventory::{Source, parse};
 use proptest::prelude::*;
+
+use crate::support;
 
 fn check(text: &str) -> Result<(), iac::error::InventoryErrors> {
     let source = Source::new("inv.toml", text);

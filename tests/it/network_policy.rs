@@ -1,18 +1,17 @@
 //! What the rendered NetworkPolicies admit, as a table of source → destination:port, derived
-//! from the objects `iac render` writes (tests/support/netpol.rs evaluates NetworkPolicy
+//! from the objects `iac render` writes (tests/it/support/netpol.rs evaluates NetworkPolicy
 //! semantics). The pods are the rendered workloads' pod templates, so their labels are the
 //! real ones.
-
-use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use crate::support::netpol::{Cluster, Endpoint};
 use serde_json::Value;
-use crate::support::{bundled_inventory, replace_once};
+
+use crate::support::netpol::{Cluster, Endpoint};
+use crate::support::{self, bundled_inventory, replace_once};
 
 const NS: &str = "kafka-pipeline";
 

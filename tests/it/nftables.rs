@@ -2,12 +2,10 @@
 //! it passes `nft -c`, loads, loads a second time to the same ruleset, and leaves the tables
 //! of others (kube-proxy, flannel through iptables-nft) in place.
 
-use crate::support;
-
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{bundled_inventory, project_with, repo, run_iac, text};
+use crate::support::{self, bundled_inventory, project_with, repo, run_iac, text};
 
 /// Run `script` with sh in a fresh network namespace (unprivileged through a user namespace).
 fn in_netns(script: &str, dir: &Path) -> std::process::Output {

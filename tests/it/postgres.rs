@@ -2,15 +2,13 @@
 //! the pg_hba lines parse and mean what the flows say, and the setup script the NixOS unit runs
 //! sets the owner's password from the credential file so the owner can log in with it.
 
-use crate::support;
-
 use std::process::Command;
 
 use crate::support::pg::{HOST, PgServer};
-use crate::support::{nix_eval, repo, text};
+use crate::support::{self, bundled_inventory_path, nix_eval, text};
 
 fn alkaid_hba_lines() -> Vec<String> {
-    let site = iac::load_site(&repo().join("hosts/inventory.toml")).unwrap();
+    let site = iac::load_site(&bundled_inventory_path()).unwrap();
     let flows = iac::render::flows(&site);
     let alkaid = site.host("alkaid").unwrap();
     iac::render::postgres::hba_lines(&flows, alkaid)

@@ -1,32 +1,14 @@
-//! `iac query` against a real PostgreSQL started by the tests (see tests/support/pg.rs).
-
+//! `iac query` against a real PostgreSQL started by the tests (see tests/it/support/pg.rs).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
 use crate::support::pg::{Db, HOST, PgServer, clear_pg_env};
-
-fn iac_cmd(db: &Db, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iac"));
-    db.apply_env(&mut cmd).current_dir(env!("CARGO_MANIFEST_DIR")).arg("query").args(args);
-    cmd
-}
-
-fn iac(db: &Db, args: &[&str]) -> Output {
-    iac_cmd(db, args).output().expect("run iac")
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(o.status.success(), "iac failed ({:?}): {}", o.status, String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).expect("utf-8 output")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::support::{iac, iac_query, ok_stdout, repo, run_query, stderr};
 
 /// A database whose `kafka_messages` holds one row of every type the JDBC sink creates (and
 /// a few it might), plus a row of NULLs.
@@ -71,7 +53,7 @@ fn expected_rows() -> Vec<Value> {
 #[test]
 fn jsonl_shows_every_type_faithfully() {
     let (_pg, db) = typed_table();
-    let out = stdout(&iac(&db, &["messages", "--format", "jsonl"]));
+    let out = ok_stdout(&run_query(&db, &["messages", "--format", "jsonl"]));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     let rows: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
@@ -88,7 +70,7 @@ fn jsonl_shows_every_type_faithfully() {
 #[test]
 fn json_is_one_array_of_the_same_rows() {
     let (_pg, db) = typed_table();
-    let out = stdout(&iac(&db, &["messages", "--format", "json"]));
+    let out = ok_stdout(&run_query(&db, &["messages", "--format", "json"]));
     let rows: Value = serde_json::from_str(&out).expect("valid JSON");
     assert_eq!(rows, Value::Array(expected_rows()));
 }
@@ -96,7 +78,7 @@ fn json_is_one_array_of_the_same_rows() {
 #[test]
 fn table_is_aligned_and_marks_nulls() {
     let (_pg, db) = typed_table();
-    let out = stdout(&iac(&db, &["messages"]));
+    let out = ok_stdout(&run_query(&db, &["messages"]));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "{out}");
     assert!(lines[0].starts_with("id   | big "), "{out}");
@@ -117,10 +99,10 @@ fn empty_table_in_every_format() {
     let pg = PgServer::shared();
     let db = pg.fresh_database("empty");
     pg.psql(&db.name, &format!("CREATE TABLE kafka_messages (id int8, msg text); ALTER TABLE kafka_messages OWNER TO {}", db.user));
-    assert_eq!(stdout(&iac(&db, &["messages", "--format", "json"])), "[]\n");
-    assert_eq!(stdout(&iac(&db, &["messages", "--format", "jsonl"])), "");
-    assert_eq!(stdout(&iac(&db, &["messages"])), "id | msg\n---+----\n(0 rows)\n");
-    assert_eq!(stdout(&iac(&db, &["count"])), "0\n");
+    assert_eq!(ok_stdout(&run_query(&db, &["messages", "--format", "json"])), "[]\n");
+    assert_eq!(ok_stdout(&run_query(&db, &["messages", "--format", "jsonl"])), "");
+    assert_eq!(ok_stdout(&run_query(&db, &["messages"])), "id | msg\n---+----\n(0 rows)\n");
+    assert_eq!(ok_stdout(&run_query(&db, &["count"])), "0\n");
 }
 
 #[test]
@@ -128,7 +110,7 @@ fn missing_table_is_named_with_exit_5() {
     let pg = PgServer::shared();
     let db = pg.fresh_database("missing");
     for cmd in [&["messages"][..], &["count"], &["schema"], &["messages", "--table", "nope"]] {
-        let o = iac(&db, cmd);
+        let o = run_query(&db, cmd);
         assert_eq!(o.status.code(), Some(5), "{cmd:?}: {}", stderr(&o));
         let table = if cmd.len() > 1 { "\"nope\"" } else { "\"kafka_messages\"" };
         assert!(stderr(&o).contains(&format!("table {table} does not exist in database \"{}\"", db.name)), "{}", stderr(&o));
@@ -140,7 +122,7 @@ fn missing_database_is_named_with_exit_5() {
     let pg = PgServer::shared();
     let mut db = pg.fresh_database("nodb");
     db.name = "no_such_db".into();
-    let o = iac(&db, &["count"]);
+    let o = run_query(&db, &["count"]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(stderr(&o).contains(&format!("database \"no_such_db\" does not exist on {HOST}:{}", db.port)), "{}", stderr(&o));
 }
@@ -163,15 +145,15 @@ fn table_name_that_needs_quoting() {
         ),
     );
     let t = ["--schema", "my schema", "--table", name];
-    assert_eq!(stdout(&iac(&db, &[&["count"][..], &t].concat())), "2\n");
-    let out = stdout(&iac(&db, &[&["messages", "--format", "jsonl"][..], &t].concat()));
+    assert_eq!(ok_stdout(&run_query(&db, &[&["count"][..], &t].concat())), "2\n");
+    let out = ok_stdout(&run_query(&db, &[&["messages", "--format", "jsonl"][..], &t].concat()));
     assert_eq!(out, "{\"Weird col\":\"a\",\"n\":1}\n{\"Weird col\":\"b\",\"n\":2}\n");
-    let schema = stdout(&iac(&db, &[&["schema"][..], &t].concat()));
+    let schema = ok_stdout(&run_query(&db, &[&["schema"][..], &t].concat()));
     assert!(schema.contains("Weird col | text"), "{schema}");
     // The other table is still there: nothing was spliced into SQL.
     assert_eq!(pg.psql(&db.name, "SELECT count(*) FROM x").trim(), "0");
     // Without the schema the name is looked up on the search path, and is not there.
-    let o = iac(&db, &["count", "--table", name]);
+    let o = run_query(&db, &["count", "--table", name]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
 }
 
@@ -180,14 +162,14 @@ fn wrong_password_is_an_auth_failure_with_exit_4() {
     let pg = PgServer::shared();
     let mut db = pg.fresh_database("auth");
     db.password = "not-the-password".into();
-    let o = iac(&db, &["count"]);
+    let o = run_query(&db, &["count"]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains(&format!("authentication as user \"{}\"", db.user)), "{err}");
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(!err.contains("not-the-password"), "the password must not be echoed: {err}");
     // No password at all: the server asks, we say where one could come from.
-    let o = iac_cmd(&db, &["count"]).env_remove("PGPASSWORD").output().expect("run");
+    let o = iac_query(&db, &["count"]).env_remove("PGPASSWORD").output().expect("run");
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("PGPASSWORD"), "{}", stderr(&o));
 }
@@ -202,17 +184,17 @@ fn password_from_pgpass_and_password_file() {
     std::fs::write(&pgpass, format!("{HOST}:{}:{}:{}:{}\n", db.port, db.name, db.user, db.password)).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let o = iac_cmd(&db, &["count"]).env_remove("PGPASSWORD").env("HOME", home.path()).output().unwrap();
-    assert_eq!(stdout(&o), "0\n");
+    let o = iac_query(&db, &["count"]).env_remove("PGPASSWORD").env("HOME", home.path()).output().unwrap();
+    assert_eq!(ok_stdout(&o), "0\n");
     // Readable by others: ignored, like libpq does.
     std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let o = iac_cmd(&db, &["count"]).env_remove("PGPASSWORD").env("HOME", home.path()).output().unwrap();
+    let o = iac_query(&db, &["count"]).env_remove("PGPASSWORD").env("HOME", home.path()).output().unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("ignoring password file"), "{}", stderr(&o));
     let file = home.path().join("pw");
     std::fs::write(&file, format!("{}\n", db.password)).unwrap();
-    let o = iac_cmd(&db, &["count", "--password-file", file.to_str().unwrap()]).env_remove("PGPASSWORD").output().unwrap();
-    assert_eq!(stdout(&o), "0\n");
+    let o = iac_query(&db, &["count", "--password-file", file.to_str().unwrap()]).env_remove("PGPASSWORD").output().unwrap();
+    assert_eq!(ok_stdout(&o), "0\n");
 }
 
 #[test]
@@ -221,10 +203,10 @@ fn dsn_overrides_and_must_not_hold_a_password() {
     let db = pg.fresh_database("dsn");
     pg.psql(&db.name, &format!("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (3); ALTER TABLE t OWNER TO {}", db.user));
     let dsn = format!("host={HOST} port={} dbname={} user={} sslmode=disable", db.port, db.name, db.user);
-    let o = iac_cmd(&db, &["count", "--table", "t", "--dsn", &dsn]).env_remove("PGHOST").env("PGPORT", "1").output().unwrap();
-    assert_eq!(stdout(&o), "3\n");
+    let o = iac_query(&db, &["count", "--table", "t", "--dsn", &dsn]).env_remove("PGHOST").env("PGPORT", "1").output().unwrap();
+    assert_eq!(ok_stdout(&o), "3\n");
     let url = format!("postgres://{}:{}@{HOST}:{}/{}", db.user, db.password, db.port, db.name);
-    let o = iac(&db, &["count", "--table", "t", "--dsn", &url]);
+    let o = run_query(&db, &["count", "--table", "t", "--dsn", &url]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("must not contain a password"), "{}", stderr(&o));
     assert!(!stderr(&o).contains(&db.password));
@@ -236,7 +218,7 @@ fn unreachable_server_names_host_and_port_with_exit_3() {
     let mut db = pg.fresh_database("unreach");
     let port = TcpListener::bind((HOST, 0)).unwrap().local_addr().unwrap().port(); // closed again
     db.port = port;
-    let o = iac(&db, &["count"]);
+    let o = run_query(&db, &["count"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains(&format!("cannot reach PostgreSQL at {HOST}:{port}")), "{}", stderr(&o));
     assert!(stderr(&o).to_lowercase().contains("refused"), "{}", stderr(&o));
@@ -255,7 +237,7 @@ fn silent_server_times_out_with_exit_3() {
         drop(conn);
     });
     let start = Instant::now();
-    let o = iac(&db, &["count", "--connect-timeout", "1"]);
+    let o = run_query(&db, &["count", "--connect-timeout", "1"]);
     assert!(start.elapsed() < Duration::from_secs(6), "took {:?}", start.elapsed());
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains(&format!("no answer from PostgreSQL at {HOST}:{} within 1s", db.port)), "{}", stderr(&o));
@@ -278,7 +260,7 @@ fn schema_lists_columns_nullability_defaults_and_indexes() {
             db.user
         ),
     );
-    let out = stdout(&iac(&db, &["schema", "--format", "json"]));
+    let out = ok_stdout(&run_query(&db, &["schema", "--format", "json"]));
     let s: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(s["table"], "\"kafka_messages\"");
     assert_eq!(s["columns"][0], json!({"name": "__connect_topic", "type": "text", "nullable": false, "default": null}));
@@ -288,7 +270,7 @@ fn schema_lists_columns_nullability_defaults_and_indexes() {
     assert_eq!(s["indexes"][0]["primary"], true);
     assert_eq!(s["indexes"][1]["name"], "by_time");
     assert_eq!(s["indexes"][1]["unique"], false);
-    let table = stdout(&iac(&db, &["schema"]));
+    let table = ok_stdout(&run_query(&db, &["schema"]));
     assert!(table.contains("__connect_offset    | bigint                   | no       |"), "{table}");
     assert!(table.contains("kafka_messages_pkey (primary key): CREATE UNIQUE INDEX"), "{table}");
     assert!(table.contains("by_time: CREATE INDEX by_time ON public.kafka_messages USING btree (created_at)"), "{table}");
@@ -311,7 +293,7 @@ fn since_filters_on_the_timestamp_column() {
         ),
     );
     let ids = |args: &[&str]| -> Vec<i64> {
-        let out = stdout(&iac(&db, &[&["messages", "--format", "jsonl"][..], args].concat()));
+        let out = ok_stdout(&run_query(&db, &[&["messages", "--format", "jsonl"][..], args].concat()));
         out.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_i64().unwrap()).collect()
     };
     // First timestamp column is `seen` (timestamp without time zone).
@@ -320,19 +302,19 @@ fn since_filters_on_the_timestamp_column() {
     assert_eq!(ids(&["--since", "1h", "--time-column", "created_at"]), vec![2]);
     assert_eq!(ids(&["--since", "2026-01-01 01:00:00+02", "--time-column", "created_at"]), vec![2, 3]);
     assert_eq!(ids(&["--since", "2026-01-01", "--limit", "1"]).len(), 1);
-    assert_eq!(stdout(&iac(&db, &["count", "--since", "1h", "--time-column", "created_at"])), "1\n");
-    let o = iac(&db, &["count", "--since", "1h", "--time-column", "nope"]);
+    assert_eq!(ok_stdout(&run_query(&db, &["count", "--since", "1h", "--time-column", "created_at"])), "1\n");
+    let o = run_query(&db, &["count", "--since", "1h", "--time-column", "nope"]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-    let o = iac(&db, &["count", "--since", "not a time"]);
+    let o = run_query(&db, &["count", "--since", "not a time"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("invalid input syntax for type timestamp with time zone"), "{}", stderr(&o));
 }
 
 #[test]
 fn conninfo_uses_the_inventory_without_connecting() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iac"));
-    clear_pg_env(&mut cmd).current_dir(env!("CARGO_MANIFEST_DIR")).args(["query", "conninfo"]);
-    let out = stdout(&cmd.output().unwrap());
+    let mut cmd = iac();
+    clear_pg_env(&mut cmd).current_dir(repo()).args(["query", "conninfo"]);
+    let out = ok_stdout(&cmd.output().unwrap());
     // hosts/inventory.toml: pipeline.database = kafka on alkaid (172.22.0.133), owner kafka.
     for want in [
         "host      172.22.0.133",
@@ -345,13 +327,9 @@ fn conninfo_uses_the_inventory_without_connecting() {
     ] {
         assert!(out.contains(want), "{want:?} in\n{out}");
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iac"));
-    clear_pg_env(&mut cmd)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("PGHOST", "db.example")
-        .env("PGPASSWORD", "s3cret")
-        .args(["query", "conninfo"]);
-    let out = stdout(&cmd.output().unwrap());
+    let mut cmd = iac();
+    clear_pg_env(&mut cmd).current_dir(repo()).env("PGHOST", "db.example").env("PGPASSWORD", "s3cret").args(["query", "conninfo"]);
+    let out = ok_stdout(&cmd.output().unwrap());
     assert!(out.contains("host      db.example") && out.contains("password  PGPASSWORD"), "{out}");
     assert!(!out.contains("s3cret"));
 }
@@ -392,10 +370,10 @@ fn large_table_streams_in_flat_memory_and_counts_every_row() {
             db.user
         ),
     );
-    assert_eq!(stdout(&iac(&db, &["count"])), format!("{ROWS}\n"));
+    assert_eq!(ok_stdout(&run_query(&db, &["count"])), format!("{ROWS}\n"));
 
     // Read everything (> 100 MB of JSON lines) through a pipe; peak memory must stay small.
-    let mut child = iac_cmd(&db, &["messages", "--format", "jsonl"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = iac_query(&db, &["messages", "--format", "jsonl"]).stdout(Stdio::piped()).spawn().unwrap();
     let mut pipe = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let (mut bytes, mut lines, mut buf) = (0usize, 0usize, vec![0u8; 1 << 16]);
@@ -418,7 +396,7 @@ fn large_table_streams_in_flat_memory_and_counts_every_row() {
 
     // The first row arrives and the command stops cleanly when its reader goes away (`| head -1`).
     let start = Instant::now();
-    let mut child = iac_cmd(&db, &["messages", "--format", "jsonl"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = iac_query(&db, &["messages", "--format", "jsonl"]).stdout(Stdio::piped()).spawn().unwrap();
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
     assert!(first.starts_with("{\"__connect_topic\":\"demo-messages\""), "{first}");
@@ -427,7 +405,7 @@ fn large_table_streams_in_flat_memory_and_counts_every_row() {
     assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
 
     // --limit reads only what it needs.
-    let out = stdout(&iac(&db, &["messages", "--format", "jsonl", "--limit", "3"]));
+    let out = ok_stdout(&run_query(&db, &["messages", "--format", "jsonl", "--limit", "3"]));
     assert_eq!(out.lines().count(), 3);
 }
 
@@ -453,7 +431,7 @@ fn timestamps_match_the_servers_iso_8601() {
             db.user
         ),
     );
-    let ours = stdout(&iac(&db, &["messages", "--table", "t", "--format", "jsonl"]));
+    let ours = ok_stdout(&run_query(&db, &["messages", "--table", "t", "--format", "jsonl"]));
     let theirs = pg.psql(&db.name, "SET TIME ZONE 'UTC'; SELECT json_build_object('n', n, 'ts', ts, 'tstz', tstz) FROM t");
     let parse = |l: &str| -> Value { serde_json::from_str(l).expect("json") };
     let theirs: Vec<Value> = theirs

@@ -1,38 +1,20 @@
 //! `iac query messages --latest N` and `--follow` against a real PostgreSQL started by the
-//! tests (tests/support/pg.rs): the sink table exactly as the JDBC sink creates it
+//! tests (tests/it/support/pg.rs): the sink table exactly as the JDBC sink creates it
 //! (`pk.mode=kafka`), and a table with an ordinary primary key. The follow tests run the
 //! binary, change the table while it runs and read its output line by line with a timeout.
 
-
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
 use crate::support::pg::{Db, HOST, PgServer};
+use crate::support::{iac_query, ok_stdout, run_query, stderr};
 
 /// How long a row may take to show up (polls run every 100 ms; CI machines are slow).
 const WAIT: Duration = Duration::from_secs(15);
-
-fn iac_cmd(db: &Db, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iac"));
-    db.apply_env(&mut cmd).current_dir(env!("CARGO_MANIFEST_DIR")).arg("query").args(args);
-    cmd
-}
-
-fn iac(db: &Db, args: &[&str]) -> Output {
-    iac_cmd(db, args).output().expect("run iac")
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(o.status.success(), "iac failed ({:?}): {}", o.status, String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).expect("utf-8 output")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// The sink table as the Aiven JDBC sink creates it with `pk.mode=kafka` for the demo
 /// producer's schema (id int32, message string, created_at Timestamp): its PostgreSQL dialect
@@ -154,7 +136,7 @@ fn latest_is_the_newest_n_printed_oldest_first_in_every_format() {
         "latest",
         &[(0, 0, 1, "00:00:01"), (0, 1, 2, "00:00:03"), (1, 0, 3, "00:00:02"), (1, 1, 4, "00:00:05"), (0, 2, 5, "00:00:04")],
     );
-    let jsonl = |args: &[&str]| ids(&stdout(&iac(&db, &[&["messages", "--format", "jsonl"][..], args].concat())));
+    let jsonl = |args: &[&str]| ids(&ok_stdout(&run_query(&db, &[&["messages", "--format", "jsonl"][..], args].concat())));
     assert_eq!(jsonl(&["--latest", "3"]), vec![2, 5, 4]);
     assert_eq!(jsonl(&["--latest", "1"]), vec![4]);
     // N beyond the table: every row, in time order.
@@ -165,13 +147,13 @@ fn latest_is_the_newest_n_printed_oldest_first_in_every_format() {
     assert_eq!(jsonl(&["--latest", "10", "--since", "2026-01-01 00:00:03"]), vec![2, 5, 4]);
     assert_eq!(jsonl(&["--latest", "2", "--since", "2026-01-01 00:00:03"]), vec![5, 4]);
 
-    let json: Value = serde_json::from_str(&stdout(&iac(&db, &["messages", "--format", "json", "--latest", "2"]))).unwrap();
+    let json: Value = serde_json::from_str(&ok_stdout(&run_query(&db, &["messages", "--format", "json", "--latest", "2"]))).unwrap();
     let json_ids: Vec<i64> = json.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(json_ids, vec![5, 4]);
     // Only the table's columns are printed (the ordering columns ride along unseen).
     assert_eq!(json[1].as_object().unwrap().keys().collect::<Vec<_>>().len(), 6, "{json}");
 
-    let table = stdout(&iac(&db, &["messages", "--latest", "2"]));
+    let table = ok_stdout(&run_query(&db, &["messages", "--latest", "2"]));
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("__connect_topic | __connect_partition | __connect_offset | id | message"), "{table}");
     assert!(lines[2].contains("message 5") && lines[3].contains("message 4"), "{table}");
@@ -179,8 +161,8 @@ fn latest_is_the_newest_n_printed_oldest_first_in_every_format() {
 
     // N = 0: nothing, in each format's way of saying so.
     assert_eq!(jsonl(&["--latest", "0"]), Vec::<i64>::new());
-    assert_eq!(stdout(&iac(&db, &["messages", "--format", "json", "--latest", "0"])), "[]\n");
-    let empty = stdout(&iac(&db, &["messages", "--latest", "0"]));
+    assert_eq!(ok_stdout(&run_query(&db, &["messages", "--format", "json", "--latest", "0"])), "[]\n");
+    let empty = ok_stdout(&run_query(&db, &["messages", "--latest", "0"]));
     assert!(empty.ends_with("(0 rows)\n") && empty.lines().count() == 3, "{empty}");
 
     // Ties in time are broken by the key (topic, partition, offset): the same rows every time.
@@ -189,7 +171,7 @@ fn latest_is_the_newest_n_printed_oldest_first_in_every_format() {
     assert_eq!(jsonl(&["--latest", "2"]), vec![8, 6]);
 
     // --latest and --limit contradict each other: a usage error.
-    let o = iac(&db, &["messages", "--latest", "2", "--limit", "1"]);
+    let o = run_query(&db, &["messages", "--latest", "2", "--limit", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("'--latest <N>' cannot be used with '--limit <N>'"), "{}", stderr(&o));
 }
@@ -209,24 +191,24 @@ fn latest_with_a_plain_primary_key_nulls_and_no_time_column() {
             u = db.user
         ),
     );
-    let jsonl = |args: &[&str]| ids(&stdout(&iac(&db, &[&["messages", "--format", "jsonl", "--table"][..], args].concat())));
+    let jsonl = |args: &[&str]| ids(&ok_stdout(&run_query(&db, &[&["messages", "--format", "jsonl", "--table"][..], args].concat())));
     // Ties by primary key; NULL times count as the oldest.
     assert_eq!(jsonl(&["events", "--latest", "2"]), vec![2, 4]);
     assert_eq!(jsonl(&["events", "--latest", "4"]), vec![5, 3, 2, 4]);
     assert_eq!(jsonl(&["events", "--latest", "9"]), vec![1, 5, 3, 2, 4]);
     // No timestamp column: say so, unless one is named (any column that orders rows will do).
-    let o = iac(&db, &["messages", "--table", "plain", "--latest", "1"]);
+    let o = run_query(&db, &["messages", "--table", "plain", "--latest", "1"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("table \"plain\" has no timestamp column for --latest (name one with --time-column)"), "{}", stderr(&o));
     assert_eq!(jsonl(&["plain", "--latest", "2", "--time-column", "id"]), vec![2, 3]);
-    let o = iac(&db, &["messages", "--table", "plain", "--latest", "1", "--time-column", "nope"]);
+    let o = run_query(&db, &["messages", "--table", "plain", "--latest", "1", "--time-column", "nope"]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     // A table with a time but no primary key can give its latest rows, but cannot be followed.
-    let o = iac(&db, &["messages", "--table", "plain", "--follow", "--time-column", "id", "--format", "jsonl"]);
+    let o = run_query(&db, &["messages", "--table", "plain", "--follow", "--time-column", "id", "--format", "jsonl"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("table \"plain\" has no primary key: --follow needs one"), "{}", stderr(&o));
     // --time-column is only for flags that use a time.
-    let o = iac(&db, &["messages", "--table", "plain", "--time-column", "id"]);
+    let o = run_query(&db, &["messages", "--table", "plain", "--time-column", "id"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
@@ -234,7 +216,7 @@ fn latest_with_a_plain_primary_key_nulls_and_no_time_column() {
 fn follow_prints_new_rows_once_late_rows_too_but_not_upsert_replays() {
     let pg = PgServer::shared();
     let db = sink_db(pg, "follow", &[(0, 0, 1, "00:00:01"), (0, 1, 2, "00:00:02"), (0, 2, 3, "00:00:03")]);
-    let mut f = Follower::spawn(iac_cmd(&db, &["messages", "--follow", "--latest", "2", "--format", "jsonl", "--interval", "100ms"]));
+    let mut f = Follower::spawn(iac_query(&db, &["messages", "--follow", "--latest", "2", "--format", "jsonl", "--interval", "100ms"]));
     assert_eq!(f.ids(2), vec![2, 3]);
 
     // New rows, one of them in a partition that did not exist when the follow began.
@@ -269,7 +251,7 @@ fn follow_by_time_and_primary_key_skips_rows_older_than_the_cursor() {
             db.user
         ),
     );
-    let mut f = Follower::spawn(iac_cmd(&db, &["messages", "--table", "events", "--follow", "--format", "jsonl", "--interval", "100ms"]));
+    let mut f = Follower::spawn(iac_query(&db, &["messages", "--table", "events", "--follow", "--format", "jsonl", "--interval", "100ms"]));
     // Without --latest: every row, in time order.
     assert_eq!(f.ids(3), vec![1, 2, 3]);
     pg.psql(&db.name, "INSERT INTO events VALUES (5, '2026-01-01 00:00:04+00', 'e'), (4, '2026-01-01 00:00:04+00', 'd')");
@@ -295,7 +277,7 @@ fn follow_by_time_and_primary_key_skips_rows_older_than_the_cursor() {
 fn follow_as_a_table_applies_since_to_new_rows_and_ends_with_the_count() {
     let pg = PgServer::shared();
     let db = sink_db(pg, "followtable", &[(0, 0, 1, "00:00:01"), (0, 1, 2, "00:00:02")]);
-    let mut f = Follower::spawn(iac_cmd(&db, &["messages", "--follow", "--since", "2026-01-01 00:00:02", "--interval", "100ms"]));
+    let mut f = Follower::spawn(iac_query(&db, &["messages", "--follow", "--since", "2026-01-01 00:00:02", "--interval", "100ms"]));
     let header = f.line();
     assert!(header.starts_with("__connect_topic | __connect_partition |"), "{header}");
     assert!(f.line().starts_with("----------------+-"));
@@ -316,7 +298,7 @@ fn follow_as_a_table_applies_since_to_new_rows_and_ends_with_the_count() {
 fn follow_refuses_a_json_array() {
     let pg = PgServer::shared();
     let db = sink_db(pg, "followjson", &[]);
-    let o = iac(&db, &["messages", "--follow", "--format", "json"]);
+    let o = run_query(&db, &["messages", "--follow", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("use --format jsonl"), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
@@ -326,7 +308,7 @@ fn follow_refuses_a_json_array() {
 fn follow_exits_3_when_the_server_stops() {
     let own = PgServer::builder().start();
     let db = sink_db(&own, "gone", &[(0, 0, 1, "00:00:01")]);
-    let mut f = Follower::spawn(iac_cmd(&db, &["messages", "--follow", "--format", "jsonl", "--interval", "100ms"]));
+    let mut f = Follower::spawn(iac_query(&db, &["messages", "--follow", "--format", "jsonl", "--interval", "100ms"]));
     assert_eq!(f.ids(1), vec![1]);
     let stopped = Instant::now();
     own.stop();
@@ -363,7 +345,7 @@ fn follow_polls_through_the_primary_key_index() {
         (it.next().unwrap(), it.next().unwrap())
     };
     let before = scans();
-    let mut f = Follower::spawn(iac_cmd(&db, &["messages", "--follow", "--latest", "1", "--format", "jsonl", "--interval", "20ms"]));
+    let mut f = Follower::spawn(iac_query(&db, &["messages", "--follow", "--latest", "1", "--format", "jsonl", "--interval", "20ms"]));
     assert_eq!(f.ids(1), vec![119_999]);
     for (i, p) in [(120_000, 0), (120_001, 1), (120_002, 2)] {
         pg.psql(&db.name, &format!("INSERT INTO kafka_messages VALUES ('demo-messages', {p}, 40000, {i}, 'new', '2026-01-02')"));

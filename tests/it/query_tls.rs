@@ -1,23 +1,20 @@
 //! `iac query` over TLS (rustls, ring) against a real PostgreSQL that only admits TLS
 //! (`hostssl` in pg_hba.conf), with certificates made by the openssl CLI for this test.
 
-
 use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::support::pg::{Db, PgServer};
+use crate::support::{iac_query, stderr, stdout, tool};
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl CLI (Debian: apt-get install openssl; postgresql pulls it in)");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+fn run_openssl(openssl: &Path, dir: &Path, args: &[&str]) {
+    let out = Command::new(openssl).args(args).current_dir(dir).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
 }
 
 /// A CA, a server certificate for `localhost` signed by it, and an unrelated CA.
-fn certificates(dir: &Path) {
+fn certificates(openssl: &Path, dir: &Path) {
+    let openssl = |dir: &Path, args: &[&str]| run_openssl(openssl, dir, args);
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     for ca in ["ca", "other"] {
         let (key, crt, subj) = (format!("{ca}.key"), format!("{ca}.crt"), format!("/CN=iac test {ca}"));
@@ -48,8 +45,7 @@ fn certificates(dir: &Path) {
 }
 
 fn run(db: &Db, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iac"));
-    db.apply_env(&mut cmd).current_dir(env!("CARGO_MANIFEST_DIR")).args(["query", "count", "--table", "t"]);
+    let mut cmd = iac_query(db, &["count", "--table", "t"]);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -58,8 +54,9 @@ fn run(db: &Db, env: &[(&str, &str)]) -> Output {
 
 #[test]
 fn sslmodes_against_a_tls_only_server() {
+    let Some(openssl) = tool("openssl") else { return };
     let certs = tempfile::tempdir().unwrap();
-    certificates(certs.path());
+    certificates(&openssl, certs.path());
     let read = |f: &str| std::fs::read(certs.path().join(f)).unwrap();
     let pg = PgServer::builder()
         .hba("local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n")
@@ -76,11 +73,11 @@ fn sslmodes_against_a_tls_only_server() {
     let other = certs.path().join("other.crt");
     let (ca, other) = (ca.to_str().unwrap(), other.to_str().unwrap());
     let ok = |o: &Output, what: &str| {
-        assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(String::from_utf8_lossy(&o.stdout), "1\n", "{what}");
+        assert!(o.status.success(), "{what}: {}", stderr(o));
+        assert_eq!(stdout(o), "1\n", "{what}");
     };
     let fails = |o: &Output, code: i32, text: &str, what: &str| {
-        let err = String::from_utf8_lossy(&o.stderr);
+        let err = stderr(o);
         assert_eq!(o.status.code(), Some(code), "{what}: {err}");
         assert!(err.contains(text), "{what}: {text:?} not in {err}");
         eprintln!("{what}: {}", err.trim());
@@ -91,11 +88,7 @@ fn sslmodes_against_a_tls_only_server() {
     ok(&run(&db, &[("PGSSLMODE", "verify-ca"), ("PGSSLROOTCERT", ca)]), "verify-ca by IP address");
     ok(&run(&db, &[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", ca), ("PGHOST", "localhost")]), "verify-full by name");
     let dsn = format!("host=localhost sslmode=verify-full sslrootcert={ca}");
-    let o = {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_iac"));
-        db.apply_env(&mut cmd).env("PGSSLMODE", "disable").args(["query", "count", "--table", "t", "--dsn", &dsn]);
-        cmd.output().unwrap()
-    };
+    let o = iac_query(&db, &["count", "--table", "t", "--dsn", &dsn]).env("PGSSLMODE", "disable").output().unwrap();
     ok(&o, "sslmode and sslrootcert in --dsn beat PGSSLMODE");
 
     fails(&run(&db, &[("PGSSLMODE", "disable")]), 4, "no pg_hba.conf entry", "plaintext is refused by the server");

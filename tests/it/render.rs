@@ -1,17 +1,16 @@
 //! The rendered tree: snapshots of every file, `render --check`, and the atomic-write guarantee.
 
-
 use std::path::Path;
 
-use crate::support::{bundled_inventory, project_with, repo, run_iac, snapshot_dir, text};
+use crate::support::{bundled_inventory, bundled_inventory_path, project_with, repo, run_iac, snapshot_dir, text};
 
 fn render_bundled() -> iac::render::Tree {
-    let site = iac::load_site(&repo().join("hosts/inventory.toml")).expect("bundled inventory is valid");
+    let site = iac::load_site(&bundled_inventory_path()).expect("bundled inventory is valid");
     iac::render::render(&site).expect("renders")
 }
 
 /// Review these like code: every change to a generated file shows up here as a diff.
-/// (The Kubernetes manifests have their own snapshots in tests/k8s_snapshots.rs.)
+/// (The Kubernetes manifests have their own snapshots in tests/it/k8s_snapshots.rs.)
 #[test]
 fn snapshots_of_every_rendered_host_file() {
     let tree = render_bundled();

@@ -7,17 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const IAC: &str = env!("CARGO_BIN_EXE_iac");
-
-fn inventory() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("hosts/inventory.toml")
-}
+use crate::support::{IAC, bundled_inventory_path as inventory, iac, stderr, stdout, tool};
 
 fn simulate(extra: &[&str]) -> (Output, Duration) {
     let start = Instant::now();
     // Generous for a loaded CI machine: passing probes answer in milliseconds, refused ones
     // wait this out (all in parallel).
-    let out = Command::new(IAC)
+    let out = iac()
         .arg("simulate")
         .arg("--inventory")
         .arg(inventory())
@@ -28,10 +24,6 @@ fn simulate(extra: &[&str]) -> (Output, Duration) {
     let took = start.elapsed();
     eprintln!("iac simulate {extra:?}: {} ms", took.as_millis());
     (out, took)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Report lines with whitespace collapsed, so tests can match "RESULT FROM TO SERVICE …".
@@ -51,7 +43,7 @@ fn mismatches(o: &Output) -> Vec<String> {
 fn rendered() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("rendered_dir");
-    let st = Command::new(IAC).args(["render", "--out"]).arg(&out).arg("--inventory").arg(inventory()).status().expect("render");
+    let st = iac().args(["render", "--out"]).arg(&out).arg("--inventory").arg(inventory()).status().expect("render");
     assert!(st.success());
     (dir, out)
 }
@@ -73,9 +65,7 @@ fn without_lines(text: &str, needle: &str) -> String {
 /// The host's links, its nftables ruleset and any namespace named like ours: what a leak or
 /// a stray command would change. (Other namespaces are left out: other tests may use them.)
 fn host_network_state() -> String {
-    let run = |args: &[&str]| {
-        Command::new(args[0]).args(&args[1..]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
-    };
+    let run = |args: &[&str]| Command::new(args[0]).args(&args[1..]).output().map(|o| stdout(&o)).unwrap_or_default();
     let ours: String = run(&["ip", "netns", "list"]).lines().filter(|l| l.starts_with("iacsim-")).collect();
     format!("{}\n{ours}\n{}", run(&["ip", "-o", "link", "show"]), run(&["nft", "list", "ruleset"]))
 }
@@ -87,7 +77,7 @@ fn passes_on_the_bundled_inventory_and_leaves_the_host_alone() {
     let (o, took) = simulate(&["--out", &out_dir.path().display().to_string()]);
     let text = stdout(&o);
     println!("{text}");
-    assert!(o.status.success(), "simulate failed:\n{text}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "simulate failed:\n{text}\n{}", stderr(&o));
     assert!(mismatches(&o).is_empty());
     assert!(text.contains("simulate: PASS"));
     // Declared flows, end to end.
@@ -248,7 +238,7 @@ fn sigint_cleans_up() {
 
 fn interrupted_run_cleans_up(signal: rustix::process::Signal, code: i32) {
     let before = host_network_state();
-    let mut child = Command::new(IAC)
+    let mut child = iac()
         .arg("simulate")
         .arg("--inventory")
         .arg(inventory())
@@ -293,7 +283,7 @@ fn interrupted_run_cleans_up(signal: rustix::process::Signal, code: i32) {
 #[test]
 fn runs_unprivileged_in_a_user_namespace() {
     // As root (CI), drop to nobody and let simulate map itself to root in a user namespace.
-    let root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+    let root = Command::new("id").arg("-u").output().map(|o| stdout(&o).trim() == "0").unwrap_or(false);
     let userns = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "unshare", "--user", "--map-root-user", "--net", "true"])
         .status()
@@ -320,7 +310,7 @@ fn runs_unprivileged_in_a_user_namespace() {
         .current_dir(dir.path())
         .output()
         .expect("run");
-    assert!(o.status.success(), "{}\n{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("simulate: PASS"));
 }
 
@@ -331,7 +321,7 @@ fn a_narrow_admin_network_puts_the_untrusted_host_on_the_lan() {
     // nodes, since the pods arrive masqueraded).
     let dir = tempfile::tempdir().expect("tempdir");
     let inv = variant(dir.path(), &[("admin = [\"172.22.0.0/24\"]", "admin = [\"172.22.0.10/32\"]")]);
-    let o = Command::new(IAC).args(["simulate", "--timeout-ms", "2000", "--inventory"]).arg(&inv).output().expect("run");
+    let o = iac().args(["simulate", "--timeout-ms", "2000", "--inventory"]).arg(&inv).output().expect("run");
     let text = stdout(&o);
     println!("{text}");
     assert!(o.status.success(), "{text}");
@@ -371,7 +361,7 @@ fn allow_and_egress_get_namespaces_of_their_own() {
             ),
         ],
     );
-    let o = Command::new(IAC).args(["simulate", "--timeout-ms", "2000", "--inventory"]).arg(&inv).output().expect("run");
+    let o = iac().args(["simulate", "--timeout-ms", "2000", "--inventory"]).arg(&inv).output().expect("run");
     println!("{}", stdout(&o));
     assert!(o.status.success());
     assert!(has_line(&o, "client1 10.99.0.1 own segment behind the router"));
@@ -385,7 +375,7 @@ fn allow_and_egress_get_namespaces_of_their_own() {
 fn without_masquerade_the_database_sees_pod_addresses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let inv = variant(dir.path(), &[("masquerade = true", "masquerade = false")]);
-    let o = Command::new(IAC).args(["simulate", "--timeout-ms", "2000", "--inventory"]).arg(&inv).output().expect("run");
+    let o = iac().args(["simulate", "--timeout-ms", "2000", "--inventory"]).arg(&inv).output().expect("run");
     println!("{}", stdout(&o));
     assert!(o.status.success());
     assert!(has_line(&o, "ok pod@hamal alkaid tcp/5432 pass pass 10.42.1.2 hamal:fwd>alkaid:in"));
@@ -396,7 +386,7 @@ fn without_masquerade_the_database_sees_pod_addresses() {
 fn bin_with(tools: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for t in tools {
-        let real = which::which(t).unwrap_or_else(|_| panic!("{t} on PATH"));
+        let real = tool(t).unwrap_or_else(|| panic!("{t} on PATH"));
         std::os::unix::fs::symlink(real, dir.path().join(t)).expect("symlink");
     }
     dir
@@ -415,25 +405,25 @@ fn loads_the_text_nix_evaluates_and_fails_when_it_differs() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let o = Command::new(IAC).arg("simulate").arg("--inventory").arg(inventory()).env("PATH", bin.path()).output().expect("run");
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = iac().arg("simulate").arg("--inventory").arg(inventory()).env("PATH", bin.path()).output().expect("run");
+    let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("host alkaid: the nftables text NixOS builds from") && err.contains("policy accept"), "{err}");
 
     // Without nix-instantiate: a clear error with the install hint and the opt-out.
     std::fs::remove_file(&fake).unwrap();
-    let o = Command::new(IAC).arg("simulate").arg("--inventory").arg(inventory()).env("PATH", bin.path()).output().expect("run");
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = iac().arg("simulate").arg("--inventory").arg(inventory()).env("PATH", bin.path()).output().expect("run");
+    let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("`nix-instantiate` is not on PATH") && err.contains("apt-get install nix-bin"), "{err}");
-    let o = Command::new(IAC)
+    let o = iac()
         .args(["simulate", "--skip-nix-eval", "--timeout-ms", "2000", "--inventory"])
         .arg(inventory())
         .env("PATH", bin.path())
         .output()
         .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("the text NixOS loads is not proven"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the text NixOS loads is not proven"));
 }
 
 /// Issue 13: SIGINT while the topology was being built exited 1 with an `ip` error and left
@@ -442,7 +432,7 @@ fn loads_the_text_nix_evaluates_and_fails_when_it_differs() {
 fn sigint_during_setup_exits_130_and_removes_everything() {
     let before = host_network_state();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(IAC)
+    let mut child = iac()
         .arg("simulate")
         .arg("--inventory")
         .arg(inventory())

@@ -2,7 +2,6 @@
 //! `file:line:col: key` of the value at fault (issue 15: errors used to borrow a neighbour's
 //! position), and the previously rendered tree stays byte-for-byte as it was.
 
-
 use crate::support::{bundled_inventory, project_with, replace_once, run_iac, snapshot_dir, text};
 
 /// 1-based line and column (in characters) of byte offset `at` of `text`.

@@ -23,8 +23,6 @@
 //!
 //! Every request is recorded so tests can assert order and content.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,12 +51,6 @@ pub struct Recorded {
     pub query_all: Vec<(String, String)>,
     pub content_type: String,
     pub body: String,
-}
-
-impl Recorded {
-    pub fn line(&self) -> String {
-        format!("{} {}", self.method, self.path)
-    }
 }
 
 /// What the fake cluster looks like and how its "controllers" behave.
@@ -209,7 +201,6 @@ pub struct State {
 pub struct Fake {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<State>>,
-    pub scenario: Arc<Scenario>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -231,7 +222,7 @@ impl Fake {
                 });
             }
         });
-        Fake { addr, state, scenario }
+        Fake { addr, state }
     }
 
     /// A kubeconfig naming this server (plain HTTP, a bearer token).

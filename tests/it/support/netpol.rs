@@ -16,8 +16,6 @@
 //! Not modelled: named ports (the renderers use numbers), and the implementation detail that
 //! kube-router also admits traffic from a pod's own node (see src/render/k8s/network_policy.rs).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 

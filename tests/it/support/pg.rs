@@ -3,10 +3,9 @@
 //! removed afterwards.
 //!
 //! ```ignore
-//! mod support;
-//! use support::pg::PgServer;
+//! use crate::support::pg::PgServer;
 //!
-//! let pg = PgServer::shared();                  // one server per test binary, cleaned up at exit
+//! let pg = PgServer::shared();                  // one server per test process, cleaned up at exit
 //! let db = pg.fresh_database("mytest");          // own role (with a password) and database
 //! pg.psql(&db.name, "CREATE TABLE t (x int)");   // run SQL as the superuser
 //! let cmd = db.apply_env(Command::new(...));     // PGHOST/PGPORT/PGUSER/PGDATABASE/PGPASSWORD
@@ -16,7 +15,6 @@
 //!     .conf("ssl = on")
 //!     .file("server.crt", pem, 0o600)            // written into the data directory
 //!     .start();
-//! own.reload();                                  // after own.write_hba(...)
 //! own.stop();                                    // pg_ctl stop -m fast, as an operator would
 //! ```
 //!
@@ -209,19 +207,6 @@ impl PgServer {
         }
     }
 
-    /// Replace pg_hba.conf and reload.
-    pub fn write_hba(&self, text: &str) {
-        self.write_data_file("pg_hba.conf", text.as_bytes(), 0o600);
-        self.reload();
-    }
-
-    pub fn reload(&self) {
-        let out = self.as_server_user(&self.bindir.join("pg_ctl")).arg("-D").arg(&self.data).arg("reload").output().expect("pg_ctl reload");
-        assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
-        // SIGHUP is asynchronous; the postmaster rereads pg_hba.conf promptly.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-
     /// Stop the server the way an operator does (`pg_ctl stop -m fast`: sessions are told
     /// "terminating connection due to administrator command" and closed). Only for a server of
     /// your own (`builder().start()`), never the shared one.
@@ -235,15 +220,6 @@ impl PgServer {
             .output()
             .expect("pg_ctl stop");
         assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data
-    }
-
-    /// The server's log so far (for assertion messages).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
     }
 
     /// A PostgreSQL client program (psql, pg_dump, ...) of the server's version.

@@ -8,27 +8,27 @@
 //! tests/nix/flake-outputs.nix evaluates flake.nix's outputs with a stand-in nixpkgs. The real
 //! NixOS modules are only evaluated by /work/shared/nixos-eval and `nix flake check`.
 
-use crate::support;
-
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{nix_eval as eval, repo, text};
+use crate::support::{self, bundled_inventory_path, nix_eval as eval, repo, stdout, text};
 
 fn nix_files() -> Vec<PathBuf> {
     let mut files = vec![repo().join("flake.nix")];
     for dir in ["generated", "hosts"] {
-        collect(&repo().join(dir), &mut files);
+        collect(&repo().join(dir), "nix", &mut files);
     }
     files
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every file under `dir` whose extension is `ext`.
+fn collect(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {
-            collect(&p, out);
-        } else if p.extension().is_some_and(|e| e == "nix") {
+            collect(&p, ext, out);
+        } else if p.extension().is_some_and(|e| e == ext) {
             out.push(p);
         }
     }
@@ -61,7 +61,7 @@ fn every_nix_file_parses_with_nix_instantiate() {
 #[test]
 fn nixos_loads_exactly_the_committed_standalone_table() {
     let Some(nix) = support::tool("nix-instantiate") else { return };
-    let site = iac::load_site(&repo().join("hosts/inventory.toml")).unwrap();
+    let site = iac::load_site(&bundled_inventory_path()).unwrap();
     let hosts: Vec<&str> = site.hosts.iter().map(|h| h.name.as_str()).collect();
     let n = iac::nix_eval::check_tables(&nix, &repo().join("generated"), &hosts).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(n, 3);
@@ -142,7 +142,7 @@ fn flake_sees_the_same_hosts() {
     else {
         return;
     };
-    let site = iac::load_site(&repo().join("hosts/inventory.toml")).unwrap();
+    let site = iac::load_site(&bundled_inventory_path()).unwrap();
     let ours: Vec<&str> = site.hosts.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, serde_json::to_string(&ours).unwrap());
 }
@@ -179,7 +179,7 @@ fn host_modules(root: &Path, host: &str) -> Vec<PathBuf> {
 /// definition values" before building anything.
 #[test]
 fn host_files_agree_with_their_profiles_and_the_generated_modules() {
-    let site = iac::load_site(&repo().join("hosts/inventory.toml")).unwrap();
+    let site = iac::load_site(&bundled_inventory_path()).unwrap();
     for host in &site.hosts {
         let Some(result) = definitions(&host_modules(&repo(), &host.name)) else { return };
         let report = result.unwrap_or_else(|e| panic!("{}: {e}", host.name));
@@ -273,7 +273,7 @@ fn keys(v: &serde_json::Value) -> Vec<String> {
 }
 
 fn check_flake_outputs(o: &serde_json::Value) {
-    let site = iac::load_site(&repo().join("hosts/inventory.toml")).unwrap();
+    let site = iac::load_site(&bundled_inventory_path()).unwrap();
     let hosts: Vec<&str> = site.hosts.iter().map(|h| h.name.as_str()).collect();
     // Every inventory host: its configuration from exactly the two module files.
     assert_eq!(keys(&o["nixosConfigurations"]).len(), hosts.len(), "{o:#}");
@@ -305,16 +305,67 @@ fn check_flake_outputs(o: &serde_json::Value) {
     assert_eq!(o["apps"]["x86_64-linux"]["render"]["type"], "app");
 }
 
-/// The tests the package build runs (`cargoTestFlags`) exist, and the tools they look up are
-/// exactly what `nativeCheckInputs` provides: nothing the sandbox lacks, nothing unused.
+/// The tests the package build runs: `cargoTestFlags` name the unit tests and the integration
+/// binary, and `checkFlags`, which libtest applies to both, keep every unit test and exactly the
+/// `render`, `validation` and `nix` modules of tests/it, by libtest's rule (a test runs when its
+/// name contains a filter and no `--skip`) over this binary's own test list. The tools those
+/// modules look up are exactly what `nativeCheckInputs` provides: nothing the sandbox lacks,
+/// nothing unused.
 fn check_package_tests(o: &serde_json::Value) {
-    let flags: Vec<&str> = o["package"]["cargoTestFlags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
-    assert_eq!(flags[0], "--lib");
-    let tests: Vec<&str> = flags.windows(2).filter(|w| w[0] == "--test").map(|w| w[1]).collect();
-    assert_eq!(tests, ["render", "validation", "nix"]);
-    let mut used = std::collections::BTreeSet::new();
-    for t in &tests {
-        let src = std::fs::read_to_string(repo().join(format!("tests/{t}.rs"))).unwrap();
+    let strings = |v: &serde_json::Value| -> Vec<String> { v.as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect() };
+    assert_eq!(strings(&o["package"]["cargoTestFlags"]), ["--lib", "--test", "it"]);
+    let check_flags = strings(&o["package"]["checkFlags"]);
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let mut words = check_flags.iter();
+    while let Some(w) = words.next() {
+        match w.as_str() {
+            "--skip" => skips.push(words.next().expect("--skip takes a filter").as_str()),
+            flag if flag.starts_with('-') => panic!("checkFlags: {flag} is not a filter (libtest options go elsewhere)"),
+            filter => filters.push(filter),
+        }
+    }
+    let runs = |name: &str| filters.iter().any(|f| name.contains(f)) && !skips.iter().any(|s| name.contains(s));
+
+    // The integration tests: whole modules, exactly these three.
+    let listed = Command::new(std::env::current_exe().unwrap()).args(["--list", "--format", "terse"]).output().unwrap();
+    let names: Vec<String> = stdout(&listed).lines().filter_map(|l| l.strip_suffix(": test")).map(String::from).collect();
+    assert!(names.len() > 200, "{names:?}");
+    let module = |name: &str| name.split("::").next().unwrap().to_owned();
+    let selected: BTreeSet<String> = names.iter().filter(|n| runs(n)).map(|n| module(n)).collect();
+    assert_eq!(selected, BTreeSet::from(["nix", "render", "validation"].map(String::from)));
+    for name in names.iter().filter(|n| selected.contains(&module(n))) {
+        assert!(runs(name), "{name} is in a selected module but not selected");
+    }
+
+    // The unit tests: every one sits in a `#[cfg(test)]` module, whose name the filters keep.
+    let mut sources = Vec::new();
+    collect(&repo().join("src"), "rs", &mut sources);
+    for file in sources {
+        let src = std::fs::read_to_string(&file).unwrap();
+        let mut test_module = None;
+        let mut lines = src.lines();
+        while let Some(line) = lines.next() {
+            if line.trim() == "#[cfg(test)]" {
+                let next = lines.next().unwrap_or_default().trim();
+                let name = next
+                    .strip_prefix("mod ")
+                    .and_then(|m| m.strip_suffix(" {"))
+                    .unwrap_or_else(|| panic!("{}: #[cfg(test)] before {next:?}", file.display()));
+                assert!(
+                    runs(&format!("some::path::{name}::some_test")),
+                    "{}: unit tests in `mod {name}` do not run in the package build",
+                    file.display()
+                );
+                test_module = Some(name.to_owned());
+            } else if line.trim_start().starts_with("#[test]") || line.trim_start().starts_with("#[tokio::test") {
+                assert!(test_module.is_some(), "{}: a unit test outside a #[cfg(test)] module", file.display());
+            }
+        }
+    }
+
+    let mut used = BTreeSet::new();
+    for m in &selected {
+        let src = std::fs::read_to_string(repo().join(format!("tests/it/{m}.rs"))).unwrap();
         for (i, _) in src.match_indices("tool(\"") {
             let name = &src[i + 6..];
             used.insert(name[..name.find('"').unwrap()].to_string());
@@ -331,7 +382,7 @@ fn check_package_tests(o: &serde_json::Value) {
         }
     };
     let inputs: Vec<&str> = o["package"]["nativeCheckInputs"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-    let provided: std::collections::BTreeSet<String> = inputs.iter().flat_map(|p| provides(p).iter().map(|s| s.to_string())).collect();
+    let provided: BTreeSet<String> = inputs.iter().flat_map(|p| provides(p).iter().map(|s| s.to_string())).collect();
     assert_eq!(used, provided, "tools the selected tests use vs nativeCheckInputs {inputs:?}");
     assert!(inputs.iter().all(|p| !provides(p).is_empty()), "an unused nativeCheckInput: {inputs:?}");
     let pre_check = o["package"]["preCheck"].as_str().unwrap();

@@ -1,6 +1,7 @@
 //! The rendered PostgreSQL configuration against a real PostgreSQL server started by the test:
 //! the pg_hba lines parse and mean what the flows say, and the setup script the NixOS unit runs
 //! sets the owner's password from the credential file so the owner can log in with it.
+#![cfg(test)]
 
 mod support;
 

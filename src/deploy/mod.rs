@@ -188,7 +188,8 @@ impl Prepared<'_> {
         host::run_all(&self.plan, self.site, &self.hosts, self.jobs, view)
     }
 
-    /// Every command a real run would execute (see [`dry_run`]).
+    /// Every command a real run would execute, in order, per host, after what the preflight
+    /// ran; the built and the running system appear as `$NEW` and `$PREV`.
     pub fn dry_run(&self) -> Result<String, DeployError> {
         dry_run(&self.plan, self.site, &self.out, &self.preflight, &self.hosts)
     }

@@ -140,7 +140,7 @@ pub fn run(args: &QueryArgs) -> Result<ExitCode, Error> {
             .tcp_user_timeout(Duration::from_secs(30));
     }
     let table = match args.table.clone().or(defaults.table) {
-        Some(t) => Some(TableName::new(args.schema.clone(), t).map_err(Error::Query)?),
+        Some(t) => Some(TableName::new(args.schema.clone(), t)?),
         None => None,
     };
     if let QueryCommand::Conninfo = args.command {

@@ -2,6 +2,7 @@
 //! (tests/support/fake_apiserver.rs). The binary runs for real; only the API server is fake. The
 //! manifests applied are the ones `iac render` writes: each test renders an inventory into its
 //! own directory first.
+#![cfg(test)]
 
 #[path = "support/fake_apiserver.rs"]
 mod fake;

@@ -9,6 +9,7 @@
 //!
 //! The on-target scripts (guard, wait, confirm) run for real under `/bin/sh` in the second
 //! half, against a fake store, profile, `nix-env` and `switch-to-configuration`.
+#![cfg(test)]
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};

@@ -4,6 +4,7 @@
 //! input, or the escaper refuses the value. Each property batches its cases into one run of
 //! the real tool (one `nix-instantiate --eval` of a list, one `nft -f` of a table), so it
 //! stays fast.
+#![cfg(test)]
 
 mod support;
 

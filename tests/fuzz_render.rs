@@ -4,6 +4,7 @@
 //! private network namespace) for every ruleset, `nix-instantiate --parse` for every `.nix`
 //! file, serde-saphyr for every YAML document, and the Nix-evaluated table of every host module
 //! equals its standalone script byte for byte (`nix_eval`).
+#![cfg(test)]
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! the real Kubernetes OpenAPI schemas (`kubernetes-validate`), the real kustomize
 //! (`kubectl kustomize`), the Pod Security `restricted` rules, and the container scripts run
 //! with real bash, curl, head and od.
+#![cfg(test)]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! Snapshots of every file under `generated/k8s/`: the bundled inventory, and a variant with
 //! three brokers and a digest-pinned Connect image, so a change to any manifest shows up as a
 //! reviewed diff.
+#![cfg(test)]
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! from the objects `iac render` writes (tests/support/netpol.rs evaluates NetworkPolicy
 //! semantics). The pods are the rendered workloads' pod templates, so their labels are the
 //! real ones.
+#![cfg(test)]
 
 #[path = "support/netpol.rs"]
 mod netpol;

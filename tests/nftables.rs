@@ -1,6 +1,7 @@
 //! Every rendered ruleset against the real `nft`, inside a private network namespace:
 //! it passes `nft -c`, loads, loads a second time to the same ruleset, and leaves the tables
 //! of others (kube-proxy, flannel through iptables-nft) in place.
+#![cfg(test)]
 
 mod support;
 

@@ -7,6 +7,7 @@
 //! refuse as conflicting (host files vs the profiles they import vs the generated modules), and
 //! tests/nix/flake-outputs.nix evaluates flake.nix's outputs with a stand-in nixpkgs. The real
 //! NixOS modules are only evaluated by /work/shared/nixos-eval and `nix flake check`.
+#![cfg(test)]
 
 mod support;
 

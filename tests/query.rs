@@ -1,4 +1,5 @@
 //! `iac query` against a real PostgreSQL started by the tests (see tests/support/pg.rs).
+#![cfg(test)]
 
 mod support;
 

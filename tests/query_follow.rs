@@ -2,6 +2,7 @@
 //! tests (tests/support/pg.rs): the sink table exactly as the JDBC sink creates it
 //! (`pk.mode=kafka`), and a table with an ordinary primary key. The follow tests run the
 //! binary, change the table while it runs and read its output line by line with a timeout.
+#![cfg(test)]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! `iac query` over TLS (rustls, ring) against a real PostgreSQL that only admits TLS
 //! (`hostssl` in pg_hba.conf), with certificates made by the openssl CLI for this test.
+#![cfg(test)]
 
 mod support;
 

@@ -1,4 +1,5 @@
 //! The rendered tree: snapshots of every file, `render --check`, and the atomic-write guarantee.
+#![cfg(test)]
 
 mod support;
 

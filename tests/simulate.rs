@@ -1,6 +1,7 @@
 //! `iac simulate` end to end: real namespaces, real nftables, real traffic. It must pass on the
 //! bundled inventory, catch each known failure mode as a broken ruleset, leave the host's own
 //! network untouched, clean up when interrupted and run without root in a user namespace.
+#![cfg(test)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

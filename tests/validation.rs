@@ -1,6 +1,7 @@
 //! One test per validation rule: a broken inventory exits 2 and names the exact
 //! `file:line:col: key` of the value at fault (issue 15: errors used to borrow a neighbour's
 //! position), and the previously rendered tree stays byte-for-byte as it was.
+#![cfg(test)]
 
 mod support;
 

@@ -2,6 +2,9 @@
 //!
 //! A host's failure is an [`Outcome`], not an error: the other hosts go on, and the summary
 //! reports every one of them.
+//!
+//! Why this file is long: one host's sequence (check, build, compare, copy, switch, confirm,
+//! settle) reads top to bottom in one place, with the few helpers it runs commands through.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
@@ -81,9 +84,7 @@ pub(super) enum Progress<'a> {
 }
 
 /// Deploy `hosts` with at most `jobs` at a time; outcomes in the order of `hosts`.
-pub(super) fn run_all(plan: &Plan, site: &Site, hosts: &[&Host], jobs: usize) -> Vec<Outcome> {
-    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-    let view = View::new(&names);
+pub(super) fn run_all(plan: &Plan, site: &Site, hosts: &[&Host], jobs: usize, view: &dyn View) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; hosts.len()];
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, Event)>();

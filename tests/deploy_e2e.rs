@@ -1,3 +1,4 @@
+#![cfg(test)]
 //! `iac deploy` end to end over real SSH (issue 18): the guard that makes "a firewall change
 //! that cuts SSH undoes itself" true, proven with a real `sshd`, a real `ssh` and a real
 //! firewall cut.

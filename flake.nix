@@ -55,12 +55,13 @@
           # cargoCheckHook hands checkFlags to every test binary it runs (`cargo test
           # ${cargoTestFlags} -- --test-threads=N ${checkFlags}`, nixpkgs'
           # pkgs/build-support/rust/hooks/cargo-check-hook.sh), and libtest runs a test whose name
-          # contains a filter and no `--skip`. So `tests::` keeps every unit test (they live in
-          # `mod tests` or `mod *_tests`), the module filters pick the three modules of tests/it,
-          # and the skip drops `fuzz_render`, which `render::` also matches. tests/it/nix.rs checks
-          # that these select exactly that.
+          # contains a filter and no `--skip`. So `tests::` and `architecture::` keep every unit
+          # test (they live in `mod tests`, `mod *_tests` or src/architecture.rs), the module
+          # filters pick the three modules of tests/it, and the skip drops `fuzz_render`, which
+          # `render::` also matches. tests/it/nix.rs checks that these select exactly that.
           checkFlags = [
             "tests::"
+            "architecture::"
             "render::"
             "validation::"
             "nix::"

@@ -10,6 +10,8 @@
 //!
 //! Hidden modes (`--inside-load`, `--serve`, `--send`) are this program re-executed inside a
 //! network namespace.
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark's report is its output")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark run by hand: a failure ends it with its message")]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

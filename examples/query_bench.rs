@@ -8,6 +8,8 @@
 //! into a table shaped like the JDBC sink's, then runs each command several times, alternating,
 //! with its output read through a pipe. Prints wall time, CPU time and peak RSS (wait4) of each,
 //! and the ratios. Targets: iac within 1.5x of psql's wall time, under 50 MiB peak.
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark's report is its output")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark run by hand: a failure ends it with its message")]
 
 #[path = "../tests/it/support/pg.rs"]
 #[allow(dead_code)]

@@ -18,8 +18,20 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use similar::TextDiff;
 
-use crate::error::Error;
 use crate::render::{MARKER, Tree, marker};
+
+/// Why the tree was not written (the directory is then as it was) or could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("refusing to replace {}: {reason}; pass --force if iac may replace it", path.display())]
+    ForeignOutput { path: PathBuf, reason: String },
+    #[error("refusing to write {}: {reason}", path.display())]
+    OutputRefused { path: PathBuf, reason: String },
+}
 
 /// What `write_tree` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use crate::support;
 
-fn check(text: &str) -> Result<(), iac::error::InventoryErrors> {
+fn check(text: &str) -> Result<(), iac::inventory::InventoryErrors> {
     let source = Source::new("inv.toml", text);
     let file = parse(&source)?;
     let site = iac::model::validate(&source, file)?;
@@ -14,7 +14,7 @@ fn check(text: &str) -> Result<(), iac::error::InventoryErrors> {
     Ok(())
 }
 
-fn assert_located(text: &str, errors: &iac::error::InventoryErrors) {
+fn assert_located(text: &str, errors: &iac::inventory::InventoryErrors) {
     let lines = text.lines().count().max(1) + 1;
     assert!(!errors.0.is_empty());
     for e in &errors.0 {

@@ -1,13 +1,18 @@
 //! The integration tests, as one test binary: each module is what used to be a binary of its
 //! own (tests/NAME.rs), `support` holds the helpers they share. One binary links the library
-//! and the dev-dependencies once instead of seventeen times, and libtest runs every test of
+//! and the dev-dependencies once instead of eighteen times, and libtest runs every test of
 //! the suite on one thread pool. Select a part with a module filter:
 //! `cargo test --test it -- render::`.
+//!
+//! `#![cfg(test)]`: clippy treats all of it as test code (clippy.toml lets tests unwrap, expect
+//! and print; Cargo.toml's [lints] deny that elsewhere).
+#![cfg(test)]
 
 mod support;
 
 mod cluster;
 mod deploy;
+mod deploy_e2e;
 mod escape;
 mod fuzz_render;
 mod inventory_props;

@@ -337,29 +337,46 @@ fn check_package_tests(o: &serde_json::Value) {
         assert!(runs(name), "{name} is in a selected module but not selected");
     }
 
-    // The unit tests: every one sits in a `#[cfg(test)]` module, whose name the filters keep.
+    // The unit tests: every one sits in a `#[cfg(test)]` module (inline or a file of its own),
+    // whose name the filters keep.
     let mut sources = Vec::new();
     collect(&repo().join("src"), "rs", &mut sources);
-    for file in sources {
-        let src = std::fs::read_to_string(&file).unwrap();
-        let mut test_module = None;
-        let mut lines = src.lines();
-        while let Some(line) = lines.next() {
-            if line.trim() == "#[cfg(test)]" {
-                let next = lines.next().unwrap_or_default().trim();
-                let name = next
-                    .strip_prefix("mod ")
-                    .and_then(|m| m.strip_suffix(" {"))
-                    .unwrap_or_else(|| panic!("{}: #[cfg(test)] before {next:?}", file.display()));
-                assert!(
-                    runs(&format!("some::path::{name}::some_test")),
-                    "{}: unit tests in `mod {name}` do not run in the package build",
-                    file.display()
-                );
-                test_module = Some(name.to_owned());
-            } else if line.trim_start().starts_with("#[test]") || line.trim_start().starts_with("#[tokio::test") {
-                assert!(test_module.is_some(), "{}: a unit test outside a #[cfg(test)] module", file.display());
+    let mut test_files = BTreeSet::new();
+    let mut test_modules = Vec::new();
+    for file in &sources {
+        let src = std::fs::read_to_string(file).unwrap();
+        let lines: Vec<&str> = src.lines().map(str::trim).collect();
+        for (at, _) in lines.iter().enumerate().filter(|(_, l)| **l == "#[cfg(test)]") {
+            let next = lines.get(at + 1).copied().unwrap_or_default();
+            let name = next.strip_prefix("mod ").unwrap_or_else(|| panic!("{}: #[cfg(test)] before {next:?}", file.display()));
+            if let Some(name) = name.strip_suffix(';') {
+                // A file module: NAME.rs next to lib.rs/main.rs/mod.rs, or under a directory named after its parent.
+                let dir = if ["lib.rs", "main.rs", "mod.rs"].iter().any(|f| file.ends_with(f)) {
+                    file.parent().unwrap().to_owned()
+                } else {
+                    file.with_extension("")
+                };
+                test_files.extend([dir.join(format!("{name}.rs")), dir.join(name).join("mod.rs")]);
+                test_modules.push((file.clone(), name.to_owned()));
+            } else {
+                let name = name.strip_suffix(" {").unwrap_or_else(|| panic!("{}: #[cfg(test)] before {next:?}", file.display()));
+                test_modules.push((file.clone(), name.to_owned()));
             }
+        }
+    }
+    for (file, name) in &test_modules {
+        assert!(
+            runs(&format!("some::path::{name}::some_test")),
+            "{}: the unit tests of `mod {name}` do not run in the package build",
+            file.display()
+        );
+    }
+    for file in sources.iter().filter(|f| !test_files.contains(*f)) {
+        let src = std::fs::read_to_string(file).unwrap();
+        let first_test = src.lines().position(|l| l.trim_start().starts_with("#[test]") || l.trim_start().starts_with("#[tokio::test"));
+        let first_module = src.lines().position(|l| l.trim() == "#[cfg(test)]");
+        if let Some(t) = first_test {
+            assert!(first_module.is_some_and(|m| m < t), "{}: a unit test outside a #[cfg(test)] module", file.display());
         }
     }
 

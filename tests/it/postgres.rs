@@ -83,3 +83,50 @@ fn setup_script_sets_the_password_from_the_credential() {
     assert!(!bad.status.success());
     assert!(text(&bad.stderr).contains("password authentication failed"), "{}", text(&bad.stderr));
 }
+
+/// One password file, read by both sides: the setup script sets the owner's password with
+/// psql's backquotes, and `iac` (apply's Secret, query's `--password-file`) reads the same file
+/// with `iac::password`. For every ending a file may have, the password iac reads logs in; the
+/// rules iac had before (drop a `\r` too, or every trailing `\r` and `\n`) would not.
+#[test]
+fn iac_reads_a_password_file_as_the_setup_script_does() {
+    let Some(script) = nix_eval("(module ./generated/alkaid/postgresql.nix).systemd.services.postgresql-setup.script") else {
+        return;
+    };
+    let server = PgServer::builder().start();
+    server.psql("postgres", "CREATE ROLE kafka");
+    server.psql("postgres", "CREATE DATABASE kafka OWNER kafka");
+    let psql = server.program("psql");
+    let bindir = std::path::Path::new(psql.get_program()).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
+    let logs_in = |pw: &str| {
+        let mut c = server.program("psql");
+        let out = support::pg::clear_pg_env(&mut c)
+            .args(["-h", HOST, "-p", &server.port.to_string(), "-U", "kafka", "-d", "kafka", "-Atc", "SELECT 1"])
+            .env("PGPASSWORD", pw)
+            .output()
+            .unwrap();
+        out.status.success()
+    };
+    for content in ["s3cret\n", "s3cret", "s3cret\r\n", "s3cret\n\n", " s3cret \n"] {
+        let creds = tempfile::tempdir().unwrap();
+        let file = creds.path().join("kafka-password");
+        std::fs::write(&file, content).unwrap();
+        let mut cmd = Command::new("bash");
+        support::pg::clear_pg_env(&mut cmd)
+            .args(["-euc", &script])
+            .env("PATH", &path)
+            .env("CREDENTIALS_DIRECTORY", creds.path())
+            .env("PGHOST", HOST)
+            .env("PGPORT", server.port.to_string())
+            .env("PGUSER", support::pg::SUPERUSER)
+            .env("PGPASSWORD", &server.password);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+
+        let ours = iac::password::PasswordSource::File(file).read().unwrap();
+        assert!(logs_in(&ours), "{content:?}: iac read {ours:?}, which the server does not accept");
+        let trimmed_all = content.trim_end_matches(['\n', '\r']);
+        assert_eq!(logs_in(trimmed_all), ours == trimmed_all, "{content:?}: trimming every newline");
+    }
+}

@@ -1,6 +1,11 @@
 //! Site → Flows: who talks to whom, on what, and why. This is the one place that knows the
 //! k3s/flannel/kube-proxy/PostgreSQL traffic facts; the nftables rules and the pg_hba lines are
-//! both printed from these flows, so they cannot disagree.
+//! both printed from these flows, so they cannot disagree. `verdict` answers, from the flows
+//! alone, whether a given packet is admitted: the model `iac simulate` checks the kernel against.
+
+mod verdict;
+
+pub use verdict::{Packet, verdict};
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

@@ -4,14 +4,14 @@
 //!     cargo run --release --example query_bench            # 1,000,000 rows
 //!     cargo run --release --example query_bench -- 200000  # fewer
 //!
-//! Builds the release `iac` first, starts PostgreSQL (tests/support/pg.rs), loads the rows
+//! Builds the release `iac` first, starts PostgreSQL (tests/it/support/pg.rs), loads the rows
 //! into a table shaped like the JDBC sink's, then runs each command several times, alternating,
 //! with its output read through a pipe. Prints wall time, CPU time and peak RSS (wait4) of each,
 //! and the ratios. Targets: iac within 1.5x of psql's wall time, under 50 MiB peak.
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark's report is its output")]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark run by hand: a failure ends it with its message")]
 
-#[path = "../tests/support/pg.rs"]
+#[path = "../tests/it/support/pg.rs"]
 #[allow(dead_code)]
 mod pg;
 

@@ -330,7 +330,7 @@ fn settle(plan: &Plan, host: &Host, through_switched: bool, deadline: Instant, s
 /// (it could not connect, or the connection dropped), or ssh killed by a signal, its connection
 /// gone with it. Either way what runs on the host is unknown and goes on without us (the guard
 /// is a unit, not a child of the session), so only a new connection can tell. Before this
-/// counted a killed ssh, iac gave up on a host it could still reach (tests/deploy_e2e.rs, case
+/// counted a killed ssh, iac gave up on a host it could still reach (tests/it/deploy_e2e.rs, case
 /// 3: reported `UNCONFIRMED` while the activation was still running).
 fn connection_lost(status: ExitStatus) -> bool {
     status.code() == Some(255) || status.signal().is_some()

@@ -315,11 +315,15 @@ fn follow_exits_3_when_the_server_stops() {
     let (status, rest, err) = f.wait();
     assert_eq!(status.code(), Some(3), "{err}");
     assert!(rest.is_empty(), "{rest:?}");
+    // The server's reason arrives when the follow is idle as the server shuts down. When a poll
+    // is on the wire at that moment, the backend closes a socket holding unread data, the
+    // kernel answers with a reset, and the client's kernel may discard the reason before the
+    // client reads it: then the connection is only seen closed. Both are the same event.
+    let lost = format!("lost the connection to PostgreSQL at {HOST}:{}: ", db.port);
+    let reason = err.split_once(&lost).map(|(_, r)| r.lines().next().unwrap_or_default()).unwrap_or_else(|| panic!("{err}"));
     assert!(
-        err.contains(&format!(
-            "lost the connection to PostgreSQL at {HOST}:{}: terminating connection due to administrator command",
-            db.port
-        )),
+        ["terminating connection due to administrator command", "connection closed"].contains(&reason)
+            || reason.contains("Connection reset by peer"),
         "{err}"
     );
     assert!(stopped.elapsed() < Duration::from_secs(10), "noticed after {:?}", stopped.elapsed());

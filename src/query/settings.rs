@@ -111,6 +111,7 @@ impl fmt::Display for PasswordFrom {
             PasswordFrom::None => f.write_str("none"),
             PasswordFrom::Source(PasswordSource::File(p)) => write!(f, "--password-file {}", p.display()),
             PasswordFrom::Source(PasswordSource::Env(var)) => f.write_str(var),
+            PasswordFrom::Source(PasswordSource::Secret { file, .. }) => write!(f, "secret {}", file.display()),
             PasswordFrom::PgPass(p) => write!(f, "pgpass file {}", p.display()),
         }
     }

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::model::{Delivery, Host, Site};
 use crate::nix_eval::NixEvalError;
-use crate::secrets::{self, Identity, Store};
+use crate::secrets;
 
 pub use host::{Action, HostResult, Outcome, Values};
 use plan::{Plan, Tools};
@@ -162,7 +162,7 @@ pub fn prepare<'s>(site: &'s Site, opts: &Options) -> Result<Prepared<'s>, Deplo
     };
     // Preflight: nothing below touches a host unless all of this passes.
     let files = preflight::rendered_tree(site, &opts.out)?;
-    let (secret_count, values, decrypted_with) = secrets_preflight(site, &hosts, opts)?;
+    let (secret_count, values, decrypted_with) = preflight::secrets(site, &hosts, opts)?;
     let preflight = if opts.dry_run {
         let rulesets = if plan.tools.nft.is_absolute() && plan.tools.unshare.is_absolute() {
             Some(preflight::rulesets(&plan, &opts.out, &hosts)?)
@@ -180,43 +180,6 @@ pub fn prepare<'s>(site: &'s Site, opts: &Options) -> Result<Prepared<'s>, Deplo
         Preflight { files, rulesets: Some(rulesets), nixos: Some(nixos), secrets: secret_count, decrypted_with }
     };
     Ok(Prepared { plan, site, hosts, out: opts.out.clone(), jobs: opts.jobs, values, preflight })
-}
-
-/// The secrets the selected hosts read: each must be encrypted to exactly its recipients
-/// (`iac secrets check`), and those pushed to hosts without a host key are decrypted here,
-/// once, before any host is touched (a wrong identity stops the deploy, not one host). A dry
-/// run decrypts them too when it finds an identity, to prove that it can, and keeps nothing.
-fn secrets_preflight(site: &Site, hosts: &[&Host], opts: &Options) -> Result<(usize, Values, Option<PathBuf>), DeployError> {
-    let files: Vec<_> = hosts.iter().flat_map(|h| site.secret_files(h)).collect();
-    let mut names: Vec<&str> = files.iter().map(|f| f.secret.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    let store = Store::new(site, &opts.secrets_dir);
-    let bad: Vec<String> =
-        store.check().iter().filter(|s| names.contains(&s.name.as_str()) && !s.ok()).map(secrets::Status::line).collect();
-    if !bad.is_empty() {
-        return Err(secrets::Error::NotReady(bad.join("\n")).into());
-    }
-    let mut pushed: Vec<&str> = files.iter().filter(|f| f.delivery == Delivery::Push).map(|f| f.secret.as_str()).collect();
-    pushed.sort_unstable();
-    pushed.dedup();
-    if pushed.is_empty() {
-        return Ok((files.len(), Values::new(), None));
-    }
-    let identity = match Identity::load(opts.identity.as_deref()) {
-        Ok(identity) => identity,
-        Err(secrets::Error::NoIdentity { .. }) if opts.dry_run => return Ok((files.len(), Values::new(), None)),
-        Err(e) => return Err(e.into()),
-    };
-    let mut values = Values::new();
-    for name in pushed {
-        values.insert(name.to_string(), store.value(name, &identity)?);
-    }
-    let path = identity.path.clone();
-    if opts.dry_run {
-        values.clear();
-    }
-    Ok((files.len(), values, Some(path)))
 }
 
 impl Prepared<'_> {

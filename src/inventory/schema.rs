@@ -5,6 +5,9 @@
 //! column (issue 15: errors borrowed a neighbour's position). Map keys stay plain `String`s so
 //! that serde_path_to_error can name them in the dotted key of a schema error; their positions
 //! come from a second pass over the text (`KeySpans`).
+//!
+//! Why this file is long: it is the whole schema, every section a user can write with its
+//! defaults, in one place, so the file reads as the reference of the inventory format.
 
 use std::collections::BTreeMap;
 

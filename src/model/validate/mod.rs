@@ -82,7 +82,7 @@ impl Validator<'_> {
         self.cluster_has_server(&file, &hosts, cluster.is_some());
         let admins = self.admins(&file);
         let secrets = self.secrets(&file, &hosts, &admins);
-        let secret_refs = SecretRefs { secrets: &secrets, hosts: &hosts };
+        let secret_refs = SecretRefs { secrets: &secrets };
         let databases = self.databases(&file, &hosts, &refs, &secret_refs);
         let pipeline = file.pipeline.as_ref().map(|p| self.pipeline(p, &databases, refs.has_cluster));
         let token = file.cluster.as_ref().map(|c| self.cluster_token(c, &secret_refs)).unwrap_or_default();
@@ -490,7 +490,6 @@ impl Validator<'_> {
                 &format!("{key}.password"),
                 file.keys.span("databases", &name),
                 secrets,
-                &[d.host.get_ref()],
             );
             let clients = self.clients(&d.clients, refs, &format!("{key}.clients"));
             out.push(Database {

@@ -1,7 +1,10 @@
 //! Validation of the secrets: `[admins.*]`, `[secrets.*]` with their consumers, and the
 //! references to them (`databases.*.password`, `cluster.token`). A reference names a declared
-//! secret, and the host that reads it must be one of its consumers: the path a service reads
-//! is the path declared there, written once.
+//! secret and makes the hosts that read it its consumers (every k3s node for the token, the
+//! database's host for its password): iac knows who reads what, so the inventory says it once.
+//! A consumer listed in `hosts` sets its own path, owner, group and mode; an implied one gets
+//! the defaults (`secrets::default_path`, root:root 0400). Either way the path a service reads
+//! is the consumer's, written in one place.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -17,7 +20,24 @@ use super::Validator;
 /// What a reference to a secret is checked against.
 pub(super) struct SecretRefs<'a> {
     pub secrets: &'a [Secret],
-    pub hosts: &'a [Host],
+}
+
+/// The hosts each secret's references make its readers: every k3s node reads the cluster
+/// token, a database's host its password.
+fn implied_readers<'f, 'h>(file: &'f InventoryFile, hosts: &'h [Host]) -> BTreeMap<&'f str, Vec<&'h Host>> {
+    let mut out: BTreeMap<&str, Vec<&Host>> = BTreeMap::new();
+    if let Some(token) = file.cluster.as_ref().and_then(|c| c.get_ref().token.as_ref()) {
+        out.entry(token.get_ref().as_str()).or_default().extend(hosts.iter().filter(|h| h.has(Role::K3sServer) || h.has(Role::K3sAgent)));
+    }
+    for d in file.databases.values() {
+        if let (Some(pw), Some(host)) = (&d.password, hosts.iter().find(|h| &h.name == d.host.get_ref())) {
+            let readers = out.entry(pw.get_ref().as_str()).or_default();
+            if !readers.iter().any(|h| h.name == host.name) {
+                readers.push(host);
+            }
+        }
+    }
+    out
 }
 
 impl Validator<'_> {
@@ -35,6 +55,7 @@ impl Validator<'_> {
     }
 
     pub(super) fn secrets(&mut self, file: &InventoryFile, hosts: &[Host], admins: &[Admin]) -> Vec<Secret> {
+        let implied = implied_readers(file, hosts);
         let mut out = Vec::new();
         // (host, path) -> the secret that already goes there.
         let mut paths: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -63,15 +84,7 @@ impl Validator<'_> {
                     continue;
                 }
                 if host.host_key.is_none() && !push {
-                    self.error(
-                        c.host.span(),
-                        format!("{k}.host"),
-                        format!(
-                            "missing host key: `{}` declares no `host_key` and access.push_secrets is false, so it has no way to \
-                             receive this secret (add `host_key` from `ssh-keyscan -t ed25519 {}`)",
-                            host.name, host.address
-                        ),
-                    );
+                    self.no_way_to_receive(c.host.span(), &format!("{k}.host"), host);
                 }
                 let path = match &c.path {
                     Some(p) => {
@@ -101,6 +114,26 @@ impl Validator<'_> {
                     mode,
                 });
             }
+            // The hosts a reference makes consumers, with the defaults.
+            for host in implied.get(name.as_str()).into_iter().flatten() {
+                if consumers.iter().any(|c| c.host == host.name) {
+                    continue;
+                }
+                if host.host_key.is_none() && !push {
+                    self.no_way_to_receive(name_span.clone(), &key, host);
+                }
+                let path = default_path(name, Delivery::of(host));
+                if let Some(other) = paths.insert((host.name.clone(), path.clone()), name.clone()) {
+                    self.error(name_span.clone(), &key, format!("{path} on {} is already where secret `{other}` goes", host.name));
+                }
+                consumers.push(SecretConsumer {
+                    host: host.name.clone(),
+                    path,
+                    owner: "root".into(),
+                    group: "root".into(),
+                    mode: 0o400,
+                });
+            }
             let mut kubernetes = Vec::new();
             for (i, c) in s.kubernetes.iter().enumerate() {
                 let k = format!("{key}.kubernetes[{i}]");
@@ -127,47 +160,42 @@ impl Validator<'_> {
         out
     }
 
-    /// A reference to a declared secret at `key` (`value`, or missing: an error at `missing`),
-    /// read by each of `readers`: each must be one of the secret's consumers. The secret's name.
-    pub(super) fn secret_ref(
-        &mut self,
-        value: Option<&Text>,
-        key: &str,
-        missing: Range<usize>,
-        refs: &SecretRefs,
-        readers: &[&str],
-    ) -> String {
+    /// A reference to a declared secret at `key` (`value`, or missing: an error at `missing`).
+    /// The secret's name.
+    pub(super) fn secret_ref(&mut self, value: Option<&Text>, key: &str, missing: Range<usize>, refs: &SecretRefs) -> String {
         let Some(value) = value else {
             self.error(missing, key, "missing: name the [secrets.*] section that holds this secret");
             return String::new();
         };
         let name = value.get_ref();
-        let Some(secret) = refs.secrets.iter().find(|s| &s.name == name) else {
+        if !refs.secrets.iter().any(|s| &s.name == name) {
             let declared: Vec<&str> = refs.secrets.iter().map(|s| s.name.as_str()).collect();
             let declared = if declared.is_empty() { "none".to_string() } else { declared.join(", ") };
-            self.error(value.span(), key, format!("unknown secret `{}` (declared: {declared})", rules::printable(name)));
-            return name.clone();
-        };
-        let missing: Vec<&str> = readers.iter().copied().filter(|r| !secret.hosts.iter().any(|c| c.host == *r)).collect();
-        if !missing.is_empty() {
             self.error(
                 value.span(),
                 key,
-                format!(
-                    "secret `{name}` is not delivered to {}: add {} to secrets.{name}.hosts",
-                    missing.join(", "),
-                    missing.iter().map(|h| format!("{{ host = \"{h}\" }}")).collect::<Vec<_>>().join(", ")
-                ),
+                format!("unknown secret `{}` (declared: {declared}); declare it as [secrets.NAME]", rules::printable(name)),
             );
         }
         name.clone()
     }
 
-    /// `cluster.token`: every k3s node reads it.
+    /// `cluster.token`.
     pub(super) fn cluster_token(&mut self, c: &Spanned<ClusterSection>, refs: &SecretRefs) -> String {
-        let nodes: Vec<&str> =
-            refs.hosts.iter().filter(|h| h.has(Role::K3sServer) || h.has(Role::K3sAgent)).map(|h| h.name.as_str()).collect();
-        self.secret_ref(c.get_ref().token.as_ref(), "cluster.token", c.span(), refs, &nodes)
+        self.secret_ref(c.get_ref().token.as_ref(), "cluster.token", c.span(), refs)
+    }
+
+    /// A consumer host without a host key, where pushing is not allowed.
+    fn no_way_to_receive(&mut self, span: Range<usize>, key: &str, host: &Host) {
+        self.error(
+            span,
+            key,
+            format!(
+                "missing host key: `{}` reads this secret but declares no `host_key`, and access.push_secrets is false, so it \
+                 has no way to receive it (add hosts.{}.host_key from `ssh-keyscan -t ed25519 {}`)",
+                host.name, host.name, host.address
+            ),
+        );
     }
 
     /// A key of earlier versions that named a path, now a reference to a declared secret.

@@ -57,10 +57,7 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
     let password = match &args.password_file {
         Some(path) => PasswordSource::File(path.clone()),
         None if std::env::var_os(&pipeline.password_env).is_some() => PasswordSource::Env(pipeline.password_env.clone()),
-        None => PasswordSource::Secret {
-            file: iac::secrets::file(&args.secrets_dir, &database.password),
-            identity: args.identity.clone(),
-        },
+        None => PasswordSource::Secret { file: iac::secrets::file(&args.secrets_dir, &database.password), identity: args.identity.clone() },
     };
     let declared = lib::declared_secrets(&site, &args.secrets_dir, args.identity.as_deref())?;
     let opts = ApplyOptions {

@@ -435,7 +435,11 @@ fn push(plan: &Plan, host: &Host, files: &[&SecretFile], values: &Values) -> Res
     let cmd = plan.push_secrets(host, &specs)?;
     let out = exec_input(&cmd, &input)?;
     if out.status.code() == Some(255) {
-        return Err(failed(Action::Secrets, format!("lost the host while writing its secrets ({})", last_line(&out.stderr)), report(&cmd, &out)));
+        return Err(failed(
+            Action::Secrets,
+            format!("lost the host while writing its secrets ({})", last_line(&out.stderr)),
+            report(&cmd, &out),
+        ));
     }
     let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
     let problems = remote::preflight_problems(&String::from_utf8_lossy(&out.stdout), &paths);

@@ -354,7 +354,10 @@ fn dry_run(plan: &Plan, site: &Site, out: &Path, preflight: &Preflight, hosts: &
         if !pushed.is_empty() {
             let shown = plan.push_secrets(host, &pushed)?.show();
             let names: Vec<&str> = files.iter().filter(|f| f.delivery == Delivery::Push).map(|f| f.secret.as_str()).collect();
-            s.push_str(&format!("{shown}    # the values of {} on stdin (their lengths, shown as 0, are known once decrypted)\n", names.join(", ")));
+            s.push_str(&format!(
+                "{shown}    # the values of {} on stdin (their lengths, shown as 0, are known once decrypted)\n",
+                names.join(", ")
+            ));
         }
         s.push_str(&format!("{}    # PREV=its output; the host is skipped when NEW = PREV\n", plan.current_system(host)?.show()));
         match &plan.build_host {

@@ -221,8 +221,10 @@ impl Plan {
     /// path, owner, group, mode and length are arguments of the fixed script, the values its
     /// standard input, in that order (`remote::PUSH`).
     pub fn push_secrets(&self, host: &Host, files: &[PushedFile]) -> Result<Cmd, DeployError> {
-        let specs: Vec<[String; 5]> =
-            files.iter().map(|f| [f.path.clone(), f.owner.clone(), f.group.clone(), format!("{:04o}", f.mode), f.len.to_string()]).collect();
+        let specs: Vec<[String; 5]> = files
+            .iter()
+            .map(|f| [f.path.clone(), f.owner.clone(), f.group.clone(), format!("{:04o}", f.mode), f.len.to_string()])
+            .collect();
         let mut words = vec!["/bin/sh", "-c", remote::PUSH, "iac-push-secrets"];
         words.extend(specs.iter().flatten().map(String::as_str));
         self.ssh(host, true, &words)

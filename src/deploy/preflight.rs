@@ -7,8 +7,8 @@ use crate::model::{Delivery, Host, Site};
 use crate::secrets::{self, Identity, Store};
 use crate::{output, render};
 
-use super::{DeployError, Options, Values};
 use super::plan::{Cmd, Plan};
+use super::{DeployError, Options, Values};
 
 /// The committed tree must be exactly what the inventory renders to: a deploy ships the
 /// flake, and the flake ships `generated/`. Returns the number of files.

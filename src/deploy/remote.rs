@@ -287,11 +287,7 @@ mod tests {
         let out = "host-key-ok: /k.pub\nok: /s/a\nunsafe-directory: /s/b\nnot-a-directory: /s/c: x\n";
         assert_eq!(
             preflight_problems(out, &["/k.pub", "/s/a", "/s/b", "/s/c: x", "/s/d"]),
-            [
-                ("unsafe-directory".to_string(), "/s/b"),
-                ("not-a-directory".to_string(), "/s/c: x"),
-                ("no verdict".to_string(), "/s/d")
-            ]
+            [("unsafe-directory".to_string(), "/s/b"), ("not-a-directory".to_string(), "/s/c: x"), ("no verdict".to_string(), "/s/d")]
         );
         assert!(preflight_problems("", &[]).is_empty());
     }

@@ -126,8 +126,11 @@ ssh_port = 2222
 [databases.metrics]
 host = "polaris"
 owner = "grafana"
-password_file = "/var/lib/secrets/metrics"
+password = "metrics-db"
 clients = ["cluster"]
+
+[secrets.metrics-db]
+kind = "password"
 "#;
     let dir = project_with(&grown);
     let out = run_iac(dir.path(), &["render"]);

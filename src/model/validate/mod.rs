@@ -485,12 +485,7 @@ impl Validator<'_> {
             if let Some(old) = &d.password_file {
                 self.removed(old.span(), &format!("{key}.password_file"), "password", "owner's password");
             }
-            let password = self.secret_ref(
-                d.password.as_ref(),
-                &format!("{key}.password"),
-                file.keys.span("databases", &name),
-                secrets,
-            );
+            let password = self.secret_ref(d.password.as_ref(), &format!("{key}.password"), file.keys.span("databases", &name), secrets);
             let clients = self.clients(&d.clients, refs, &format!("{key}.clients"));
             out.push(Database {
                 name,

@@ -126,13 +126,7 @@ impl Validator<'_> {
                 if let Some(other) = paths.insert((host.name.clone(), path.clone()), name.clone()) {
                     self.error(name_span.clone(), &key, format!("{path} on {} is already where secret `{other}` goes", host.name));
                 }
-                consumers.push(SecretConsumer {
-                    host: host.name.clone(),
-                    path,
-                    owner: "root".into(),
-                    group: "root".into(),
-                    mode: 0o400,
-                });
+                consumers.push(SecretConsumer { host: host.name.clone(), path, owner: "root".into(), group: "root".into(), mode: 0o400 });
             }
             let mut kubernetes = Vec::new();
             for (i, c) in s.kubernetes.iter().enumerate() {

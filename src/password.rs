@@ -63,8 +63,8 @@ impl PasswordSource {
             Self::File(path) => read_file(path)?,
             Self::Env(var) => env(var).ok_or_else(|| PasswordError::Unset(var.clone()))?,
             Self::Secret { file, identity } => {
-                let identity = crate::secrets::Identity::load(identity.as_deref())?;
                 let bytes = std::fs::read(file).map_err(|source| PasswordError::Read { path: file.clone(), source })?;
+                let identity = crate::secrets::Identity::load(identity.as_deref())?;
                 let plain = crate::secrets::decrypt_bytes(file, &bytes, &identity)?;
                 let mut text = String::from_utf8(plain).map_err(|_| PasswordError::NotText(self.clone()))?;
                 if text.ends_with('\n') {

@@ -215,6 +215,10 @@ fn read_password(source: &PasswordSource) -> Result<String, Error> {
         PasswordError::Unset(var) => {
             Error::Password(format!("set the environment variable {var} (pipeline.password_env) or pass --password-file"))
         }
+        other if matches!(source, PasswordSource::Secret { .. }) => Error::Password(format!(
+            "{other} (the database's declared secret: `iac secrets init` creates it, --identity names the admin key; \
+             or set the variable pipeline.password_env names, or pass --password-file)"
+        )),
         other => Error::Password(other.to_string()),
     })
 }

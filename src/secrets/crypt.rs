@@ -35,3 +35,32 @@ pub fn decrypt(what: &str, file: &[u8], identities: &[Box<dyn age::Identity>]) -
     reader.read_to_end(&mut value).map_err(|e| fail(e.to_string()))?;
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RecipientOwner;
+    use crate::secrets::{header, keys};
+
+    #[test]
+    fn round_trip_to_every_recipient_with_the_record() {
+        let (a, b) = (age::x25519::Identity::generate(), age::x25519::Identity::generate());
+        let recipients: Vec<Recipient> = [&a, &b]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Recipient { owner: RecipientOwner::Admin(i.to_string()), key: id.to_public().to_string() })
+            .collect();
+        let file = encrypt("s", b"value\n", &recipients).unwrap();
+        let stanzas = header::stanzas(&file).unwrap();
+        assert_eq!(stanzas.iter().filter(|s| s.tag == "X25519").count(), 2);
+        let record = stanzas.iter().find(|s| s.tag == keys::RECORD_TAG).unwrap();
+        assert_eq!(record.args, recipients.iter().map(|r| keys::fingerprint(&r.key)).collect::<Vec<_>>());
+        for id in [a, b] {
+            let ids: Vec<Box<dyn age::Identity>> = vec![Box::new(id)];
+            assert_eq!(decrypt("s", &file, &ids).unwrap(), b"value\n");
+        }
+        let stranger: Vec<Box<dyn age::Identity>> = vec![Box::new(age::x25519::Identity::generate())];
+        let e = decrypt("secrets/s.age", &file, &stranger).unwrap_err().to_string();
+        assert_eq!(e, "cannot decrypt secrets/s.age: it is not encrypted to this identity's key");
+    }
+}

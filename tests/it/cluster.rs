@@ -834,7 +834,7 @@ async fn apply_takes_the_password_from_the_declared_secret() {
     std::fs::write(&key, id.to_string().expose_secret()).unwrap();
     let secrets = e.dir.path().join("secrets");
     let value = "declared-pw-Vt4\n";
-    let mut set = std::process::Command::from(support::iac());
+    let mut set = support::iac();
     set.args(["secrets", "set", "kafka-db", "--inventory"])
         .arg(&e.inventory)
         .arg("--dir")

@@ -6,7 +6,7 @@
 //! `pipeline.database`: its host's address, port, owner) < the libpq variables (`PGHOST`,
 //! `PGPORT`, `PGUSER`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGCONNECT_TIMEOUT`) <
 //! `--dsn` < `--connect-timeout`. The password never comes from the command line: it comes from
-//! `--password-file` (a file holding only the password, like the inventory's `password_file`),
+//! `--password-file` (a file holding only the password, like a database host's secret file),
 //! else `PGPASSWORD`, else the pgpass file (`PGPASSFILE` or `~/.pgpass`). A `--dsn` holding a
 //! password is refused, since it would be visible in the process list.
 

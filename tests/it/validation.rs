@@ -153,6 +153,7 @@ rejects! {
     token_names_an_undeclared_secret: r#"token = "k3s-token""# => r#"token = "k3s""#, "cluster.token", at "\"k3s\"", "unknown secret `k3s` (declared: k3s-token, kafka-db)";
     password_names_an_undeclared_secret: r#"password = "kafka-db""# => r#"password = "kafka""#, "databases.kafka.password", at "\"kafka\"", "unknown secret `kafka`";
     admin_key_not_an_age_recipient: ADMIN_KEY => "key = \"age1nope\"", "admins.example.key", at "\"age1nope\"", "not an age recipient";
+    admin_name_not_a_label: "[admins.example]" => "[admins.Example]", "admins.Example", at "Example]", "admin name";
     admin_key_rsa: ADMIN_KEY => "key = \"ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ admin@x\"", "admins.example.key", at "\"ssh-rsa", "not an ssh-ed25519 public key";
     host_key_not_ed25519: AGENT => "roles = [\"k3s-agent\"]\nhost_key = \"ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ\"", "hosts.hamal.host_key", at "\"ssh-rsa", "not an ssh-ed25519 public key";
     host_key_not_a_key: AGENT => "roles = [\"k3s-agent\"]\nhost_key = \"ssh-ed25519 AAAAnotakey\"", "hosts.hamal.host_key", at "\"ssh-ed25519", "not a valid ssh-ed25519 public key";

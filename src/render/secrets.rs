@@ -20,6 +20,10 @@
 //! (`/run/secrets/NAME`), a service and the deploy preflight then see a regular file with
 //! the declared owner and mode, and the script refuses a directory that someone other than
 //! root could write to (where the file could be swapped).
+//!
+//! The script needs only `age` (by its store path) and what every NixOS unit has on its PATH:
+//! coreutils, findutils, gnugrep, gnused and systemd (the default `path` of a unit,
+//! nixos/lib/systemd-lib.nix), for `mktemp`, `chown`, `chmod`, `mv` and `find`.
 
 use askama::Template;
 

@@ -28,6 +28,9 @@
           ./tests
           ./hosts
           ./generated
+          # The encrypted secrets (iac secrets): `render --check` checks their recipients. A
+          # fresh clone has none until `iac secrets init`.
+          (lib.fileset.maybeMissing ./secrets)
         ];
       };
 

@@ -21,6 +21,7 @@ pub mod policy;
 pub mod query;
 pub mod render;
 pub mod reporter;
+pub mod secrets;
 pub mod simulate;
 pub mod table;
 

@@ -12,9 +12,13 @@
 //! this module, `iac apply` also dropped a `\r` and `iac query` every trailing `\r` and `\n`,
 //! so the two commands could send different passwords from one file.)
 //!
+//! A declared secret (`secrets/NAME.age`, decrypted with an admin's identity: the default of
+//! `iac apply`) is read by the same rule, applied to its plaintext: the host's file holds the
+//! plaintext as it is, and psql's backquotes read it so.
+//!
 //! An empty password is refused: it is always a mistake (an empty file, a variable set to
 //! nothing), and PostgreSQL's scram-sha-256 never accepts one. Values never appear in
-//! messages. A leaf module.
+//! messages.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,6 +30,9 @@ pub enum PasswordSource {
     File(PathBuf),
     /// An environment variable, by name.
     Env(String),
+    /// A declared secret's age file, decrypted with an admin's identity (`None`: the default
+    /// identity, see `secrets::keys`).
+    Secret { file: PathBuf, identity: Option<PathBuf> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +44,10 @@ pub enum PasswordError {
     Unset(String),
     #[error("{0} is empty")]
     Empty(PasswordSource),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::Error),
+    #[error("{0} does not hold UTF-8 text")]
+    NotText(PasswordSource),
 }
 
 impl PasswordSource {
@@ -51,6 +62,16 @@ impl PasswordSource {
         let value = match self {
             Self::File(path) => read_file(path)?,
             Self::Env(var) => env(var).ok_or_else(|| PasswordError::Unset(var.clone()))?,
+            Self::Secret { file, identity } => {
+                let bytes = std::fs::read(file).map_err(|source| PasswordError::Read { path: file.clone(), source })?;
+                let identity = crate::secrets::Identity::load(identity.as_deref())?;
+                let plain = crate::secrets::decrypt_bytes(file, &bytes, &identity)?;
+                let mut text = String::from_utf8(plain).map_err(|_| PasswordError::NotText(self.clone()))?;
+                if text.ends_with('\n') {
+                    text.pop();
+                }
+                text
+            }
         };
         if value.is_empty() {
             return Err(PasswordError::Empty(self.clone()));
@@ -72,7 +93,7 @@ fn read_file(path: &Path) -> Result<String, PasswordError> {
 impl fmt::Display for PasswordSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::File(p) => write!(f, "{}", p.display()),
+            Self::File(p) | Self::Secret { file: p, .. } => write!(f, "{}", p.display()),
             Self::Env(v) => write!(f, "${v}"),
         }
     }

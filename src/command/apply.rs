@@ -27,9 +27,17 @@ pub struct ApplyArgs {
     /// Send everything with the API's server-side dry run (dryRun=All); wait for nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Read the database password from this file instead of the variable named by pipeline.password_env.
+    /// Read the database password from this file instead of its declared secret (or the
+    /// variable pipeline.password_env names, when it is set).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// The encrypted secrets (secrets/NAME.age).
+    #[arg(long, default_value = iac::secrets::DEFAULT_DIR)]
+    pub secrets_dir: PathBuf,
+    /// The admin identity that decrypts the secrets: an age key file or an unencrypted OpenSSH
+    /// ed25519 key [default: ~/.config/iac/age.key, else ~/.ssh/id_ed25519].
+    #[arg(long, short = 'i', env = "IAC_IDENTITY")]
+    pub identity: Option<PathBuf>,
     /// Seconds each wait (Kafka, Connect, connector, producer) may take.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -43,14 +51,20 @@ pub struct ApplyArgs {
 pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
     let site = load_site(&args.inventory.inventory)?;
     let pipeline = site.pipeline.as_ref().ok_or(cluster::Error::Missing("pipeline"))?;
+    // The database's declared secret, unless overridden: --password-file, else the variable
+    // pipeline.password_env names when it is set.
+    let database = site.database(&pipeline.database).ok_or(cluster::Error::Missing("pipeline database"))?;
     let password = match &args.password_file {
         Some(path) => PasswordSource::File(path.clone()),
-        None => PasswordSource::Env(pipeline.password_env.clone()),
+        None if std::env::var_os(&pipeline.password_env).is_some() => PasswordSource::Env(pipeline.password_env.clone()),
+        None => PasswordSource::Secret { file: iac::secrets::file(&args.secrets_dir, &database.password), identity: args.identity.clone() },
     };
+    let declared = lib::declared_secrets(&site, &args.secrets_dir, args.identity.as_deref())?;
     let opts = ApplyOptions {
         dry_run: args.dry_run,
         waits: Waits { timeout: Duration::from_secs(args.timeout), ..Waits::default() },
         password,
+        declared,
         recreate_statefulsets: args.recreate_statefulsets,
     };
     let dir = args.generated.join(render::k8s::DIR);

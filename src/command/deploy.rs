@@ -63,6 +63,14 @@ pub struct DeployArgs {
     /// SSH connect timeout in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
+    /// The encrypted secrets [default: FLAKE/secrets when FLAKE is a directory].
+    #[arg(long)]
+    pub secrets_dir: Option<PathBuf>,
+    /// The admin identity that decrypts the secrets pushed to hosts without a host key: an age
+    /// key file or an unencrypted OpenSSH ed25519 key [default: ~/.config/iac/age.key, else
+    /// ~/.ssh/id_ed25519].
+    #[arg(long, short = 'i', env = "IAC_IDENTITY")]
+    pub identity: Option<PathBuf>,
 }
 
 pub fn run(args: &DeployArgs) -> Result<ExitCode, Error> {
@@ -81,6 +89,8 @@ pub fn run(args: &DeployArgs) -> Result<ExitCode, Error> {
         rollback: !args.no_rollback,
         confirm_timeout: Duration::from_secs(args.confirm_timeout),
         connect_timeout: Duration::from_secs(args.connect_timeout),
+        secrets_dir: args.secrets_dir.clone().unwrap_or_else(|| base.join(iac::secrets::DEFAULT_DIR)),
+        identity: args.identity.clone(),
     };
     let prepared = lib::prepare(&site, &opts)?;
     if args.dry_run {

@@ -5,7 +5,7 @@
 use iac::deploy::DeployError;
 use iac::inventory::LoadError;
 use iac::query::QueryError;
-use iac::{cluster, output, render, simulate};
+use iac::{cluster, output, render, secrets, simulate};
 
 /// Exit code of an invalid inventory (nothing written) and of an unknown host name.
 pub const EXIT_INVALID: u8 = 2;
@@ -28,6 +28,12 @@ pub enum Error {
     Cluster(#[from] cluster::Error),
     #[error(transparent)]
     Query(#[from] QueryError),
+    #[error(transparent)]
+    Secrets(#[from] secrets::Error),
+    #[error("cannot read standard input: {0}")]
+    Stdin(std::io::Error),
+    #[error("cannot write standard output: {0}")]
+    Stdout(std::io::Error),
     /// tokio's runtime (threads, the I/O driver) could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),

@@ -16,6 +16,7 @@ mod flows;
 mod pipeline;
 mod query;
 mod render;
+mod secrets;
 mod simulate;
 mod terminal;
 mod verify;
@@ -53,6 +54,8 @@ pub enum Command {
     Pipeline(pipeline::PipelineCommand),
     /// Read the pipeline's table in PostgreSQL: messages, count, schema.
     Query(query::QueryArgs),
+    /// The estate's secrets, encrypted in secrets/NAME.age: init, set, show, rekey, check.
+    Secrets(secrets::SecretsArgs),
 }
 
 /// Run one command: its exit code, or the error `main` reports.
@@ -66,6 +69,7 @@ pub fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Apply(args) => apply::run(&args),
         Command::Pipeline(command) => pipeline::run(&command),
         Command::Query(args) => query::run(&args),
+        Command::Secrets(args) => secrets::run(&args),
     }
 }
 

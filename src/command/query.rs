@@ -28,7 +28,7 @@ pub struct QueryArgs {
     /// contain a password.
     #[arg(long, global = true, value_name = "DSN")]
     pub dsn: Option<String>,
-    /// A file holding only the password (like the inventory's `password_file`).
+    /// A file holding only the password (like a database host's secret file).
     #[arg(long, global = true, value_name = "PATH")]
     pub password_file: Option<PathBuf>,
     /// Seconds to wait for the connection, TLS and authentication [default: PGCONNECT_TIMEOUT or 10].

@@ -36,3 +36,11 @@ pub fn out(text: &str) {
 pub fn err(text: &str) {
     eprint!("{text}");
 }
+
+/// Bytes on stdout exactly (`iac secrets show`: a value need not be UTF-8 or end in a newline).
+pub fn out_bytes(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes)?;
+    stdout.flush()
+}

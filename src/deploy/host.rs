@@ -6,17 +6,18 @@
 //! Why this file is long: one host's sequence (check, build, compare, copy, switch, confirm,
 //! settle) reads top to bottom in one place, with the few helpers it runs commands through.
 
-use std::io::{BufRead, BufReader, Read};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::model::{Host, Site};
+use crate::model::{Delivery, Host, SecretFile, Site};
 
 use super::DeployError;
-use super::plan::{Cmd, Plan, SWITCH_LIMIT};
+use super::plan::{Cmd, Plan, PushedFile, SWITCH_LIMIT};
 use super::progress::View;
 use super::remote::{self, Status};
 use super::store_path::StorePath;
@@ -27,6 +28,8 @@ pub enum Action {
     /// Stopped at a check (SSH, reading the running system).
     Check,
     Build,
+    /// Writing the host's pushed secrets.
+    Secrets,
     /// Already runs the built system.
     Skip,
     Switch,
@@ -37,6 +40,7 @@ impl Action {
         match self {
             Self::Check => "check",
             Self::Build => "build",
+            Self::Secrets => "secrets",
             Self::Skip => "skip",
             Self::Switch => "switch",
         }
@@ -83,8 +87,12 @@ pub(super) enum Progress<'a> {
     Note(&'a str),
 }
 
+/// The decrypted values of the secrets `iac deploy` pushes, by secret name: decrypted once,
+/// before any host is touched, and only ever written to an ssh's standard input.
+pub type Values = BTreeMap<String, Vec<u8>>;
+
 /// Deploy `hosts` with at most `jobs` at a time; outcomes in the order of `hosts`.
-pub(super) fn run_all(plan: &Plan, site: &Site, hosts: &[&Host], jobs: usize, view: &dyn View) -> Vec<Outcome> {
+pub(super) fn run_all(plan: &Plan, site: &Site, hosts: &[&Host], jobs: usize, values: &Values, view: &dyn View) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; hosts.len()];
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, Event)>();
@@ -96,7 +104,7 @@ pub(super) fn run_all(plan: &Plan, site: &Site, hosts: &[&Host], jobs: usize, vi
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(host) = hosts.get(i) else { break };
-                    let outcome = deploy(plan, site, host, &|p: Progress<'_>| {
+                    let outcome = deploy(plan, site, host, values, &|p: Progress<'_>| {
                         let _ = tx.send((
                             i,
                             match p {
@@ -160,20 +168,20 @@ impl From<DeployError> for Stop {
 }
 
 /// One host, start to end.
-pub(super) fn deploy(plan: &Plan, site: &Site, host: &Host, report: &dyn Fn(Progress<'_>)) -> Outcome {
+pub(super) fn deploy(plan: &Plan, site: &Site, host: &Host, values: &Values, report: &dyn Fn(Progress<'_>)) -> Outcome {
     let say = |step: &str| report(Progress::Step(step));
     let start = Instant::now();
-    let stop = match sequence(plan, site, host, &say, &|note: &str| report(Progress::Note(note))) {
+    let stop = match sequence(plan, site, host, values, &say, &|note: &str| report(Progress::Note(note))) {
         Ok(s) | Err(s) => s,
     };
     Outcome { action: stop.action, result: stop.result, elapsed: start.elapsed(), detail: stop.detail }
 }
 
-fn sequence(plan: &Plan, site: &Site, host: &Host, say: &dyn Fn(&str), note: &dyn Fn(&str)) -> Result<Stop, Stop> {
-    say("checking SSH and secret files");
-    let secrets = site.secret_files(host);
-    let paths: Vec<&str> = secrets.iter().map(|f| f.path.as_str()).collect();
-    let preflight = plan.preflight(host, &paths)?;
+fn sequence(plan: &Plan, site: &Site, host: &Host, values: &Values, say: &dyn Fn(&str), note: &dyn Fn(&str)) -> Result<Stop, Stop> {
+    say("checking SSH, the host key and the secrets' directories");
+    let files = site.secret_files(host);
+    let dirs = secret_dirs(&files);
+    let preflight = plan.preflight(host, &dirs)?;
     let out = exec(&preflight)?;
     if out.status.code() == Some(255) {
         return Err(failed(Action::Check, format!("unreachable over SSH ({})", last_line(&out.stderr)), report(&preflight, &out)));
@@ -185,24 +193,44 @@ fn sequence(plan: &Plan, site: &Site, host: &Host, say: &dyn Fn(&str), note: &dy
             report(&preflight, &out),
         ));
     }
-    let problems = remote::preflight_problems(&String::from_utf8_lossy(&out.stdout), &paths);
+    let mut subjects: Vec<&str> = Vec::new();
+    if host.host_key.is_some() {
+        subjects.push(remote::HOST_KEY_PUB);
+    }
+    subjects.extend(dirs.iter().copied());
+    let problems = remote::preflight_problems(&String::from_utf8_lossy(&out.stdout), &subjects);
     if !problems.is_empty() {
         let list = problems
             .iter()
-            .map(|(what, path)| {
-                let why = secrets.iter().find(|f| f.path == *path).map_or("", |f| f.why.as_str());
-                format!("{what}: {path} ({why})")
+            .map(|(what, subject)| {
+                let why = if *subject == remote::HOST_KEY_PUB {
+                    format!("hosts.{}.host_key: its secrets would not decrypt at activation", host.name)
+                } else {
+                    let names: Vec<&str> = files.iter().filter(|f| parent(&f.path) == *subject).map(|f| f.secret.as_str()).collect();
+                    format!("where {} go{}", names.join(", "), if names.len() == 1 { "es" } else { "" })
+                };
+                format!("{what}: {subject} ({why})")
             })
             .collect::<Vec<_>>();
         return Err(failed(
             Action::Check,
-            format!("secret file not ready: {}", list.join("; ")),
-            "create each file on the host before deploying, readable by root only (chmod 600)",
+            format!("not ready for its secrets: {}", list.join("; ")),
+            format!(
+                "declare the key `ssh-keyscan -t ed25519 {}` reports as host_key and run `iac secrets rekey`; a secrets \
+                 directory must be owned by root and writable by root only",
+                host.address
+            ),
         ));
     }
 
     say("building");
     let new = build(plan, host, note)?;
+
+    let pushed: Vec<&SecretFile> = files.iter().filter(|f| f.delivery == Delivery::Push).collect();
+    if !pushed.is_empty() {
+        say(&format!("writing {} secret(s) over SSH", pushed.len()));
+        push(plan, host, &pushed, values)?;
+    }
 
     say("reading the running system");
     let current = plan.current_system(host)?;
@@ -371,6 +399,66 @@ fn build(plan: &Plan, host: &Host, note: &dyn Fn(&str)) -> Result<StorePath, Sto
     };
     StorePath::parse(last_line(&built.stdout).as_str())
         .map_err(|e| failed(Action::Build, "the build did not print a store path", e.to_string()))
+}
+
+/// The directories `files` go to, each once, in order.
+fn secret_dirs(files: &[SecretFile]) -> Vec<&str> {
+    let mut dirs: Vec<&str> = Vec::new();
+    for f in files {
+        let d = parent(&f.path);
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    dirs
+}
+
+fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// Write the host's pushed secrets before anything of the new system reaches it: the values on
+/// the ssh's standard input, never on a command line or in a message.
+fn push(plan: &Plan, host: &Host, files: &[&SecretFile], values: &Values) -> Result<(), Stop> {
+    let mut input = Vec::new();
+    let mut specs = Vec::new();
+    for f in files {
+        let value = values.get(&f.secret).ok_or_else(|| {
+            failed(Action::Secrets, format!("secret `{}` was not decrypted before the deploy", f.secret), "an iac bug: please report it")
+        })?;
+        input.extend_from_slice(value);
+        specs.push(PushedFile { path: f.path.clone(), owner: f.owner.clone(), group: f.group.clone(), mode: f.mode, len: value.len() });
+    }
+    let cmd = plan.push_secrets(host, &specs)?;
+    let out = exec_input(&cmd, &input)?;
+    if out.status.code() == Some(255) {
+        return Err(failed(
+            Action::Secrets,
+            format!("lost the host while writing its secrets ({})", last_line(&out.stderr)),
+            report(&cmd, &out),
+        ));
+    }
+    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let problems = remote::preflight_problems(&String::from_utf8_lossy(&out.stdout), &paths);
+    if !out.status.success() || !problems.is_empty() {
+        let list = problems.iter().map(|(what, path)| format!("{what}: {path}")).collect::<Vec<_>>().join("; ");
+        return Err(failed(Action::Secrets, format!("writing the secrets failed (nothing switched): {list}"), report(&cmd, &out)));
+    }
+    Ok(())
+}
+
+/// Run `cmd` with `input` on its standard input.
+fn exec_input(cmd: &Cmd, input: &[u8]) -> Result<Output, DeployError> {
+    let spawn_err = |source| DeployError::Spawn { cmd: cmd.display(), source };
+    let mut child = cmd.to_command().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(spawn_err)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A child that exits early closes the pipe: its exit status and output tell why.
+        let _ = stdin.write_all(input);
+    }
+    child.wait_with_output().map_err(spawn_err)
 }
 
 fn exec(cmd: &Cmd) -> Result<Output, DeployError> {

@@ -4,8 +4,11 @@
 //! 1. preflight, before any host is touched: the rendered tree is up to date, every selected
 //!    host's ruleset passes `nft -c`, Nix evaluates its module to exactly that ruleset, and
 //!    the tools are on PATH;
-//! 2. per host (up to `--jobs` at once): SSH reachable and the host's secret files in place
-//!    (one connection), `nix build` (here or on `--build-host`), compare with
+//!    and every secret the selected hosts read is encrypted to its recipients (`iac secrets
+//!    check`); the secrets pushed to hosts without a host key are decrypted, here, once;
+//! 2. per host (up to `--jobs` at once): SSH reachable, its host key the declared one and the
+//!    directories of its secrets safe (one connection), `nix build` (here or on
+//!    `--build-host`), its pushed secrets written over SSH, compare with
 //!    `/run/current-system` and skip when equal, copy the closure, start the guard under
 //!    `systemd-run` on the target, wait for it to activate the new system
 //!    (`switch-to-configuration test`), confirm over a new SSH connection, after which the
@@ -29,10 +32,11 @@ pub mod store_path;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::{Host, Site};
+use crate::model::{Delivery, Host, Site};
 use crate::nix_eval::NixEvalError;
+use crate::secrets;
 
-pub use host::{Action, HostResult, Outcome};
+pub use host::{Action, HostResult, Outcome, Values};
 use plan::{Plan, Tools};
 use store_path::StorePath;
 
@@ -62,6 +66,8 @@ pub enum DeployError {
     Output(#[from] crate::output::Error),
     #[error(transparent)]
     NixEval(#[from] NixEvalError),
+    #[error(transparent)]
+    Secrets(#[from] secrets::Error),
 }
 
 /// Which hosts to deploy.
@@ -93,6 +99,10 @@ pub struct Options {
     pub rollback: bool,
     pub confirm_timeout: Duration,
     pub connect_timeout: Duration,
+    /// The repository's encrypted secrets (`secrets/`).
+    pub secrets_dir: PathBuf,
+    /// The admin identity that decrypts the pushed secrets (default: see `secrets::keys`).
+    pub identity: Option<PathBuf>,
 }
 
 /// How a whole deploy ended, for the exit code.
@@ -115,6 +125,11 @@ pub struct Preflight {
     pub rulesets: Option<Vec<plan::Cmd>>,
     /// Host modules Nix evaluated to exactly those rulesets; None when a dry run could not.
     pub nixos: Option<usize>,
+    /// The secret files the selected hosts read (all encrypted to their recipients).
+    pub secrets: usize,
+    /// The identity that decrypted the pushed secrets; None when none are pushed, or a dry run
+    /// found no identity.
+    pub decrypted_with: Option<PathBuf>,
 }
 
 /// A deploy that passed its preflight: nothing has touched a host yet.
@@ -124,6 +139,7 @@ pub struct Prepared<'s> {
     hosts: Vec<&'s Host>,
     out: PathBuf,
     jobs: usize,
+    values: Values,
     pub preflight: Preflight,
 }
 
@@ -146,6 +162,7 @@ pub fn prepare<'s>(site: &'s Site, opts: &Options) -> Result<Prepared<'s>, Deplo
     };
     // Preflight: nothing below touches a host unless all of this passes.
     let files = preflight::rendered_tree(site, &opts.out)?;
+    let (secret_count, values, decrypted_with) = preflight::secrets(site, &hosts, opts)?;
     let preflight = if opts.dry_run {
         let rulesets = if plan.tools.nft.is_absolute() && plan.tools.unshare.is_absolute() {
             Some(preflight::rulesets(&plan, &opts.out, &hosts)?)
@@ -156,13 +173,13 @@ pub fn prepare<'s>(site: &'s Site, opts: &Options) -> Result<Prepared<'s>, Deplo
             Ok(_) => Some(preflight::nixos_tables(&opts.out, &hosts)?),
             Err(_) => None,
         };
-        Preflight { files, rulesets, nixos }
+        Preflight { files, rulesets, nixos, secrets: secret_count, decrypted_with }
     } else {
         let rulesets = preflight::rulesets(&plan, &opts.out, &hosts)?;
         let nixos = preflight::nixos_tables(&opts.out, &hosts)?;
-        Preflight { files, rulesets: Some(rulesets), nixos: Some(nixos) }
+        Preflight { files, rulesets: Some(rulesets), nixos: Some(nixos), secrets: secret_count, decrypted_with }
     };
-    Ok(Prepared { plan, site, hosts, out: opts.out.clone(), jobs: opts.jobs, preflight })
+    Ok(Prepared { plan, site, hosts, out: opts.out.clone(), jobs: opts.jobs, values, preflight })
 }
 
 impl Prepared<'_> {
@@ -174,18 +191,19 @@ impl Prepared<'_> {
     /// One line for people: what the preflight proved.
     pub fn preflight_line(&self) -> String {
         format!(
-            "preflight: {} is up to date ({} files); `nft -c` accepts {} ruleset(s); Nix evaluates {} host module(s) to exactly those rulesets",
+            "preflight: {} is up to date ({} files); `nft -c` accepts {} ruleset(s); Nix evaluates {} host module(s) to exactly those rulesets; {} secret file(s) encrypted to their recipients",
             self.out.display(),
             self.preflight.files,
             self.preflight.rulesets.as_ref().map_or(0, Vec::len),
-            self.preflight.nixos.unwrap_or(0)
+            self.preflight.nixos.unwrap_or(0),
+            self.preflight.secrets,
         )
     }
 
     /// Deploy every selected host, `jobs` at a time, showing each step on `view`; the
     /// outcomes in the order of [`Prepared::host_names`]. A host's failure is its outcome.
     pub fn run(&self, view: &dyn progress::View) -> Vec<Outcome> {
-        host::run_all(&self.plan, self.site, &self.hosts, self.jobs, view)
+        host::run_all(&self.plan, self.site, &self.hosts, self.jobs, &self.values, view)
     }
 
     /// Every command a real run would execute, in order, per host, after what the preflight
@@ -268,7 +286,7 @@ fn run_id() -> String {
 /// system are only known while deploying: they appear as `$NEW` and `$PREV` (and a remote
 /// build's derivation as `$DRV`).
 fn dry_run(plan: &Plan, site: &Site, out: &Path, preflight: &Preflight, hosts: &[&Host]) -> Result<String, DeployError> {
-    let Preflight { files, rulesets: checks, nixos } = preflight;
+    let Preflight { files, rulesets: checks, nixos, secrets, decrypted_with } = preflight;
     let new = StorePath::parse(&format!("/nix/store/{}-new-system", "0".repeat(32)))?;
     let prev = StorePath::parse(&format!("/nix/store/{}-running-system", "1".repeat(32)))?;
     let drv = StorePath::parse(&format!("/nix/store/{}-new-system.drv", "2".repeat(32)))?;
@@ -288,15 +306,38 @@ fn dry_run(plan: &Plan, site: &Site, out: &Path, preflight: &Preflight, hosts: &
         Some(n) => s.push_str(&format!("# Nix evaluates {n} host module(s) to exactly the rulesets above\n")),
         None => s.push_str("# not run: the Nix evaluation of each host module's table (nix-instantiate is not installed here)\n"),
     }
+    s.push_str(&format!("# {secrets} secret file(s) of these hosts are encrypted to their recipients (iac secrets check)\n"));
+    let pushes = hosts.iter().any(|h| site.secret_files(h).iter().any(|f| f.delivery == Delivery::Push));
+    match decrypted_with {
+        Some(id) => s.push_str(&format!("# the pushed secrets decrypt with {} (decrypted, then discarded)\n", id.display())),
+        None if pushes => s.push_str("# not run: decrypting the pushed secrets (no identity found: --identity FILE)\n"),
+        None => {}
+    }
     s.push_str(
         "\n# Commands per host, in order. An ssh command's remote part is shown as the command line the\n\
          # remote shell receives; each <script> is one of the on-target scripts at the end.\n",
     );
     for host in hosts {
-        let secrets = site.secret_files(host);
-        let paths: Vec<&str> = secrets.iter().map(|f| f.path.as_str()).collect();
+        let files = site.secret_files(host);
+        let mut dirs: Vec<&str> = Vec::new();
+        for f in &files {
+            let d = f.path.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
         s.push_str(&format!("\n# {} ({}@{}:{})\n", host.name, host.ssh_user, host.address, host.ssh_port));
-        s.push_str(&format!("{}    # reachable, and the secret files in place\n", plan.preflight(host, &paths)?.show()));
+        for f in &files {
+            let how = match f.delivery {
+                Delivery::Activation => format!("decrypted at activation by {}.service with the host key", crate::render::secrets::UNIT),
+                Delivery::Push => "written over SSH below, before the switch".to_string(),
+            };
+            s.push_str(&format!(
+                "# secret {} -> {} ({}:{} {:04o}), read by {}: {how}\n",
+                f.secret, f.path, f.owner, f.group, f.mode, f.why
+            ));
+        }
+        s.push_str(&format!("{}    # reachable, its host key, and the secrets' directories\n", plan.preflight(host, &dirs)?.show()));
         match &plan.build_host {
             None => s.push_str(&format!("{}    # NEW=its output\n", plan.build(host).show())),
             Some(b) => {
@@ -304,6 +345,19 @@ fn dry_run(plan: &Plan, site: &Site, out: &Path, preflight: &Preflight, hosts: &
                 s.push_str(&format!("{}\n", vars(plan.copy_drv(b, &drv).show())));
                 s.push_str(&format!("{}    # NEW=its output\n", vars(plan.build_remote(b, &drv)?.show())));
             }
+        }
+        let pushed: Vec<plan::PushedFile> = files
+            .iter()
+            .filter(|f| f.delivery == Delivery::Push)
+            .map(|f| plan::PushedFile { path: f.path.clone(), owner: f.owner.clone(), group: f.group.clone(), mode: f.mode, len: 0 })
+            .collect();
+        if !pushed.is_empty() {
+            let shown = plan.push_secrets(host, &pushed)?.show();
+            let names: Vec<&str> = files.iter().filter(|f| f.delivery == Delivery::Push).map(|f| f.secret.as_str()).collect();
+            s.push_str(&format!(
+                "{shown}    # the values of {} on stdin (their lengths, shown as 0, are known once decrypted)\n",
+                names.join(", ")
+            ));
         }
         s.push_str(&format!("{}    # PREV=its output; the host is skipped when NEW = PREV\n", plan.current_system(host)?.show()));
         match &plan.build_host {
@@ -319,6 +373,7 @@ fn dry_run(plan: &Plan, site: &Site, out: &Path, preflight: &Preflight, hosts: &
     }
     for (name, script) in [
         ("iac-preflight", remote::PREFLIGHT),
+        ("iac-push-secrets", remote::PUSH),
         ("iac-activate", remote::GUARD),
         ("iac-wait", remote::WAIT),
         ("iac-confirm", remote::CONFIRM),

@@ -104,6 +104,17 @@ pub fn quote(word: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(format!("'{}'", word.replace('\'', r#"'"'"'"#))))
 }
 
+/// One secret file `iac deploy` writes to a host: where, as whom, and how many bytes of the
+/// standard input are its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedFile {
+    pub path: String,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+    pub len: usize,
+}
+
 /// The programs iac runs locally: absolute paths found with `which` (a dry run that runs
 /// nothing keeps the bare name of a tool this machine lacks).
 ///
@@ -196,11 +207,26 @@ impl Plan {
     }
 
     /// Preflight, on the host's first connection: can we log in (as root, through `sudo -n`
-    /// for other users), and is every secret file its configuration reads in place? One ssh
-    /// round trip; the file names reach the fixed script as arguments.
-    pub fn preflight(&self, host: &Host, secret_files: &[&str]) -> Result<Cmd, DeployError> {
-        let mut words = vec!["/bin/sh", "-c", remote::PREFLIGHT, "iac-preflight"];
-        words.extend_from_slice(secret_files);
+    /// for other users), is its SSH host key the one the inventory declares (its secrets are
+    /// encrypted to it), and is every directory its secrets go to safe? One ssh round trip;
+    /// the key and the directories reach the fixed script as arguments.
+    pub fn preflight(&self, host: &Host, secret_dirs: &[&str]) -> Result<Cmd, DeployError> {
+        let want = host.host_key.as_deref().unwrap_or("");
+        let mut words = vec!["/bin/sh", "-c", remote::PREFLIGHT, "iac-preflight", remote::HOST_KEY_PUB, want];
+        words.extend_from_slice(secret_dirs);
+        self.ssh(host, true, &words)
+    }
+
+    /// Write the host's pushed secrets (a host without a host key), as root: each file's
+    /// path, owner, group, mode and length are arguments of the fixed script, the values its
+    /// standard input, in that order (`remote::PUSH`).
+    pub fn push_secrets(&self, host: &Host, files: &[PushedFile]) -> Result<Cmd, DeployError> {
+        let specs: Vec<[String; 5]> = files
+            .iter()
+            .map(|f| [f.path.clone(), f.owner.clone(), f.group.clone(), format!("{:04o}", f.mode), f.len.to_string()])
+            .collect();
+        let mut words = vec!["/bin/sh", "-c", remote::PUSH, "iac-push-secrets"];
+        words.extend(specs.iter().flatten().map(String::as_str));
         self.ssh(host, true, &words)
     }
 
@@ -382,6 +408,7 @@ mod tests {
             ssh_port: 2222,
             system: "x86_64-linux".into(),
             join: None,
+            host_key: None,
             block: vec![],
             allow: vec![],
         }
@@ -394,12 +421,17 @@ mod tests {
     fn ssh_wrapping_is_written_once() {
         let p = plan();
         assert_eq!(
-            p.preflight(&host("root"), &["/s/k3s-token"]).unwrap().show(),
-            format!("{SSH} root@172.22.0.134 /bin/sh -c <script> iac-preflight /s/k3s-token")
+            p.preflight(&host("root"), &["/s"]).unwrap().show(),
+            format!("{SSH} root@172.22.0.134 /bin/sh -c <script> iac-preflight /etc/ssh/ssh_host_ed25519_key.pub '' /s")
         );
         assert_eq!(
             p.preflight(&host("deploy"), &[]).unwrap().show(),
-            format!("{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c <script> iac-preflight")
+            format!("{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c <script> iac-preflight /etc/ssh/ssh_host_ed25519_key.pub ''")
+        );
+        let file = PushedFile { path: "/s/a".into(), owner: "root".into(), group: "kafka".into(), mode: 0o440, len: 32 };
+        assert_eq!(
+            p.push_secrets(&host("deploy"), &[file]).unwrap().show(),
+            format!("{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c <script> iac-push-secrets /s/a root kafka 0440 32")
         );
         assert_eq!(
             p.current_system(&host("deploy")).unwrap().display(),

@@ -129,41 +129,96 @@ done
 printf '%s\n' "${s:-missing}"
 "#;
 
-/// `iac-preflight FILE...`: one verdict line per secret file, `ok: FILE` or `PROBLEM: FILE`
-/// with PROBLEM one of `missing`, `not-a-file`, `empty`, `world-readable` (POSIX `find -perm
-/// -o+r`: the other-read bit is set). Runs as root (the files are root-only) over the same SSH
-/// connection that proves the host is reachable. Exits 0 whatever it found: a non-zero exit is
-/// the shell's or sudo's own failure.
+/// The host's SSH host key, as NixOS's OpenSSH writes it: what `ssh-keyscan -t ed25519`
+/// reports, and the key its decryption unit decrypts with (`render::secrets::HOST_KEY_PATH`).
+pub const HOST_KEY_PUB: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
+
+/// `iac-preflight PUBFILE WANT DIR...`: runs as root over the same SSH connection that proves the
+/// host is reachable, one verdict line per subject. When WANT (the host key the inventory
+/// declares, `ssh-ed25519 BASE64`) is not empty, PUBFILE must hold it: `host-key-ok`,
+/// `host-key-missing` or `host-key-differs` (the host's secrets would not decrypt at
+/// activation). Each DIR is where a secret of the host goes (the one list of
+/// `Site::secret_files`): `ok` when it is a directory owned by root and writable by root only
+/// (POSIX `find -user 0 ! -perm -g+w ! -perm -o+w`), or does not exist yet (it is created
+/// 0751 when the secret is written); `not-a-directory` or `unsafe-directory` otherwise, since
+/// whoever can write there could swap a secret's file. Exits 0 whatever it found: a non-zero
+/// exit is the shell's or sudo's own failure.
 pub const PREFLIGHT: &str = r#"set -u
-for f in "$@"; do
-  if [ ! -e "$f" ]; then
-    echo "missing: $f"
-  elif [ ! -f "$f" ]; then
-    echo "not-a-file: $f"
-  elif [ ! -s "$f" ]; then
-    echo "empty: $f"
-  elif [ -n "$(find "$f" -prune -perm -o+r)" ]; then
-    echo "world-readable: $f"
+pubfile=$1 want=$2
+shift 2
+if [ -n "$want" ]; then
+  have=$(cut -d' ' -f1,2 "$pubfile" 2>/dev/null || true)
+  if [ -z "$have" ]; then
+    echo "host-key-missing: $pubfile"
+  elif [ "$have" = "$want" ]; then
+    echo "host-key-ok: $pubfile"
   else
-    echo "ok: $f"
+    echo "host-key-differs: $pubfile"
+  fi
+fi
+for d in "$@"; do
+  if [ ! -e "$d" ]; then
+    echo "ok: $d"
+  elif [ ! -d "$d" ]; then
+    echo "not-a-directory: $d"
+  elif [ -z "$(find "$d" -prune -user 0 ! -perm -g+w ! -perm -o+w)" ]; then
+    echo "unsafe-directory: $d"
+  else
+    echo "ok: $d"
   fi
 done
 "#;
 
-/// The secret files the preflight found wrong, `(problem, file)`, in the order asked; a file
-/// without a verdict line is reported as `no verdict`.
-pub fn preflight_problems<'a>(output: &str, files: &[&'a str]) -> Vec<(String, &'a str)> {
+/// The verdicts the preflight found wrong, `(verdict, subject)`, in the order asked; a
+/// subject without a verdict line is reported as `no verdict`.
+pub fn preflight_problems<'a>(output: &str, subjects: &[&'a str]) -> Vec<(String, &'a str)> {
     let mut problems = Vec::new();
-    for file in files {
-        let verdict = output.lines().find_map(|l| l.split_once(": ").filter(|(_, f)| f == file).map(|(v, _)| v));
+    for subject in subjects {
+        let verdict = output.lines().find_map(|l| l.split_once(": ").filter(|(_, f)| f == subject).map(|(v, _)| v));
         match verdict {
-            Some("ok") => {}
-            Some(v) => problems.push((v.to_string(), *file)),
-            None => problems.push(("no verdict".to_string(), *file)),
+            Some("ok" | "host-key-ok") => {}
+            Some(v) => problems.push((v.to_string(), *subject)),
+            None => problems.push(("no verdict".to_string(), *subject)),
         }
     }
     problems
 }
+
+/// `iac-push-secrets [DEST OWNER GROUP MODE LENGTH]...`: the values arrive on stdin, one after
+/// the other, LENGTH bytes each (never on a command line, where `ps` would show them). Each is
+/// written atomically: a temporary file in DEST's directory (created 0751 when missing; it
+/// must be owned by root and writable by root only), owner and mode set, renamed over DEST.
+/// One line per secret, `ok: DEST`, `unsafe-directory: DEST` or `failed: DEST`; exits 1 when
+/// any failed. `dd bs=1` reads exactly LENGTH bytes of the pipe (POSIX has no `head -c`).
+pub const PUSH: &str = r#"set -u
+umask 077
+failed=0
+while [ "$#" -ge 5 ]; do
+  dest=$1 owner=$2 group=$3 mode=$4 len=$5
+  shift 5
+  dir=${dest%/*}
+  if [ -z "$dir" ]; then dir=/; fi
+  if [ ! -e "$dir" ]; then
+    (umask 022 && mkdir -p "$dir") && chmod 0751 "$dir"
+  fi
+  if [ ! -d "$dir" ] || [ -z "$(find "$dir" -prune -user 0 ! -perm -g+w ! -perm -o+w)" ]; then
+    dd bs=1 count="$len" of=/dev/null 2>/dev/null
+    echo "unsafe-directory: $dest"
+    failed=1
+    continue
+  fi
+  tmp=$(mktemp "$dir/.iac-secret.XXXXXXXX") || { dd bs=1 count="$len" of=/dev/null 2>/dev/null; echo "failed: $dest"; failed=1; continue; }
+  if dd bs=1 count="$len" of="$tmp" 2>/dev/null && [ "$(($(wc -c < "$tmp")))" -eq "$len" ] &&
+    chown "$owner:$group" "$tmp" && chmod "$mode" "$tmp" && mv -f "$tmp" "$dest"; then
+    echo "ok: $dest"
+  else
+    rm -f "$tmp"
+    echo "failed: $dest"
+    failed=1
+  fi
+done
+exit "$failed"
+"#;
 
 /// What a target's status line says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,10 +284,10 @@ mod tests {
 
     #[test]
     fn preflight_verdicts() {
-        let out = "ok: /s/a\nmissing: /s/b\nworld-readable: /s/c: x\n";
+        let out = "host-key-ok: /k.pub\nok: /s/a\nunsafe-directory: /s/b\nnot-a-directory: /s/c: x\n";
         assert_eq!(
-            preflight_problems(out, &["/s/a", "/s/b", "/s/c: x", "/s/d"]),
-            [("missing".to_string(), "/s/b"), ("world-readable".to_string(), "/s/c: x"), ("no verdict".to_string(), "/s/d")]
+            preflight_problems(out, &["/k.pub", "/s/a", "/s/b", "/s/c: x", "/s/d"]),
+            [("unsafe-directory".to_string(), "/s/b"), ("not-a-directory".to_string(), "/s/c: x"), ("no verdict".to_string(), "/s/d")]
         );
         assert!(preflight_problems("", &[]).is_empty());
     }

@@ -9,6 +9,7 @@
 
 pub mod nft;
 pub mod nix;
+pub mod sh;
 pub mod unit;
 
 /// A value the target language cannot hold (or that we refuse to let it interpret).

@@ -69,13 +69,13 @@ pub fn parse(source: &Source) -> Result<InventoryFile, InventoryErrors> {
     Ok(file)
 }
 
-/// Where the names of `[networks.*]`, `[hosts.*]` and `[databases.*]` stand: map keys carry
+/// Where the names of `[networks.*]`, `[hosts.*]`, `[databases.*]`, `[admins.*]` and `[secrets.*]` stand: map keys carry
 /// no span through serde, so the text is read once more as a TOML document that keeps them.
 fn key_spans(text: &str) -> KeySpans {
     let mut spans = KeySpans::default();
     let Ok(doc) = toml::de::DeTable::parse(text) else { return spans };
     for (table, value) in doc.get_ref().iter() {
-        if !["networks", "hosts", "databases"].contains(&table.get_ref().as_ref()) {
+        if !["networks", "hosts", "databases", "admins", "secrets"].contains(&table.get_ref().as_ref()) {
             continue;
         }
         let Some(children) = value.get_ref().as_table() else { continue };

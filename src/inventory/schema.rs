@@ -5,6 +5,9 @@
 //! column (issue 15: errors borrowed a neighbour's position). Map keys stay plain `String`s so
 //! that serde_path_to_error can name them in the dotted key of a schema error; their positions
 //! come from a second pass over the text (`KeySpans`).
+//!
+//! Why this file is long: it is the whole schema, every section a user can write with its
+//! defaults, in one place, so the file reads as the reference of the inventory format.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +33,12 @@ pub struct InventoryFile {
     #[serde(default)]
     pub databases: BTreeMap<String, DatabaseSection>,
     pub pipeline: Option<Spanned<PipelineSection>>,
+    /// People who may decrypt every secret (`iac secrets`): their public keys.
+    #[serde(default)]
+    pub admins: BTreeMap<String, AdminSection>,
+    /// Every secret the estate needs, and who consumes it (docs/secrets.md).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +69,11 @@ pub struct NetworkSection {
 pub struct AccessSection {
     /// CIDRs allowed to SSH into every host (the deploy path), reach the k3s API and the databases.
     pub admin: Spanned<Vec<Text>>,
+    /// Whether `iac deploy` may write decrypted secrets over SSH to hosts without a
+    /// `host_key` (colmena's model). `false`: every consumer host must declare its host key, and
+    /// no secret leaves an admin's machine in clear.
+    #[serde(default = "default_true_spanned")]
+    pub push_secrets: Spanned<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,8 +90,11 @@ pub struct ClusterSection {
     /// Whether pod traffic leaving the cluster is masqueraded to the node address (k3s default).
     #[serde(default = "default_true")]
     pub masquerade: bool,
-    /// Path, on every k3s node, of the file that holds the cluster join token.
-    pub token_file: Text,
+    /// The declared secret (`[secrets.NAME]`) that holds the cluster join token; each k3s node
+    /// must be one of its consumers, and reads it at the path declared there.
+    pub token: Option<Text>,
+    /// Removed: the path now comes from the secret's consumer entry. Kept in the schema to say so.
+    pub token_file: Option<Spanned<toml::Value>>,
     /// Packaged k3s components to switch off (`--disable`), e.g. traefik.
     #[serde(default)]
     pub disable: Vec<Text>,
@@ -115,6 +132,9 @@ pub struct HostSection {
     pub system: Text,
     /// For a k3s agent or additional server: the server it joins (defaults to the first server).
     pub join: Option<Text>,
+    /// The host's SSH host key (`ssh-keyscan -t ed25519 HOST`): secrets it consumes are
+    /// encrypted to it and decrypted on the host at activation (agenix's model).
+    pub host_key: Option<Text>,
     #[serde(default)]
     pub firewall: FirewallSection,
 }
@@ -157,8 +177,11 @@ pub struct DatabaseSection {
     #[serde(default = "default_pg_port")]
     pub port: Spanned<u16>,
     pub owner: Text,
-    /// Path, on the database host, of the file that holds the owner's password.
-    pub password_file: Text,
+    /// The declared secret (`[secrets.NAME]`) that holds the owner's password; the database
+    /// host must be one of its consumers. The pipeline's Kubernetes Secret carries the same value.
+    pub password: Option<Text>,
+    /// Removed: the path now comes from the secret's consumer entry. Kept in the schema to say so.
+    pub password_file: Option<Spanned<toml::Value>>,
     /// Who may connect: `cluster` (the k3s pods), `admin`, host names or CIDRs.
     pub clients: Spanned<Vec<Text>>,
 }
@@ -268,6 +291,71 @@ impl Default for ProducerSection {
     }
 }
 
+/// `[admins.NAME]`: one person's public key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// An age recipient (`age1…`, from `age-keygen`) or an OpenSSH `ssh-ed25519 …` public key.
+    pub key: Text,
+}
+
+/// `[secrets.NAME]`: a secret, what kind of value it holds and who consumes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSection {
+    /// What `iac secrets init` generates: `password`, `k3s-token`; `opaque` is never generated
+    /// (`iac secrets set NAME`).
+    pub kind: Spanned<SecretKind>,
+    /// Hosts that get the value in a file.
+    #[serde(default)]
+    pub hosts: Vec<SecretHostSection>,
+    /// Kubernetes Secrets `iac apply` creates from it, in the pipeline's namespace.
+    #[serde(default)]
+    pub kubernetes: Vec<SecretKubernetesSection>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretKind {
+    Password,
+    K3sToken,
+    Opaque,
+}
+
+/// One host that reads the secret from a file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretHostSection {
+    pub host: Text,
+    /// Default: `/run/secrets/NAME` on a host with a `host_key` (a tmpfs, decrypted at every
+    /// boot), `/var/lib/secrets/NAME` otherwise (pushed by `iac deploy`, kept across reboots).
+    pub path: Option<Text>,
+    #[serde(default = "default_root")]
+    pub owner: Text,
+    #[serde(default = "default_root")]
+    pub group: Text,
+    /// Octal, as chmod takes it; nothing for others.
+    #[serde(default = "default_mode")]
+    pub mode: Text,
+}
+
+/// One key of a Kubernetes Secret.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKubernetesSection {
+    pub secret: Text,
+    pub key: Text,
+}
+
+fn default_root() -> Text {
+    unplaced("root")
+}
+fn default_mode() -> Text {
+    unplaced("0400")
+}
+fn default_true_spanned() -> Spanned<bool> {
+    Spanned::new(0..0, true)
+}
 fn default_true() -> bool {
     true
 }

@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-pub use crate::inventory::schema::{InsertMode, Protocol};
-pub use secrets::SecretFile;
+pub use crate::inventory::schema::{InsertMode, Protocol, SecretKind};
+pub use secrets::{Delivery, PIPELINE_SECRET, PIPELINE_SECRET_KEY, Recipient, RecipientOwner, SecretFile, default_path};
 pub use validate::validate;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,12 @@ pub struct Site {
     pub hosts: Vec<Host>,
     pub databases: Vec<Database>,
     pub pipeline: Option<Pipeline>,
+    /// Sorted by name.
+    pub admins: Vec<Admin>,
+    /// Sorted by name.
+    pub secrets: Vec<Secret>,
+    /// `iac deploy` may write decrypted secrets to hosts without a host key.
+    pub push_secrets: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +46,8 @@ pub struct Cluster {
     pub pod_cidr: Ipv4Net,
     pub service_cidr: Ipv4Net,
     pub masquerade: bool,
-    pub token_file: String,
+    /// The declared secret that holds the join token (each node reads it at its own path).
+    pub token: String,
     pub disable: Vec<String>,
     pub egress: Vec<Egress>,
 }
@@ -88,6 +95,8 @@ pub struct Host {
     pub system: String,
     /// For k3s nodes other than the first server: the server they join.
     pub join: Option<String>,
+    /// `ssh-ed25519 BASE64` (no comment): the host decrypts its secrets with this key.
+    pub host_key: Option<String>,
     pub block: Vec<Ipv4Net>,
     pub allow: Vec<Allow>,
 }
@@ -117,8 +126,44 @@ pub struct Database {
     pub host: String,
     pub port: u16,
     pub owner: String,
-    pub password_file: String,
+    /// The declared secret that holds the owner's password.
+    pub password: String,
     pub clients: Vec<Client>,
+}
+
+/// Someone who may decrypt every secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub name: String,
+    /// `age1…` or `ssh-ed25519 BASE64` (no comment).
+    pub key: String,
+}
+
+/// A secret of the estate: its kind and every consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub name: String,
+    pub kind: SecretKind,
+    pub hosts: Vec<SecretConsumer>,
+    pub kubernetes: Vec<KubeSecret>,
+}
+
+/// A host that reads a secret from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretConsumer {
+    pub host: String,
+    pub path: String,
+    pub owner: String,
+    pub group: String,
+    /// Permission bits, never any for others.
+    pub mode: u32,
+}
+
+/// A key of a Kubernetes Secret in the pipeline's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeSecret {
+    pub secret: String,
+    pub key: String,
 }
 
 /// A source of traffic as the inventory names it. `Cluster` (the k3s pods) resolves to node

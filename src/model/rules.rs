@@ -51,6 +51,63 @@ pub fn posix_user(s: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("`{}` is not a user name: 1-32 of a-z, 0-9, _ and -, starting with a letter or _", printable(s))) }
 }
 
+/// A public key a secret can be encrypted to, as the age tools write it: an X25519 recipient
+/// (`age1…`, `age-keygen -y`) or an OpenSSH `ssh-ed25519 BASE64 [comment]` line. Returns the
+/// canonical form (the comment dropped) the secrets record and compare. Parsed with the `age`
+/// crate's own parsers, so a key accepted here is one age encrypts to.
+pub fn public_key(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.starts_with("age1") {
+        return s.parse::<age::x25519::Recipient>().map(|r| r.to_string()).map_err(|_| {
+            format!("`{}` is not an age recipient (age1 followed by 58 Bech32 characters, as `age-keygen -y` prints)", printable(s))
+        });
+    }
+    ssh_ed25519(s)
+}
+
+/// An OpenSSH ed25519 public key (`ssh-ed25519 BASE64 [comment]`, as `ssh-keyscan -t ed25519`
+/// and `~/.ssh/id_ed25519.pub` give it), canonical without the comment. age encrypts to
+/// ssh-rsa keys too, but a host's RSA key is not what NixOS decrypts with here, and one key
+/// type for hosts and admins keeps `iac secrets check` exact.
+pub fn ssh_ed25519(s: &str) -> Result<String, String> {
+    let mut words = s.split_whitespace();
+    let (kind, blob) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    if kind != "ssh-ed25519" {
+        return Err(format!(
+            "`{}` is not an ssh-ed25519 public key or an age recipient (`ssh-keyscan -t ed25519 HOST`, `age-keygen -y KEYFILE`)",
+            printable(&s.chars().take(40).collect::<String>())
+        ));
+    }
+    let canonical = format!("{kind} {blob}");
+    canonical
+        .parse::<age::ssh::Recipient>()
+        .map(|_| canonical.clone())
+        .map_err(|_| format!("`{}` is not a valid ssh-ed25519 public key", printable(&canonical)))
+}
+
+/// A file mode for a secret: octal, as chmod takes it (`0400`, `440`), readable by its owner
+/// and granting nothing to others (a secret everyone can read is none).
+pub fn secret_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix('0').filter(|d| d.len() == 3).unwrap_or(s);
+    let mode = (digits.len() == 3 && digits.chars().all(|c| ('0'..='7').contains(&c)))
+        .then(|| u32::from_str_radix(digits, 8).ok())
+        .flatten()
+        .ok_or_else(|| format!("`{}` is not a file mode: three octal digits, optionally after a 0 (like 0400)", printable(s)))?;
+    if mode & 0o007 != 0 {
+        return Err(format!("{s} gives others access: a secret's mode must end in 0 (like 0400 or 0440)"));
+    }
+    if mode & 0o400 == 0 {
+        return Err(format!("{s} does not let the owner read it"));
+    }
+    Ok(mode)
+}
+
+/// A key of a Kubernetes Secret's data (`IsConfigMapKey`: letters, digits, `-`, `_`, `.`).
+pub fn config_key(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty() && s.len() <= 253 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok { Ok(()) } else { Err(format!("`{}` is not a Kubernetes Secret key (a-z, A-Z, 0-9, -, _ and .)", printable(s))) }
+}
+
 /// An environment variable name (POSIX: letters, digits, `_`, not starting with a digit).
 pub fn env_name(s: &str) -> Result<(), String> {
     let ok =

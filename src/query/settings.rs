@@ -6,7 +6,7 @@
 //! `pipeline.database`: its host's address, port, owner) < the libpq variables (`PGHOST`,
 //! `PGPORT`, `PGUSER`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGCONNECT_TIMEOUT`) <
 //! `--dsn` < `--connect-timeout`. The password never comes from the command line: it comes from
-//! `--password-file` (a file holding only the password, like the inventory's `password_file`),
+//! `--password-file` (a file holding only the password, like a database host's secret file),
 //! else `PGPASSWORD`, else the pgpass file (`PGPASSFILE` or `~/.pgpass`). A `--dsn` holding a
 //! password is refused, since it would be visible in the process list.
 
@@ -111,6 +111,7 @@ impl fmt::Display for PasswordFrom {
             PasswordFrom::None => f.write_str("none"),
             PasswordFrom::Source(PasswordSource::File(p)) => write!(f, "--password-file {}", p.display()),
             PasswordFrom::Source(PasswordSource::Env(var)) => f.write_str(var),
+            PasswordFrom::Source(PasswordSource::Secret { file, .. }) => write!(f, "secret {}", file.display()),
             PasswordFrom::PgPass(p) => write!(f, "pgpass file {}", p.display()),
         }
     }

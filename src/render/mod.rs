@@ -7,6 +7,7 @@ pub mod marker;
 pub mod nft;
 pub mod nixos;
 pub mod postgres;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,12 +51,17 @@ pub fn render(site: &Site) -> Result<Tree, Error> {
 fn host_files(site: &Site, flows: &Flows, host: &Host) -> Result<Vec<(PathBuf, String)>, Error> {
     let dir = PathBuf::from(&host.name);
     let table = nft::table_content(flows, host)?;
+    let secrets = secrets::module(site, host)?;
     let mut files = vec![
         (dir.join("nftables.nft"), nft::standalone(host, &table)?),
-        (dir.join("default.nix"), nixos::host_module(site, host, &table)?),
+        (dir.join("default.nix"), nixos::host_module(site, host, &table, secrets.is_some())?),
     ];
     if host.has(Role::Postgresql) {
         files.push((dir.join("postgresql.nix"), postgres::module(site, flows, host)?));
+    }
+    if let Some(module) = secrets {
+        files.push((dir.join("secrets.nix"), module));
+        files.push((dir.join(secrets::SCRIPT_FILE), secrets::SCRIPT.to_string()));
     }
     Ok(files)
 }

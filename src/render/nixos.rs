@@ -41,10 +41,14 @@ struct K3sView {
 
 /// `content` is the host's nftables table content (`nft::table_content`), carried verbatim:
 /// Nix evaluates the literal back to exactly that text (`escape::nix::indented`).
-pub fn host_module(site: &Site, host: &Host, content: &str) -> Result<String, Error> {
+/// `secrets`: the host has a `secrets.nix` (`render::secrets`) to import.
+pub fn host_module(site: &Site, host: &Host, content: &str, secrets: bool) -> Result<String, Error> {
     let file = format!("{}/default.nix", host.name);
     let refused = |what: &str, e: escape::Refused| Error::Render { file: file.clone(), message: format!("{what}: {e}") };
-    let imports = if host.has(Role::Postgresql) { vec!["./postgresql.nix"] } else { vec![] };
+    let mut imports = if host.has(Role::Postgresql) { vec!["./postgresql.nix"] } else { vec![] };
+    if secrets {
+        imports.push("./secrets.nix");
+    }
     let t = HostTemplate {
         host: &host.name,
         address: host.address.to_string(),
@@ -86,8 +90,10 @@ fn k3s(site: &Site, host: &Host) -> Result<Option<K3sView>, escape::Refused> {
     Ok(Some(K3sView {
         role: if server { "server" } else { "agent" },
         resolv_conf: escape::nix::indented(&resolv, 4)?,
-        // NixOS's k3s module joins tokenFile into ExecStart= (`--token-file PATH`).
-        token_file: escape::unit::path(&cluster.token_file)?.to_string(),
+        // NixOS's k3s module joins tokenFile into ExecStart= (`--token-file PATH`). The path is
+        // where this node's consumer entry of the token's secret puts it (validation: every
+        // node is one).
+        token_file: escape::unit::path(site.secret_path(&cluster.token, &host.name).unwrap_or_default())?.to_string(),
         cluster_init: server && is_first && several_servers,
         server_addr,
         flags,

@@ -48,7 +48,10 @@ pub fn module(site: &Site, flows: &Flows, host: &Host) -> Result<String, Error> 
     for d in &dbs {
         let credential_name = format!("{}-password", d.name);
         // LoadCredential=ID:PATH: systemd expands specifiers in PATH (see escape::unit).
-        let path = escape::unit::path(&d.password_file).map_err(|e| refused(&format!("databases.{}.password_file", d.name), e))?;
+        // The path the password's secret is delivered to on this host (validation: the host is
+        // one of its consumers).
+        let path = escape::unit::path(site.secret_path(&d.password, &host.name).unwrap_or_default())
+            .map_err(|e| refused(&format!("databases.{}.password", d.name), e))?;
         script.push_str(&setup_sql(&d.name, &d.owner, &credential_name));
         databases.push(DbView {
             name: d.name.clone(),

@@ -791,9 +791,18 @@ async fn a_kafka_that_never_gets_ready_times_out_and_stops() {
 async fn without_a_password_apply_touches_nothing() {
     let e = env(Scenario::healthy()).await;
     let generated = e.generated.to_str().unwrap().to_owned();
-    let out = e.iac(&["apply", "--generated", &generated], false).await;
+    let secrets = e.dir.path().join("secrets");
+    let out = e.iac(&["apply", "--generated", &generated, "--secrets-dir", secrets.to_str().unwrap()], false).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("set the environment variable IAC_PG_PASSWORD (pipeline.password_env) or pass --password-file"));
+    assert!(
+        stderr(&out).contains(&format!(
+            "cannot read {}/kafka-db.age: No such file or directory (os error 2) (the database's declared secret: `iac secrets init` \
+             creates it, --identity names the admin key; or set the variable pipeline.password_env names, or pass --password-file)",
+            secrets.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
     assert!(e.fake.requests().is_empty());
 
     // --password-file works instead of the variable.
@@ -803,6 +812,69 @@ async fn without_a_password_apply_touches_nothing() {
     assert!(out.status.success());
     let secret = e.fake.object(&format!("{NS}/secrets"), "pipeline-postgres").unwrap();
     assert_eq!(secret["data"]["password"], serde_json::to_value(k8s_openapi::ByteString(PASSWORD.as_bytes().to_vec())).unwrap());
+}
+
+/// By default the pipeline's Secret gets the database's declared secret, decrypted with the
+/// admin's identity: the value the host's file holds (less one trailing newline, as psql reads
+/// it there), so the host and the cluster cannot disagree. A Kubernetes consumer declared in
+/// `[secrets.*]` gets its own Secret with the exact bytes. Nothing shows a value.
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_takes_the_password_from_the_declared_secret() {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let inventory =
+        replace_once(&bundled_inventory(), "age1sr4730t9hmwqf5nlk0tukp9tuekwpjecjjvqxkup7hve7pq4zc0snpe7c6", &id.to_public().to_string());
+    let inventory = replace_once(
+        &inventory,
+        "hosts = [{ host = \"alkaid\", path = \"/var/lib/secrets/postgresql-kafka\" }]",
+        "hosts = [{ host = \"alkaid\", path = \"/var/lib/secrets/postgresql-kafka\" }]\nkubernetes = [{ secret = \"grafana\", key = \"db-password\" }]",
+    );
+    let e = env_with(Scenario::healthy(), &inventory).await;
+    let key = e.dir.path().join("admin.key");
+    std::fs::write(&key, id.to_string().expose_secret()).unwrap();
+    let secrets = e.dir.path().join("secrets");
+    let value = "declared-pw-Vt4\n";
+    let mut set = support::iac();
+    set.args(["secrets", "set", "kafka-db", "--inventory"])
+        .arg(&e.inventory)
+        .arg("--dir")
+        .arg(&secrets)
+        .stdin(std::process::Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), value.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let generated = e.generated.to_str().unwrap().to_owned();
+    let args = [
+        "apply",
+        "--generated",
+        &generated,
+        "--timeout",
+        "20",
+        "--secrets-dir",
+        secrets.to_str().unwrap(),
+        "--identity",
+        key.to_str().unwrap(),
+    ];
+    let out = e.iac(&args, false).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = |s: &str| serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec())).unwrap();
+    let secret = e.fake.object(&format!("{NS}/secrets"), "pipeline-postgres").unwrap();
+    assert_eq!(secret["data"]["password"], bytes("declared-pw-Vt4"));
+    let grafana = e.fake.object(&format!("{NS}/secrets"), "grafana").unwrap();
+    assert_eq!(grafana["data"]["db-password"], bytes(value));
+    assert_eq!(grafana["metadata"]["labels"]["app.kubernetes.io/managed-by"], "iac");
+    assert!(stdout(&out).contains("secret/grafana created"), "{}", stdout(&out));
+    for r in e.fake.requests() {
+        assert!(!r.body.contains("declared-pw-Vt4"), "password in clear in {} {}", r.method, r.path);
+    }
+    assert!(!stdout(&out).contains("declared-pw") && !stderr(&out).contains("declared-pw"));
+
+    // The variable pipeline.password_env names still overrides it.
+    let out = e.iac(&args, true).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let secret = e.fake.object(&format!("{NS}/secrets"), "pipeline-postgres").unwrap();
+    assert_eq!(secret["data"]["password"], bytes(PASSWORD));
 }
 
 // ---------------------------------------------------------------- errors for people

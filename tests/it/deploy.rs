@@ -88,9 +88,12 @@ nth_after() { # name offset words...
   done
 }
 case "$remote" in
-  *" iac-preflight "*)
+  *" iac-preflight "*|*" iac-push-secrets "*)
+    # The host's key file is the simulation's; the values of a push arrive on stdin.
     line="$*"
-    exec sh -c "${line#sudo -n -- }" ;;
+    line=${line//\/etc\/ssh\/ssh_host_ed25519_key.pub/$sim/host_key.pub}
+    sh -c "${line#sudo -n -- }" | sed "s|$sim/host_key.pub|/etc/ssh/ssh_host_ed25519_key.pub|"
+    exit "${PIPESTATUS[0]}" ;;
   *" systemd-run "*)
     nth_after iac-activate 7 "$@" > "$sim/guard"
     nth_after iac-activate 3 "$@" > "$sim/activated" ;;
@@ -282,14 +285,14 @@ fn ssh(host: &str, remote: &[&str]) -> Vec<String> {
     v
 }
 
-/// The first command for every host: reachable, and its secret files (none here) in place.
+/// The first command for every host: reachable (no host key declared, no secrets here).
 fn reach(host: &str) -> Vec<String> {
-    preflight(host, &[])
+    preflight(host, "", &[])
 }
 
-fn preflight(host: &str, files: &[&str]) -> Vec<String> {
-    let mut words = vec!["/bin/sh", "-c", remote::PREFLIGHT, "iac-preflight"];
-    words.extend_from_slice(files);
+fn preflight(host: &str, host_key: &str, dirs: &[&str]) -> Vec<String> {
+    let mut words = vec!["/bin/sh", "-c", remote::PREFLIGHT, "iac-preflight", remote::HOST_KEY_PUB, host_key];
+    words.extend_from_slice(dirs);
     ssh(host, &words)
 }
 
@@ -541,7 +544,12 @@ fn dry_run_prints_every_command_and_runs_none() {
     let text = stdout(&out);
     assert!(text.contains("nft -c -f"), "{text}");
     assert!(text.contains("# alpha (deploy@10.9.0.1:2222)"), "{text}");
-    assert!(text.contains("-p 2222 -- deploy@10.9.0.1 sudo -n -- /bin/sh -c <script> iac-preflight    # reachable"), "{text}");
+    assert!(
+        text.contains(
+            "-p 2222 -- deploy@10.9.0.1 sudo -n -- /bin/sh -c <script> iac-preflight /etc/ssh/ssh_host_ed25519_key.pub ''    # reachable"
+        ),
+        "{text}"
+    );
     assert!(text.contains(" build --no-link --print-out-paths "), "{text}");
     assert!(text.contains("copy --substitute-on-destination --to ssh://root@10.9.0.2 $NEW\n"), "{text}");
     assert!(text.contains(" $NEW $PREV /run/iac-deploy/"), "{text}");
@@ -685,86 +693,223 @@ fn no_substitutes_copies_everything() {
     assert_eq!(env.log("beta")[3], want);
 }
 
-// ---- the secrets preflight --------------------------------------------------------------------
+// ---- the secrets: preflight and push ----------------------------------------------------------
 
-/// alpha is a k3s server (non-root SSH user), gamma an agent, beta a database host: the token
-/// file on both nodes, the password file on beta, all under `<tmp>/secrets`.
+/// alpha is a k3s server (non-root SSH user), gamma an agent, beta a database host; no host has
+/// a host key, so `iac deploy` pushes: the token to both nodes, the password to beta (group
+/// `daemon`, mode 0440), each under `<tmp>/on/<host>/` (the fake ssh runs the push here). The
+/// admin key is the one `admin_key` writes to `<tmp>/admin.key`.
 fn secrets_inventory(dir: &Path) -> String {
-    let secrets = dir.join("secrets");
+    let on = |host: &str, name: &str| dir.join("on").join(host).join(name).display().to_string();
     INVENTORY
         .replace(
             "[hosts.alpha]",
-            &format!(
-                "[cluster]\npod_cidr = \"10.42.0.0/16\"\nservice_cidr = \"10.43.0.0/16\"\ntoken_file = \"{}/k3s-token\"\n\n[hosts.alpha]",
-                secrets.display()
-            ),
+            "[cluster]\npod_cidr = \"10.42.0.0/16\"\nservice_cidr = \"10.43.0.0/16\"\ntoken = \"k3s-token\"\n\n[hosts.alpha]",
         )
         .replace("address = \"10.9.0.1\"\nroles = []", "address = \"10.9.0.1\"\nroles = [\"k3s-server\"]")
         .replace("address = \"10.9.0.2\"\nroles = []", "address = \"10.9.0.2\"\nroles = [\"postgresql\"]")
         .replace("address = \"10.9.0.3\"\nroles = []", "address = \"10.9.0.3\"\nroles = [\"k3s-agent\"]")
         + &format!(
-            "\n[databases.app]\nhost = \"beta\"\nowner = \"app\"\npassword_file = \"{}/app-password\"\nclients = [\"admin\"]\n",
-            secrets.display()
+            "\n[databases.app]\nhost = \"beta\"\nowner = \"app\"\npassword = \"app-db\"\nclients = [\"admin\"]\n\n\
+             [admins.test]\nkey = \"{}\"\n\n\
+             [secrets.k3s-token]\nkind = \"k3s-token\"\nhosts = [{{ host = \"alpha\", path = \"{}\" }}, {{ host = \"gamma\", path = \"{}\" }}]\n\n\
+             [secrets.app-db]\nkind = \"password\"\nhosts = [{{ host = \"beta\", path = \"{}\", group = \"daemon\", mode = \"0440\" }}]\n",
+            admin_key(dir),
+            on("alpha", "k3s-token"),
+            on("gamma", "k3s-token"),
+            on("beta", "app-password"),
         )
 }
 
-fn write_secret(env: &Estate, name: &str, mode: u32, content: &str) -> String {
-    let dir = env.dir.path().join("secrets");
-    fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    fs::write(&path, content).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    path.display().to_string()
+/// An age identity in `<dir>/admin.key` (made once per directory); its public key.
+fn admin_key(dir: &Path) -> String {
+    use age::secrecy::ExposeSecret;
+    let file = dir.join("admin.key");
+    if !file.exists() {
+        fs::write(&file, format!("{}\n", age::x25519::Identity::generate().to_string().expose_secret())).unwrap();
+    }
+    let text = fs::read_to_string(&file).unwrap();
+    text.trim().parse::<age::x25519::Identity>().unwrap().to_public().to_string()
+}
+
+/// The estate of `secrets_inventory` with its secrets made by `iac secrets init`.
+fn secrets_estate() -> Estate {
+    let env = Estate::with_inventory(secrets_inventory);
+    let out = iac()
+        .args(["secrets", "init", "--inventory"])
+        .arg(env.flake().join("hosts/inventory.toml"))
+        .arg("--dir")
+        .arg(env.flake().join("secrets"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    env
+}
+
+impl Estate {
+    fn identity(&self) -> String {
+        self.dir.path().join("admin.key").display().to_string()
+    }
+
+    /// The plaintext of a secret, as `iac secrets show` prints it.
+    fn value(&self, name: &str) -> Vec<u8> {
+        let out = iac()
+            .args(["secrets", "show", name, "--identity", &self.identity(), "--inventory"])
+            .arg(self.flake().join("hosts/inventory.toml"))
+            .arg("--dir")
+            .arg(self.flake().join("secrets"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    }
+
+    fn on(&self, host: &str) -> PathBuf {
+        self.dir.path().join("on").join(host)
+    }
+}
+
+fn push(host: &str, files: &[(&str, &str, &str, &str, usize)]) -> Vec<String> {
+    let mut words: Vec<String> = ["/bin/sh", "-c", remote::PUSH, "iac-push-secrets"].map(String::from).to_vec();
+    for (path, owner, group, mode, len) in files {
+        words.extend([path.to_string(), owner.to_string(), group.to_string(), mode.to_string(), len.to_string()]);
+    }
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    ssh(host, &refs)
 }
 
 #[test]
-fn secrets_in_place_pass_the_preflight_in_the_first_connection() {
-    let env = Estate::with_inventory(secrets_inventory);
-    let token = write_secret(&env, "k3s-token", 0o600, "K10secret\n");
-    let password = write_secret(&env, "app-password", 0o400, "hunter2\n");
-    let (out, _) = env.deploy(&["--all"], 0);
+fn pushed_secrets_are_written_before_the_switch_with_owner_and_mode() {
+    let env = secrets_estate();
+    let (out, _) = env.deploy(&["--all", "--identity", &env.identity()], 0);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(env.log("alpha")[0], preflight("alpha", &[&token]));
-    assert_eq!(env.log("beta")[0], preflight("beta", &[&password]));
-    assert_eq!(env.log("gamma")[0], preflight("gamma", &[&token]));
-    // One connection for reachability and secrets: the build comes right after.
-    assert_eq!(env.log("beta")[1], build(&env, "beta"));
+    let token = env.value("k3s-token");
+    let password = env.value("app-db");
+    assert_eq!((token.len(), password.len()), (64, 32));
+    for (host, file, value, group, mode) in [
+        ("alpha", "k3s-token", &token, "root", 0o400),
+        ("gamma", "k3s-token", &token, "root", 0o400),
+        ("beta", "app-password", &password, "daemon", 0o440),
+    ] {
+        let path = env.on(host).join(file);
+        let log = env.log(host);
+        // Preflight, build, the push, then the switch as before.
+        assert_eq!(log.len(), 8, "{host}: {log:#?}");
+        assert_eq!(log[0], preflight(host, "", &[&env.on(host).display().to_string()]));
+        assert_eq!(log[1], build(&env, host));
+        let mode_text = format!("{mode:04o}");
+        assert_eq!(log[2], push(host, &[(&path.display().to_string(), "root", group, &mode_text, value.len())]));
+        assert_eq!(log[3], current(host));
+        // The value arrived whole, with its owner, group and mode, in a directory of its own.
+        assert_eq!(&fs::read(&path).unwrap(), value, "{host}");
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{host}");
+        assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), if group == "daemon" { 1 } else { 0 }, "{host}");
+        assert_eq!(fs::metadata(env.on(host)).unwrap().permissions().mode() & 0o777, 0o751);
+        assert_eq!(fs::read_dir(env.on(host)).unwrap().count(), 1, "{host}: no temporary file left");
+    }
+    // The values went through ssh's stdin only: in no argv any fake recorded, in no output.
+    for (host, value) in [("alpha", &token), ("beta", &password), ("gamma", &token)] {
+        let log = fs::read(env.sim(host).join("log")).unwrap();
+        assert!(!log.windows(value.len()).any(|w| w == value.as_slice()), "{host}: a value on a command line");
+    }
+    for text in [stdout(&out), stderr(&out)] {
+        assert!(!text.contains(std::str::from_utf8(&token).unwrap()) && !text.contains(std::str::from_utf8(&password).unwrap()));
+    }
+    assert!(stderr(&out).contains("beta   writing 1 secret(s) over SSH"), "{}", stderr(&out));
 }
 
 #[test]
-fn a_missing_or_exposed_secret_stops_the_host_before_anything_is_built() {
-    let env = Estate::with_inventory(secrets_inventory);
-    let token = env.dir.path().join("secrets/k3s-token").display().to_string();
-    let password = write_secret(&env, "app-password", 0o644, "hunter2\n");
-    let (out, _) = env.deploy(&["--all"], 0);
+fn an_unsafe_secrets_directory_stops_the_host_before_anything_is_built() {
+    let env = secrets_estate();
+    fs::create_dir_all(env.on("beta")).unwrap();
+    fs::set_permissions(env.on("beta"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::create_dir_all(env.dir.path().join("on")).unwrap();
+    fs::write(env.on("gamma"), "a file where the directory should be").unwrap();
+    let (out, _) = env.deploy(&["--all", "--identity", &env.identity()], 0);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let table = stdout(&out);
+    let beta = env.on("beta").display().to_string();
+    let gamma = env.on("gamma").display().to_string();
+    assert!(
+        table.contains(&format!("beta   check   FAILED: not ready for its secrets: unsafe-directory: {beta} (where app-db goes)")),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("gamma  check   FAILED: not ready for its secrets: not-a-directory: {gamma} (where k3s-token goes)")),
+        "{table}"
+    );
+    for host in ["beta", "gamma"] {
+        assert_eq!(env.log(host).len(), 1, "{host}: nothing after the preflight: {:#?}", env.log(host));
+    }
+    assert!(table.contains("alpha  switch  ok: switched, confirmed"), "{table}");
+}
+
+/// A host with a declared host key gets its secrets from its own module; the preflight proves
+/// the key on the host is the declared one (the fake ssh reads it from the simulation).
+#[test]
+fn a_host_key_that_differs_from_the_declared_one_stops_the_host() {
+    let keys = tempfile::tempdir().unwrap();
+    let (declared_key, other) = (crate::support::ssh_keygen(keys.path(), "declared"), crate::support::ssh_keygen(keys.path(), "other"));
+    let declared = format!("{declared_key} root@gamma\n");
+    let other = format!("{other} root@gamma\n");
+    let env = Estate::with_inventory(|dir| {
+        secrets_inventory(dir).replace("address = \"10.9.0.3\"\n", &format!("address = \"10.9.0.3\"\nhost_key = \"{declared_key}\"\n"))
+    });
+    let init = iac()
+        .args(["secrets", "init", "--inventory"])
+        .arg(env.flake().join("hosts/inventory.toml"))
+        .arg("--dir")
+        .arg(env.flake().join("secrets"))
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    env.set("gamma", "host_key.pub", &other);
+    env.set("alpha", "host_key.pub", &other);
+    let (out, _) = env.deploy(&["gamma", "alpha", "--identity", &env.identity()], 0);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     let table = stdout(&out);
     assert!(
-        table.contains(&format!(
-            "alpha  check   FAILED: secret file not ready: missing: {token} (the cluster token (k3s server: services.k3s.tokenFile))"
-        )),
+        table.contains(
+            "gamma  check   FAILED: not ready for its secrets: host-key-differs: /etc/ssh/ssh_host_ed25519_key.pub (hosts.gamma.host_key"
+        ),
         "{table}"
     );
-    assert!(
-        table.contains(&format!("gamma  check   FAILED: secret file not ready: missing: {token} (the cluster token (k3s agent")),
-        "{table}"
-    );
-    assert!(
-        table
-            .contains(&format!("beta   check   FAILED: secret file not ready: world-readable: {password} (the password of database `app`")),
-        "{table}"
-    );
-    for host in ["alpha", "beta", "gamma"] {
-        assert_eq!(env.log(host).len(), 1, "{host}: nothing after the preflight: {:#?}", env.log(host));
-    }
+    assert_eq!(env.log("gamma")[0], preflight("gamma", &declared_key, &[&env.on("gamma").display().to_string()]));
+    assert_eq!(env.log("gamma").len(), 1);
+    // alpha has no host key: its key is not compared, and its token is pushed.
+    assert!(table.contains("alpha  switch  ok: switched, confirmed"), "{table}");
+    // With the right key the host goes on, and nothing is pushed to it: its module decrypts.
+    env.set("gamma", "host_key.pub", &declared);
+    let (out, _) = env.deploy(&["gamma", "--identity", &env.identity()], 0);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let log = env.log("gamma");
+    assert!(!log.iter().any(|c| c.iter().any(|w| w.contains("iac-push-secrets"))), "{log:#?}");
+    assert!(!env.on("gamma").exists());
+}
 
-    // An empty file is not a secret either; a directory is not a file.
-    write_secret(&env, "app-password", 0o600, "");
-    fs::create_dir_all(&token).unwrap();
-    let (out, _) = env.deploy(&["beta", "gamma"], 0);
-    let table = stdout(&out);
-    assert!(table.contains(&format!("beta   check   FAILED: secret file not ready: empty: {password}")), "{table}");
-    assert!(table.contains(&format!("gamma  check   FAILED: secret file not ready: not-a-file: {token}")), "{table}");
+/// Secrets encrypted to other recipients than the inventory gives them (a host key added,
+/// no rekey) stop the deploy before any host is touched; so does a missing identity.
+#[test]
+fn stale_secrets_or_no_identity_touch_no_host() {
+    let env = secrets_estate();
+    let inventory = env.flake().join("hosts/inventory.toml");
+    let (out, _) = env.deploy(&["--all"], 0);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("no identity to decrypt with: pass --identity FILE"), "{}", stderr(&out));
+
+    let text = fs::read_to_string(&inventory).unwrap();
+    let key = crate::support::ssh_keygen(env.dir.path(), "gamma-host-key");
+    fs::write(&inventory, text.replace("address = \"10.9.0.3\"\n", &format!("address = \"10.9.0.3\"\nhost_key = \"{key}\"\n"))).unwrap();
+    let render = iac().args(["render", "--inventory"]).arg(&inventory).arg("--out").arg(env.flake().join("generated")).output().unwrap();
+    assert!(render.status.success(), "{}", stderr(&render));
+    let (out, _) = env.deploy(&["--all", "--identity", &env.identity()], 0);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("STALE     k3s-token:"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not encrypted to host gamma"), "{}", stderr(&out));
+    for host in ["alpha", "beta", "gamma"] {
+        assert!(env.log(host).is_empty(), "{host} was touched");
+    }
 }
 
 #[test]
@@ -1023,50 +1168,116 @@ fn wait_notices_a_guard_that_died() {
     assert_eq!(t.wait("30", "0"), "abandoned: the unit stopped at 'no status'");
 }
 
-/// The preflight script as the host runs it, on real files.
+/// The preflight script as the host runs it, on real directories and key files.
 #[test]
-fn preflight_script_judges_real_files() {
+fn preflight_script_judges_real_directories_and_the_host_key() {
     let dir = tempfile::tempdir().unwrap();
-    let f = |name: &str, mode: u32, content: &str| {
+    let d = |name: &str, mode: u32| {
         let p = dir.path().join(name);
-        fs::write(&p, content).unwrap();
+        fs::create_dir(&p).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
         p.display().to_string()
     };
-    let ok = f("ok", 0o600, "s");
-    let group = f("group", 0o640, "s");
-    let world = f("world", 0o604, "s");
-    let empty = f("empty", 0o600, "");
+    let ok = d("ok", 0o751);
+    let group = d("group", 0o771);
+    let world = d("world", 0o757);
     let missing = dir.path().join("missing").display().to_string();
-    let sub = dir.path().join("sub");
-    fs::create_dir(&sub).unwrap();
-    let sub = sub.display().to_string();
-    let spaced = f("a b; $(touch pwned)", 0o600, "s");
+    let file = dir.path().join("file");
+    fs::write(&file, "").unwrap();
+    let file = file.display().to_string();
+    let spaced = d("a b; $(touch pwned)", 0o700);
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB3pUxCowG1tMDG+T3wfNcX00W4bt1HSkNmHgRJjqW2y";
+    let pubfile = dir.path().join("key.pub");
+    fs::write(&pubfile, format!("{key} root@host\n")).unwrap();
+    let pubfile = pubfile.display().to_string();
     for shell in SHELLS {
-        let out = Command::new(shell)
-            .arg("-c")
-            .arg(remote::PREFLIGHT)
-            .arg("iac-preflight")
-            .args([&ok, &group, &world, &empty, &missing, &sub, &spaced])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+        let run = |want: &str, args: &[&str]| {
+            let out = Command::new(shell)
+                .arg("-c")
+                .arg(remote::PREFLIGHT)
+                .arg("iac-preflight")
+                .arg(&pubfile)
+                .arg(want)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            stdout(&out)
+        };
         assert_eq!(
-            stdout(&out),
+            run("", &[&ok, &group, &world, &missing, &file, &spaced]),
             format!(
-                "ok: {ok}\nok: {group}\nworld-readable: {world}\nempty: {empty}\nmissing: {missing}\nnot-a-file: {sub}\nok: {spaced}\n"
+                "ok: {ok}\nunsafe-directory: {group}\nunsafe-directory: {world}\nok: {missing}\nnot-a-directory: {file}\nok: {spaced}\n"
             ),
             "{shell}"
         );
+        assert_eq!(run(key, &[]), format!("host-key-ok: {pubfile}\n"), "{shell}");
+        assert_eq!(run("ssh-ed25519 AAAAother", &[]), format!("host-key-differs: {pubfile}\n"), "{shell}");
+        let out =
+            Command::new(shell).arg("-c").arg(remote::PREFLIGHT).args(["iac-preflight", "/nonexistent/key.pub", key]).output().unwrap();
+        assert_eq!(stdout(&out), "host-key-missing: /nonexistent/key.pub\n", "{shell}");
     }
     assert!(!dir.path().join("pwned").exists() && !Path::new("pwned").exists());
+}
+
+/// The push script as the host runs it: values of any bytes, read from stdin by length,
+/// written atomically with owner, group and mode; an unsafe directory skips its value only.
+#[test]
+fn push_script_writes_each_value_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: [&[u8]; 4] = [b"first\n", b"skipped", b"bin\x00ary\xff\n\n", b"last"];
+    let unsafe_dir = dir.path().join("unsafe");
+    fs::create_dir(&unsafe_dir).unwrap();
+    fs::set_permissions(&unsafe_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    for shell in SHELLS {
+        let base = dir.path().join(shell.replace('/', "_"));
+        let paths = [base.join("a/one"), unsafe_dir.join("two"), base.join("b/c/three"), base.join("a/four")];
+        fs::create_dir_all(base.join("a")).unwrap();
+        fs::write(&paths[0], "old value").unwrap();
+        let mut args: Vec<String> = Vec::new();
+        for (p, v) in paths.iter().zip(values) {
+            args.extend([p.display().to_string(), "root".into(), "daemon".into(), "0440".into(), v.len().to_string()]);
+        }
+        let mut child = Command::new(shell)
+            .arg("-c")
+            .arg(remote::PUSH)
+            .arg("iac-push-secrets")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&values.concat()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let lines = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{shell}: the unsafe directory fails the run: {lines}{}", stderr(&out));
+        let p = |i: usize| paths[i].display().to_string();
+        assert_eq!(lines, format!("ok: {}\nunsafe-directory: {}\nok: {}\nok: {}\n", p(0), p(1), p(2), p(3)), "{shell}");
+        for i in [0, 2, 3] {
+            assert_eq!(fs::read(&paths[i]).unwrap(), values[i], "{shell}: {}", p(i));
+            let meta = fs::metadata(&paths[i]).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o440);
+            assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 1);
+        }
+        assert!(!paths[1].exists());
+        // New directories are 0751; no temporary file is left anywhere.
+        assert_eq!(fs::metadata(base.join("b/c")).unwrap().permissions().mode() & 0o777, 0o751);
+        assert_eq!(fs::read_dir(base.join("a")).unwrap().count(), 2, "{shell}");
+    }
 }
 
 #[test]
 fn docs_quote_the_scripts_exactly() {
     let doc = fs::read_to_string(repo().join("docs/deploy.md")).unwrap();
-    for (name, script) in [("PREFLIGHT", remote::PREFLIGHT), ("GUARD", remote::GUARD), ("WAIT", remote::WAIT), ("CONFIRM", remote::CONFIRM)]
-    {
+    for (name, script) in [
+        ("PREFLIGHT", remote::PREFLIGHT),
+        ("PUSH", remote::PUSH),
+        ("GUARD", remote::GUARD),
+        ("WAIT", remote::WAIT),
+        ("CONFIRM", remote::CONFIRM),
+    ] {
         assert!(doc.contains(&format!("```sh\n{script}```")), "docs/deploy.md does not show {name} as the code has it");
     }
 }

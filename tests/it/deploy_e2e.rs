@@ -890,6 +890,60 @@ fn a_control_master_in_the_users_ssh_config_is_not_reused_for_the_confirmation()
     );
 }
 
+// ---- 7. a pushed secret, over the real SSH -----------------------------------------------
+
+/// A host without a host key gets its secret from `iac deploy` over the deploy connection
+/// (issue 17): the value on the real ssh's stdin, written by the push script into the target's
+/// own `/var/lib/secrets` with its mode, before the switch; no value in iac's output, in sshd's
+/// log or in the target's journal.
+#[test]
+fn a_pushed_secret_reaches_the_target_over_real_ssh() {
+    let Some(lab) = Lab::new(&["alpha"], "") else { return };
+    let t = lab.target("alpha");
+    let admin = {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        fs::write(lab.path("admin.key"), id.to_string().expose_secret()).unwrap();
+        id.to_public().to_string()
+    };
+    let secrets = format!(
+        "\n[admins.lab]\nkey = \"{admin}\"\n\n[secrets.app-token]\nkind = \"password\"\nhosts = [{{ host = \"alpha\", mode = \"0440\" }}]\n"
+    );
+    lab.render(&(inventory(&["alpha"], ADMIN, 2) + &secrets));
+    let flake = lab.path("flake");
+    ok(Command::new(IAC)
+        .args(["secrets", "init", "--inventory"])
+        .arg(flake.join("hosts/inventory.toml"))
+        .arg("--dir")
+        .arg(flake.join("secrets")));
+    let value = ok(Command::new(IAC)
+        .args(["secrets", "show", "app-token", "--inventory"])
+        .arg(flake.join("hosts/inventory.toml"))
+        .arg("--dir")
+        .arg(flake.join("secrets"))
+        .arg("--identity")
+        .arg(lab.path("admin.key")));
+    assert_eq!(value.len(), 32);
+
+    let identity = lab.path("admin.key").display().to_string();
+    let run = lab.deploy(&["alpha", "--identity", &identity]);
+    let state = lab.state(&run);
+    assert_eq!(run.code(), 0, "{state}");
+    assert!(run.row("alpha").starts_with("alpha switch ok: switched, confirmed "), "{state}");
+    let file = t.dir.join("var/lib/secrets/app-token");
+    assert_eq!(fs::read_to_string(&file).unwrap(), value, "{state}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o440);
+    assert_eq!(fs::metadata(t.dir.join("var/lib/secrets")).unwrap().permissions().mode() & 0o777, 0o751);
+    // One more login than case 1: the push has its own connection, after the build and before
+    // the switch.
+    assert_eq!(t.logins().len(), 7, "{state}");
+    for text in [run.stdout(), run.stderr(), t.sshd_log(), t.journal()] {
+        assert!(!text.contains(&value), "the value in an output or log:\n{text}");
+    }
+    println!("case 7: a pushed secret reached the target in {:.2} s", run.took.as_secs_f64());
+}
+
 #[test]
 fn the_stand_ins_are_listed_in_docs_deploy_md() {
     let doc = fs::read_to_string(repo().join("docs/deploy.md")).unwrap();

@@ -46,7 +46,8 @@ fn toml_string(s: &str) -> String {
 fn inventory(e: &Estate) -> String {
     let mut inv = String::from(
         "[site]\nname = \"fuzz\"\n[networks.lan]\ncidr = \"10.0.0.0/24\"\n[access]\nadmin = [\"10.0.0.0/28\"]\n[dns]\nupstream = [\"10.0.0.53\"]\n\
-         [cluster]\npod_cidr = \"10.42.0.0/16\"\nservice_cidr = \"10.43.0.0/16\"\ntoken_file = \"/var/lib/k3s/token\"\n",
+         [cluster]\npod_cidr = \"10.42.0.0/16\"\nservice_cidr = \"10.43.0.0/16\"\ntoken = \"k3s-token\"\n\
+         [admins.a]\nkey = \"age1sr4730t9hmwqf5nlk0tukp9tuekwpjecjjvqxkup7hve7pq4zc0snpe7c6\"\n[secrets.k3s-token]\nkind = \"k3s-token\"\n[secrets.pg]\nkind = \"password\"\n",
     );
     if let Some(why) = &e.egress_why {
         inv.push_str(&format!("[[cluster.egress]]\nto = [\"192.0.2.0/24\"]\nproto = \"tcp\"\nports = [443]\nwhy = {}\n", toml_string(why)));
@@ -70,7 +71,7 @@ fn inventory(e: &Estate) -> String {
     }
     if e.databases {
         inv.push_str(
-            "[databases.kafka]\nhost = \"db\"\nowner = \"kafka\"\npassword_file = \"/var/lib/secrets/pg\"\nclients = [\"cluster\", \"admin\"]\n\
+            "[databases.kafka]\nhost = \"db\"\nowner = \"kafka\"\npassword = \"pg\"\nclients = [\"cluster\", \"admin\"]\n\
              [pipeline]\ndatabase = \"kafka\"\ntopic = \"t\"\ntable = \"rows\"\n",
         );
     }

@@ -56,7 +56,8 @@ proptest! {
     fn generated_estates_render(roles in prop::collection::vec(0u8..4, 1..40), admin_prefix in 8u8..=30) {
         let mut inv = format!(
             "[site]\nname = \"prop\"\n[networks.lan]\ncidr = \"10.0.0.0/16\"\n[access]\nadmin = [\"10.0.0.0/{admin_prefix}\"]\n\
-             [dns]\nupstream = [\"10.0.255.53\"]\n[cluster]\npod_cidr = \"10.42.0.0/16\"\nservice_cidr = \"10.43.0.0/16\"\ntoken_file = \"/t\"\n"
+             [dns]\nupstream = [\"10.0.255.53\"]\n[cluster]\npod_cidr = \"10.42.0.0/16\"\nservice_cidr = \"10.43.0.0/16\"\ntoken = \"t\"\n\
+             [admins.a]\nkey = \"age1sr4730t9hmwqf5nlk0tukp9tuekwpjecjjvqxkup7hve7pq4zc0snpe7c6\"\n[secrets.t]\nkind = \"k3s-token\"\n"
         );
         for (i, r) in roles.iter().enumerate() {
             let role = match (i, r) { (0, _) | (_, 0) => "k3s-server", (_, 1) => "k3s-agent", (_, 2) => "postgresql", _ => "k3s-agent" };

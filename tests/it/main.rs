@@ -26,6 +26,7 @@ mod query;
 mod query_follow;
 mod query_tls;
 mod render;
+mod secrets;
 mod simulate;
 mod validation;
 

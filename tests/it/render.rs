@@ -20,6 +20,27 @@ fn snapshots_of_every_rendered_host_file() {
     }
 }
 
+/// A host with a host key gets the decryption unit and its script (docs/secrets.md): the files
+/// that change, as snapshots. The key is a real ed25519 public key (ssh-keygen), fixed here.
+#[test]
+fn snapshots_of_a_host_that_decrypts_its_secrets() {
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAxYi4/ixzarFJurKXmlxDN3S1UraGjud6fToV9NVB9A";
+    let text = crate::support::replace_once(
+        &bundled_inventory(),
+        "roles = [\"k3s-agent\"]",
+        &format!("roles = [\"k3s-agent\"]\nhost_key = \"{key}\""),
+    );
+    let source = iac::inventory::Source::new("inventory.toml", text.as_str());
+    let site = iac::model::validate(&source, iac::inventory::parse(&source).unwrap()).unwrap();
+    let tree = iac::render::render(&site).unwrap();
+    for file in ["hamal/secrets.nix", "hamal/default.nix"] {
+        let name = format!("host_key_{}", file.replace(['/', '.'], "_"));
+        insta::assert_snapshot!(name, tree[Path::new(file)]);
+    }
+    assert_eq!(tree[Path::new("hamal/iac-secrets.sh")], iac::render::secrets::SCRIPT);
+    assert!(!tree.contains_key(Path::new("alphard/secrets.nix")), "a host without a host key gets its secrets pushed");
+}
+
 #[test]
 fn committed_tree_is_up_to_date() {
     let out = run_iac(&repo(), &["render", "--check"]);
@@ -126,8 +147,11 @@ ssh_port = 2222
 [databases.metrics]
 host = "polaris"
 owner = "grafana"
-password_file = "/var/lib/secrets/metrics"
+password = "metrics-db"
 clients = ["cluster"]
+
+[secrets.metrics-db]
+kind = "password"
 "#;
     let dir = project_with(&grown);
     let out = run_iac(dir.path(), &["render"]);

@@ -53,6 +53,11 @@ macro_rules! rejects {
 
 const AGENT: &str = "roles = [\"k3s-agent\"]";
 const PG: &str = "roles = [\"postgresql\"]";
+const ADMIN_KEY: &str = "key = \"age1sr4730t9hmwqf5nlk0tukp9tuekwpjecjjvqxkup7hve7pq4zc0snpe7c6\"";
+const ADMIN: &str = "[admins.example]\nkey = \"age1sr4730t9hmwqf5nlk0tukp9tuekwpjecjjvqxkup7hve7pq4zc0snpe7c6\"";
+const ADMIN_NETS: &str = "admin = [\"172.22.0.0/24\"]";
+const KAFKA_DB_HOSTS: &str = "hosts = [{ host = \"alkaid\", path = \"/var/lib/secrets/postgresql-kafka\" }]";
+const KAFKA_DB_PATH: &str = "path = \"/var/lib/secrets/postgresql-kafka\" }]";
 /// The bundled inventory declares no `[[cluster.egress]]`: the egress tests add one after this.
 const DISABLE: &str = "disable = [\"traefik\", \"servicelb\"]";
 
@@ -88,8 +93,6 @@ rejects! {
     pod_cidr_fewer_ranges_than_nodes: r#"pod_cidr = "10.42.0.0/16""# => r#"pod_cidr = "10.42.0.0/24""#, "cluster.pod_cidr", at "\"10.42.0.0/24\"", "holds 1 /24 node ranges but the inventory has 2 k3s nodes";
     service_cidr_overlaps_pod_cidr: r#"service_cidr = "10.43.0.0/16""# => r#"service_cidr = "10.42.128.0/17""#, "cluster.service_cidr", at "\"10.42.128.0/17\"", "overlaps cluster.pod_cidr";
     service_cidr_too_small: r#"service_cidr = "10.43.0.0/16""# => r#"service_cidr = "10.43.0.0/29""#, "cluster.service_cidr", at "\"10.43.0.0/29\"", "between a /12 and a /28";
-    token_file_relative: r#"token_file = "/var/lib/secrets/k3s-token""# => r#"token_file = "secrets/k3s-token""#, "cluster.token_file", at "\"secrets", "absolute path";
-    token_file_that_splits_the_command_line: r#"token_file = "/var/lib/secrets/k3s-token""# => r#"token_file = "/var/lib/secrets/k3s-token --cluster-reset\n""#, "cluster.token_file", at "\"/var/lib/secrets/k3s-token --", "systemd would interpret it";
     disable_unknown_component: r#"disable = ["traefik", "servicelb"]"# => r#"disable = ["traefik", "servicelb --cluster-init"]"#, "cluster.disable[1]", at "\"servicelb --", "not a packaged k3s component";
     disable_coredns_under_the_pipeline: r#"disable = ["traefik", "servicelb"]"# => r#"disable = ["traefik", "coredns"]"#, "cluster.disable[1]", at "\"coredns\"", "cannot disable `coredns`";
     egress_why_empty: DISABLE => &egress("[\"198.51.100.0/24\"]", "[443]", "\"  \""), "cluster.egress[0].why", at "\"  \"", "is empty";
@@ -124,9 +127,6 @@ rejects! {
     database_on_host_without_postgresql: r#"host = "alkaid""# => r#"host = "hamal""#, "databases.kafka.host", at "\"hamal\"", "no `postgresql` role";
     owner_not_an_identifier: r#"owner = "kafka""# => r#"owner = "Kafka Owner""#, "databases.kafka.owner", at "\"Kafka Owner\"", "SQL identifier";
     owner_is_the_superuser: r#"owner = "kafka""# => r#"owner = "postgres""#, "databases.kafka.owner", at "\"postgres\"", "reserved by PostgreSQL";
-    password_file_relative: r#"password_file = "/var/lib/secrets/postgresql-kafka""# => r#"password_file = "pw""#, "databases.kafka.password_file", at "\"pw\"", "absolute path";
-    password_file_that_adds_unit_lines: r#"password_file = "/var/lib/secrets/postgresql-kafka""# => r#"password_file = "/run/pw\nExecStartPre=/bin/sh""#, "databases.kafka.password_file", at "\"/run/pw", "U+000A";
-    password_file_with_a_specifier: r#"password_file = "/var/lib/secrets/postgresql-kafka""# => r#"password_file = "/var/lib/%H/pw""#, "databases.kafka.password_file", at "\"/var/lib/%H", "`%`";
     database_port_zero: r#"owner = "kafka""# => "owner = \"kafka\"\nport = 0", "databases.kafka.port", at "0", "0 is not a port";
     unknown_client_reference: r#"clients = ["cluster", "admin"]"# => r#"clients = ["cluster", "mizar"]"#, "databases.kafka.clients[1]", at "\"mizar\"", "unknown host `mizar`";
 
@@ -147,6 +147,32 @@ rejects! {
     cluster_id_not_canonical: r#"cluster_id = "euNKiNAFMRq_9pSVJThoTA""# => r#"cluster_id = "iacKRaftCluster0000001""#, "pipeline.kafka.cluster_id", at "\"iacKRaft", "does not round-trip: its 16 bytes encode as `iacKRaftCluster000000w`";
     connect_image_without_a_tag: r#"image = "quay.io/debezium/connect:3.4.3.Final""# => r#"image = "quay.io/debezium/connect""#, "pipeline.connect.image", at "\"quay.io", "names no tag";
     connect_image_latest: r#"image = "quay.io/debezium/connect:3.4.3.Final""# => r#"image = "quay.io/debezium/connect:latest""#, "pipeline.connect.image", at "\"quay.io", "pinned to `latest`";
+    // [secrets.*], [admins.*], host keys and the references to secrets (issue 17)
+    token_file_removed: r#"token = "k3s-token""# => r#"token_file = "/var/lib/secrets/k3s-token""#, "cluster.token_file", at "\"/var", "is replaced by `token = \"SECRET\"`";
+    password_file_removed: r#"password = "kafka-db""# => r#"password_file = "/var/lib/secrets/postgresql-kafka""#, "databases.kafka.password_file", at "\"/var", "is replaced by `password = \"SECRET\"`";
+    token_names_an_undeclared_secret: r#"token = "k3s-token""# => r#"token = "k3s""#, "cluster.token", at "\"k3s\"", "unknown secret `k3s` (declared: k3s-token, kafka-db)";
+    password_names_an_undeclared_secret: r#"password = "kafka-db""# => r#"password = "kafka""#, "databases.kafka.password", at "\"kafka\"", "unknown secret `kafka`";
+    admin_key_not_an_age_recipient: ADMIN_KEY => "key = \"age1nope\"", "admins.example.key", at "\"age1nope\"", "not an age recipient";
+    admin_name_not_a_label: "[admins.example]" => "[admins.Example]", "admins.Example", at "Example]", "admin name";
+    admin_key_rsa: ADMIN_KEY => "key = \"ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ admin@x\"", "admins.example.key", at "\"ssh-rsa", "not an ssh-ed25519 public key";
+    host_key_not_ed25519: AGENT => "roles = [\"k3s-agent\"]\nhost_key = \"ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ\"", "hosts.hamal.host_key", at "\"ssh-rsa", "not an ssh-ed25519 public key";
+    host_key_not_a_key: AGENT => "roles = [\"k3s-agent\"]\nhost_key = \"ssh-ed25519 AAAAnotakey\"", "hosts.hamal.host_key", at "\"ssh-ed25519", "not a valid ssh-ed25519 public key";
+    secret_name_not_a_label: "[secrets.k3s-token]" => "[secrets.K3s_Token]", "secrets.K3s_Token", at "K3s_Token", "secret name";
+    secret_kind_unknown: r#"kind = "password""# => r#"kind = "passphrase""#, "secrets.kafka-db.kind", at "\"passphrase\"", "unknown variant `passphrase`";
+    consumer_unknown_host: r#"{ host = "alkaid", path"# => r#"{ host = "mizar", path"#, "secrets.kafka-db.hosts[0].host", at "\"mizar\"", "unknown host `mizar`";
+    consumer_twice: KAFKA_DB_HOSTS => "hosts = [{ host = \"alkaid\" }, { host = \"alkaid\", path = \"/x\" }]", "secrets.kafka-db.hosts[1].host", at "\"alkaid\", path", "already a consumer";
+    consumer_path_relative: KAFKA_DB_PATH => "path = \"pw\" }]", "secrets.kafka-db.hosts[0].path", at "\"pw\"", "absolute path";
+    consumer_path_that_adds_unit_lines: KAFKA_DB_PATH => "path = \"/run/pw\\nExecStartPre=/bin/sh\" }]", "secrets.kafka-db.hosts[0].path", at "\"/run/pw", "U+000A";
+    consumer_path_with_a_specifier: KAFKA_DB_PATH => "path = \"/var/lib/%H/pw\" }]", "secrets.kafka-db.hosts[0].path", at "\"/var/lib/%H", "`%`";
+    consumer_path_taken: KAFKA_DB_HOSTS => "hosts = [{ host = \"alphard\", path = \"/var/lib/secrets/k3s-token\" }]", "secrets.kafka-db.hosts[0].path", at "\"/var/lib/secrets/k3s-token\"", "already where secret `k3s-token` goes";
+    consumer_owner_not_a_user: KAFKA_DB_PATH => "path = \"/s/pw\", owner = \"Post Gres\" }]", "secrets.kafka-db.hosts[0].owner", at "\"Post Gres\"", "not a user name";
+    consumer_mode_for_everyone: KAFKA_DB_PATH => "path = \"/s/pw\", mode = \"0644\" }]", "secrets.kafka-db.hosts[0].mode", at "\"0644\"", "gives others access";
+    consumer_mode_not_octal: KAFKA_DB_PATH => "path = \"/s/pw\", mode = \"rw-r\" }]", "secrets.kafka-db.hosts[0].mode", at "\"rw-r\"", "not a file mode";
+    kubernetes_consumer_takes_the_pipelines_secret: KAFKA_DB_HOSTS => "kubernetes = [{ secret = \"pipeline-postgres\", key = \"password\" }]", "secrets.kafka-db.kubernetes[0].secret", at "\"pipeline-postgres\"", "the pipeline's own Secret";
+    kubernetes_consumer_key_invalid: KAFKA_DB_HOSTS => "kubernetes = [{ secret = \"grafana\", key = \"pass word\" }]", "secrets.kafka-db.kubernetes[0].key", at "\"pass word\"", "not a Kubernetes Secret key";
+    no_admin_can_decrypt: ADMIN => "", "secrets.k3s-token", at "k3s-token]", "no [admins.*] key is declared";
+    missing_host_key_without_push: ADMIN_NETS => "admin = [\"172.22.0.0/24\"]\npush_secrets = false", "secrets.k3s-token", at "k3s-token]", "missing host key: `alphard` reads this secret but declares no `host_key`";
+    missing_host_key_of_a_listed_consumer: ADMIN_NETS => "admin = [\"172.22.0.0/24\"]\npush_secrets = false", "secrets.kafka-db.hosts[0].host", at "\"alkaid\", path", "missing host key: `alkaid`";
     plugin_section_removed: r#"connector = "postgres-sink""# => "connector = \"postgres-sink\"\n\n[pipeline.connect.plugin]\nurl = \"https://example.org/x.tar\"", "pipeline.connect.plugin", at "[pipeline.connect.plugin]", "is no longer used";
 }
 
@@ -154,6 +180,23 @@ rejects! {
 fn no_k3s_server() {
     let bad = replace_once(&bundled_inventory(), r#"roles = ["k3s-server"]"#, r#"roles = ["k3s-agent"]"#);
     assert_rejected_text(&bad, 0, "cluster", "[cluster]", "no host with role `k3s-server`");
+}
+
+/// `cluster.token` left out: the error points at the `[cluster]` section.
+#[test]
+fn token_missing() {
+    let bad = replace_once(&bundled_inventory(), "token = \"k3s-token\"\n", "");
+    assert_rejected_text(&bad, 0, "cluster.token", "[cluster]", "missing: name the [secrets.*] section");
+}
+
+/// A Kubernetes consumer needs the pipeline's namespace: without a [pipeline] there is none.
+#[test]
+fn kubernetes_consumer_without_a_pipeline() {
+    let good = bundled_inventory();
+    let (start, end) = (good.find("[pipeline]").unwrap(), good.find("# Who may decrypt").unwrap());
+    let bad = format!("{}{}", &good[..start], &good[end..]);
+    let bad = replace_once(&bad, KAFKA_DB_HOSTS, "kubernetes = [{ secret = \"grafana\", key = \"password\" }]");
+    assert_rejected_text(&bad, 0, "secrets.kafka-db.kubernetes[0].secret", "\"grafana\"", "no way to receive it");
 }
 
 #[test]
@@ -170,7 +213,8 @@ fn connect_image_invalid() {
 /// Issue 13: a port conflict on a database host exited 1 at render time with no position.
 #[test]
 fn database_port_conflict() {
-    let extra = "\n[databases.metrics]\nhost = \"alkaid\"\nport = 5433\nowner = \"grafana\"\npassword_file = \"/var/lib/secrets/metrics\"\nclients = [\"admin\"]\n";
+    let extra =
+        "\n[databases.metrics]\nhost = \"alkaid\"\nport = 5433\nowner = \"grafana\"\npassword = \"kafka-db\"\nclients = [\"admin\"]\n";
     let good = bundled_inventory();
     let bad = format!("{good}{extra}");
     assert_rejected_text(&bad, good.len(), "databases.metrics.port", "5433", "already on port 5432 for database `kafka`");

@@ -41,6 +41,8 @@ let
     // {
       fileset = {
         unions = files: files;
+        # nixpkgs' lib.fileset.maybeMissing: the path, or an empty fileset when it does not exist.
+        maybeMissing = path: if builtins.pathExists path then path else [ ];
         toSource = { root, fileset }: "/nix/store/00000000000000000000000000000000-source";
       };
       # nixpkgs' flake.nix defines lib.nixosSystem; this one records what it was given.

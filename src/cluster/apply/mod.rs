@@ -46,9 +46,50 @@ pub struct ApplyOptions {
     pub dry_run: bool,
     pub waits: Waits,
     pub password: PasswordSource,
+    /// The Kubernetes Secrets declared in `[secrets.*]` (`kubernetes = …`), decrypted.
+    pub declared: Vec<DeclaredSecret>,
     /// Delete (orphaning pods and volumes) and re-create a StatefulSet whose change the API
     /// server refuses as touching a fixed field.
     pub recreate_statefulsets: bool,
+}
+
+/// A Kubernetes Secret made of declared secrets: its name and, per key, the value.
+#[derive(Clone)]
+pub struct DeclaredSecret {
+    pub name: String,
+    pub data: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for DeclaredSecret {
+    /// Keys only: a value never reaches a message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeclaredSecret").field("name", &self.name).field("keys", &self.data.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+/// The Kubernetes Secrets the inventory declares (besides the pipeline's own), with their
+/// values decrypted from `dir` with the admin's identity: before anything is sent, so a
+/// missing identity leaves the cluster untouched. Empty (and no identity needed) when none is
+/// declared.
+pub fn declared_secrets(site: &Site, dir: &Path, identity: Option<&Path>) -> Result<Vec<DeclaredSecret>, Error> {
+    let wanted: Vec<(String, String, String)> =
+        site.kube_secrets().into_iter().filter(|(name, _, _)| name != crate::model::PIPELINE_SECRET).collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let store = crate::secrets::Store::new(site, dir);
+    let id = crate::secrets::Identity::load(identity).map_err(|e| Error::Password(e.to_string()))?;
+    let mut out: Vec<DeclaredSecret> = Vec::new();
+    for (name, key, secret) in wanted {
+        let value = store.value(&secret, &id).map_err(|e| Error::Password(e.to_string()))?;
+        match out.iter_mut().find(|d| d.name == name) {
+            Some(d) => {
+                d.data.insert(key, value);
+            }
+            None => out.push(DeclaredSecret { name, data: std::collections::BTreeMap::from([(key, value)]) }),
+        }
+    }
+    Ok(out)
 }
 
 /// What server-side apply did to one object.
@@ -137,6 +178,9 @@ pub async fn apply(client: &Client, site: &Site, dir: &Path, opts: &ApplyOptions
     // Before any pod: the pipeline's pods never run unprotected.
     a.stage("network policies", &m.network_policy).await?;
     let secret_version = a.secret(password).await?;
+    for d in &opts.declared {
+        a.declared_secret(d).await?;
+    }
     a.stage("kafka", &m.kafka).await?;
     a.wait_all::<StatefulSet>(&m.kafka, "be ready", opts.waits, conditions::statefulset).await?;
     let previous_connector = a.previous_connector().await?;
@@ -171,6 +215,10 @@ fn read_password(source: &PasswordSource) -> Result<String, Error> {
         PasswordError::Unset(var) => {
             Error::Password(format!("set the environment variable {var} (pipeline.password_env) or pass --password-file"))
         }
+        other if matches!(source, PasswordSource::Secret { .. }) => Error::Password(format!(
+            "{other} (the database's declared secret: `iac secrets init` creates it, --identity names the admin key; \
+             or set the variable pipeline.password_env names, or pass --password-file)"
+        )),
         other => Error::Password(other.to_string()),
     })
 }

@@ -179,9 +179,20 @@ impl Applier<'_> {
     /// Apply the Secret; its resourceVersion afterwards (stamped on Connect's pod template).
     pub(super) async fn secret(&mut self, password: String) -> Result<String, Error> {
         self.report.result("== secret");
+        let data = BTreeMap::from([(PASSWORD_KEY.to_owned(), password.into_bytes())]);
+        let api = self.apply_secret(PASSWORD_SECRET, data).await?;
+        Ok(api.get_opt(PASSWORD_SECRET).await?.and_then(|s| s.metadata.resource_version).unwrap_or_default())
+    }
+
+    /// Apply a Secret the inventory declares (`[secrets.*] kubernetes = …`).
+    pub(super) async fn declared_secret(&mut self, d: &super::DeclaredSecret) -> Result<(), Error> {
+        self.apply_secret(&d.name, d.data.clone()).await.map(|_| ())
+    }
+
+    async fn apply_secret(&mut self, name: &str, data: BTreeMap<String, Vec<u8>>) -> Result<Api<Secret>, Error> {
         let secret = Secret {
             metadata: ObjectMeta {
-                name: Some(PASSWORD_SECRET.into()),
+                name: Some(name.into()),
                 namespace: Some(self.namespace.clone()),
                 labels: Some(BTreeMap::from([
                     ("app.kubernetes.io/part-of".to_owned(), "iac-pipeline".to_owned()),
@@ -190,12 +201,12 @@ impl Applier<'_> {
                 ..ObjectMeta::default()
             },
             type_: Some("Opaque".into()),
-            data: Some(BTreeMap::from([(PASSWORD_KEY.to_owned(), ByteString(password.into_bytes()))])),
+            data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
             ..Secret::default()
         };
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        self.patch(&api, PASSWORD_SECRET, &secret, format!("secret/{PASSWORD_SECRET}")).await?;
-        Ok(api.get_opt(PASSWORD_SECRET).await?.and_then(|s| s.metadata.resource_version).unwrap_or_default())
+        self.patch(&api, name, &secret, format!("secret/{name}")).await?;
+        Ok(api)
     }
 
     /// One server-side apply. The GET before it tells created / configured / unchanged apart.

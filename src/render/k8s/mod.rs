@@ -46,8 +46,10 @@ pub const KAFKA_BOOTSTRAP: &str = "kafka-bootstrap";
 /// Deployment, Service and REST host of Kafka Connect.
 pub const CONNECT: &str = "kafka-connect";
 /// Created at apply time (never rendered): holds the database password under `SECRET_KEY`.
-pub const SECRET: &str = "pipeline-postgres";
-pub const SECRET_KEY: &str = "password";
+/// The model owns the names: validation refuses a declared Kubernetes consumer that would
+/// collide with them.
+pub const SECRET: &str = crate::model::PIPELINE_SECRET;
+pub const SECRET_KEY: &str = crate::model::PIPELINE_SECRET_KEY;
 /// The Connect worker reads the password from this variable (`${env:PG_PASSWORD}`).
 pub const PASSWORD_VAR: &str = "PG_PASSWORD";
 pub const REGISTER_JOB: &str = "register-connector";

@@ -95,6 +95,21 @@ fn missing(name: &str) -> Option<PathBuf> {
     None
 }
 
+/// A new ed25519 key pair made by the real `ssh-keygen` at `DIR/NAME` (private) and
+/// `DIR/NAME.pub`; its public key as `ssh-ed25519 BASE64` (no comment). Panics without
+/// ssh-keygen: every caller needs a real key (see `tool`).
+pub fn ssh_keygen(dir: &Path, name: &str) -> String {
+    let keygen = tool("ssh-keygen").expect("ssh-keygen (openssh-client) is needed to make a host key");
+    let out = Command::new(keygen)
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(dir.join(name))
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(out.status.success(), "ssh-keygen: {}", text(&out.stderr));
+    let public = std::fs::read_to_string(dir.join(format!("{name}.pub"))).expect("public key");
+    public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
 /// The bundled inventory's path.
 pub fn bundled_inventory_path() -> PathBuf {
     repo().join("hosts/inventory.toml")

@@ -4,7 +4,10 @@
 //! Why this file is long: it is one pass over the schema that collects every error with its
 //! span, and it checks the cross-references between sections (hosts a database or the
 //! pipeline names, ports that collide), which a split by section would scatter. The rules about
-//! single values live in `rules.rs` and `image_ref.rs`.
+//! single values live in `rules.rs` and `image_ref.rs`; the secrets (`[admins]`, `[secrets]`
+//! and the references to them) in `secrets.rs`.
+
+mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -20,6 +23,7 @@ use crate::inventory::{InventoryError, InventoryErrors, Source};
 use super::ports::{ETCD_FIRST, ETCD_LAST, K3S_API_PORT, KUBELET_PORT};
 use super::rules;
 use super::{Allow, Client, Cluster, Connect, Database, Egress, Host, Kafka, Network, Pipeline, Role, Site};
+use secrets::SecretRefs;
 
 /// Names that would collide with directories `iac render` writes next to the host directories.
 const RESERVED_HOST_NAMES: &[&str] = &["k8s"];
@@ -76,16 +80,33 @@ impl Validator<'_> {
 
         let hosts = self.hosts(&file, &networks, &admin, &refs);
         self.cluster_has_server(&file, &hosts, cluster.is_some());
-        let databases = self.databases(&file, &hosts, &refs);
+        let admins = self.admins(&file);
+        let secrets = self.secrets(&file, &hosts, &admins);
+        let secret_refs = SecretRefs { secrets: &secrets };
+        let databases = self.databases(&file, &hosts, &refs, &secret_refs);
         let pipeline = file.pipeline.as_ref().map(|p| self.pipeline(p, &databases, refs.has_cluster));
-        let cluster = cluster.map(|c| Cluster { egress: self.egress(&file), ..c });
+        let token = file.cluster.as_ref().map(|c| self.cluster_token(c, &secret_refs)).unwrap_or_default();
+        let cluster = cluster.map(|c| Cluster { egress: self.egress(&file), token, ..c });
 
         self.port_conflicts(&file, &hosts);
         if let (Some(c), Some(cs)) = (&cluster, &file.cluster) {
             self.pod_cidr_fits(c, cs.get_ref(), hosts.iter().filter(|h| h.is_k3s_node()).count());
             self.disabled_components(cs.get_ref(), file.pipeline.as_ref().map(|p| p.get_ref()));
         }
-        Site { name: file.site.name.into_inner(), networks, admin, dns_upstream, cluster, hosts, databases, pipeline }
+        let push_secrets = *file.access.push_secrets.get_ref();
+        Site {
+            name: file.site.name.into_inner(),
+            networks,
+            admin,
+            dns_upstream,
+            cluster,
+            hosts,
+            databases,
+            pipeline,
+            admins,
+            secrets,
+            push_secrets,
+        }
     }
 
     fn cidr(&mut self, text: &Text, key: &str) -> Option<Ipv4Net> {
@@ -183,8 +204,9 @@ impl Validator<'_> {
     fn cluster(&mut self, c: &schema::ClusterSection) -> Cluster {
         let pod = self.cidr(&c.pod_cidr, "cluster.pod_cidr");
         let svc = self.cidr(&c.service_cidr, "cluster.service_cidr");
-        // NixOS's k3s module puts it into ExecStart= as `--token-file PATH`.
-        self.unit_path(&c.token_file, "cluster.token_file");
+        if let Some(old) = &c.token_file {
+            self.removed(old.span(), "cluster.token_file", "token", "cluster token");
+        }
         if let Some(svc) = svc {
             // The API VIP is .1 and CoreDNS .10; kube-apiserver refuses a range with more than
             // 20 host bits (prefix shorter than /12).
@@ -213,7 +235,7 @@ impl Validator<'_> {
             pod_cidr: pod.unwrap_or_default(),
             service_cidr: svc.unwrap_or_default(),
             masquerade: c.masquerade,
-            token_file: c.token_file.get_ref().clone(),
+            token: String::new(),
             disable: c.disable.iter().map(|d| d.get_ref().clone()).collect(),
             egress: Vec::new(),
         }
@@ -332,6 +354,13 @@ impl Validator<'_> {
                 }
                 j.get_ref().clone()
             });
+            let host_key = h.host_key.as_ref().and_then(|k| match rules::ssh_ed25519(k.get_ref()) {
+                Ok(canonical) => Some(canonical),
+                Err(why) => {
+                    self.error(k.span(), format!("{key}.host_key"), why);
+                    None
+                }
+            });
             let block = self.block(&h.firewall.block, admin, &key);
             let allow = self.allow(&h.firewall.allow, refs, &key);
             out.push(Host {
@@ -343,6 +372,7 @@ impl Validator<'_> {
                 ssh_port: *h.ssh_port.get_ref(),
                 system: h.system.get_ref().clone(),
                 join,
+                host_key,
                 block,
                 allow,
             });
@@ -433,7 +463,7 @@ impl Validator<'_> {
         }
     }
 
-    fn databases(&mut self, file: &InventoryFile, hosts: &[Host], refs: &Refs) -> Vec<Database> {
+    fn databases(&mut self, file: &InventoryFile, hosts: &[Host], refs: &Refs, secrets: &SecretRefs) -> Vec<Database> {
         let mut out = Vec::new();
         for (name, d) in &file.databases {
             let name = name.clone();
@@ -452,15 +482,17 @@ impl Validator<'_> {
                 }
                 Some(_) => {}
             }
-            // systemd's LoadCredential=NAME:PATH on the database host.
-            self.unit_path(&d.password_file, &format!("{key}.password_file"));
+            if let Some(old) = &d.password_file {
+                self.removed(old.span(), &format!("{key}.password_file"), "password", "owner's password");
+            }
+            let password = self.secret_ref(d.password.as_ref(), &format!("{key}.password"), file.keys.span("databases", &name), secrets);
             let clients = self.clients(&d.clients, refs, &format!("{key}.clients"));
             out.push(Database {
                 name,
                 host: d.host.get_ref().clone(),
                 port: *d.port.get_ref(),
                 owner: d.owner.get_ref().clone(),
-                password_file: d.password_file.get_ref().clone(),
+                password,
                 clients,
             });
         }

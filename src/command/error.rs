@@ -3,6 +3,7 @@
 //! feature's.
 
 use iac::deploy::DeployError;
+use iac::drift::DriftError;
 use iac::inventory::LoadError;
 use iac::query::QueryError;
 use iac::{cluster, output, render, simulate};
@@ -28,6 +29,8 @@ pub enum Error {
     Cluster(#[from] cluster::Error),
     #[error(transparent)]
     Query(#[from] QueryError),
+    #[error(transparent)]
+    Drift(#[from] DriftError),
     /// tokio's runtime (threads, the I/O driver) could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
@@ -41,7 +44,8 @@ impl Error {
         match self {
             Error::Load(LoadError::Invalid(_))
             | Error::Simulate(simulate::Error::Load(LoadError::Invalid(_)))
-            | Error::UnknownHost { .. } => EXIT_INVALID,
+            | Error::UnknownHost { .. }
+            | Error::Drift(DriftError::UnknownHost { .. }) => EXIT_INVALID,
             Error::Query(q) => q.exit_code(),
             _ => 1,
         }
@@ -68,6 +72,7 @@ mod tests {
         assert_eq!(Error::Load(invalid()).exit_code(), 2);
         assert_eq!(Error::Simulate(simulate::Error::Load(invalid())).exit_code(), 2);
         assert_eq!(Error::UnknownHost { name: "x".into(), known: "a".into() }.exit_code(), 2);
+        assert_eq!(Error::Drift(DriftError::UnknownHost { name: "x".into(), known: "a".into() }).exit_code(), 2);
         let unreadable = LoadError::Read { path: "x".into(), source: std::io::Error::other("gone") };
         assert_eq!(Error::Load(unreadable).exit_code(), 1);
         let auth = QueryError::Auth { server: "h:5432".into(), user: "u".into(), message: "no".into() };

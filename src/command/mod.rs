@@ -11,6 +11,7 @@
 mod apply;
 mod common;
 mod deploy;
+mod drift;
 mod error;
 mod flows;
 mod pipeline;
@@ -53,6 +54,9 @@ pub enum Command {
     Pipeline(pipeline::PipelineCommand),
     /// Read the pipeline's table in PostgreSQL: messages, count, schema.
     Query(query::QueryArgs),
+    /// Compare what runs with what the inventory renders: firewalls, PostgreSQL, NixOS
+    /// generations, the cluster. Read-only; exit 1 on drift.
+    Drift(drift::DriftArgs),
 }
 
 /// Run one command: its exit code, or the error `main` reports.
@@ -66,6 +70,7 @@ pub fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Apply(args) => apply::run(&args),
         Command::Pipeline(command) => pipeline::run(&command),
         Command::Query(args) => query::run(&args),
+        Command::Drift(args) => drift::run(&args),
     }
 }
 

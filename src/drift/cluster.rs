@@ -56,7 +56,7 @@ pub async fn check(client: &Client, server: &str, site: &Site, dir: &Path, repor
         namespace: Some(ns.to_owned()),
         state: if secret_version.is_some() { ObjectState::InSync } else { ObjectState::Missing },
         fields: Vec::new(),
-        message: secret_version.is_none().then(|| "`iac apply` creates it from the database password".to_owned()),
+        message: None,
     });
     for obj in m.kafka.iter().chain(&connect).chain(&m.producer) {
         objects.push(d.object(obj).await?);
@@ -116,11 +116,8 @@ impl Differ {
                     out.state = ObjectState::Differs;
                 }
             }
-            // The namespace does not exist: nothing in it can be dry-run, and nothing of it exists.
-            (Err(kube::Error::Api(s)), None) if s.code == 404 => {
-                out.state = ObjectState::Missing;
-                out.message = Some(s.message.clone());
-            }
+            // Its namespace does not exist (yet): nothing in it can be dry-run, nor exists.
+            (Err(kube::Error::Api(s)), None) if s.code == 404 => out.state = ObjectState::Missing,
             (Err(kube::Error::Api(s)), _) if s.code == 422 => {
                 out.state = ObjectState::Refused;
                 out.message = Some(format!("{} (`iac apply` explains the way through)", describe(&kube::Error::Api(s))));

@@ -120,6 +120,50 @@ fn local_a_foreign_table_with_a_dropping_forward_chain_is_reported() {
     );
 }
 
+/// A newer `nft` on the host may add keys to its JSON (and print a statement the `nftables`
+/// crate has no variant for): the real listing of the rendered ruleset, with a new key in every
+/// object and every match, reads as the same ruleset, and an unknown statement in another table
+/// is kept, not fatal.
+#[test]
+fn a_newer_nfts_listing_reads_as_the_same_ruleset() {
+    if nft_tools().is_none() {
+        return;
+    }
+    let tools = iac::drift::firewall::Tools::locate().unwrap();
+    let rendered = fs::read_to_string(repo().join("generated/alphard/nftables.nft")).unwrap();
+    let expected = iac::drift::firewall::expected_listing(&tools, &rendered).unwrap();
+    let mut listing: Value = serde_json::from_str(&expected).unwrap();
+    let objects = listing["nftables"].as_array_mut().unwrap();
+    for obj in objects.iter_mut() {
+        for inner in obj.as_object_mut().unwrap().values_mut() {
+            inner["x-newer-nft"] = json!({"added": 1});
+            for stmt in inner.get_mut("expr").and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(m) = stmt.get_mut("match") {
+                    m["x-newer-nft"] = json!(true);
+                }
+            }
+        }
+    }
+    objects[0]["metainfo"]["version"] = json!("1.1.3");
+    let newer = listing.to_string();
+    assert_ne!(newer, expected);
+    let report = iac::drift::firewall::check(&expected, &newer);
+    assert_eq!(report.findings, [], "{report:#?}");
+    assert_eq!(report.state, iac::drift::report::State::InSync);
+
+    objects_push_foreign(&mut listing);
+    let report = iac::drift::firewall::check(&expected, &listing.to_string());
+    let texts: Vec<String> = report.findings.iter().map(|f| f.text()).collect();
+    assert_eq!(texts, [r#"! table ip filter, chain INPUT (hook input, priority 0), rule 1: [{"x-future-statement":{}},{"drop":null}] (drops whatever it matches, whatever iac's table accepts)"#]);
+}
+
+fn objects_push_foreign(listing: &mut Value) {
+    let objects = listing["nftables"].as_array_mut().unwrap();
+    objects.push(json!({"table": {"family": "ip", "name": "filter", "handle": 9}}));
+    objects.push(json!({"chain": {"family": "ip", "table": "filter", "name": "INPUT", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}));
+    objects.push(json!({"rule": {"family": "ip", "table": "filter", "chain": "INPUT", "handle": 2, "expr": [{"x-future-statement": {}}, {"drop": null}]}}));
+}
+
 // ---------------------------------------------------------------- hosts over a fake ssh
 
 /// Records its argv, then plays the host at the destination's address: unreachable, or a

@@ -28,12 +28,8 @@ fn main() {
     let site = iac::load_site(&inventory).unwrap();
     let flows = iac::render::flows(&site);
     // The host with the largest rendered ruleset: the worst case.
-    let (host, rendered) = site
-        .hosts
-        .iter()
-        .map(|h| (h, iac::drift::rendered_ruleset(&flows, h).unwrap()))
-        .max_by_key(|(_, text)| text.len())
-        .unwrap();
+    let (host, rendered) =
+        site.hosts.iter().map(|h| (h, iac::drift::rendered_ruleset(&flows, h).unwrap())).max_by_key(|(_, text)| text.len()).unwrap();
     let tools = Tools::locate().unwrap();
 
     let (expected, load) = timed(11, || firewall::expected_listing(&tools, &rendered).unwrap());

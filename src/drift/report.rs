@@ -220,22 +220,30 @@ pub struct Report {
     pub cluster: Option<ClusterReport>,
 }
 
+impl HostReport {
+    fn parts(&self) -> impl Iterator<Item = &PartReport> {
+        [self.firewall.as_ref(), self.postgres.as_ref()].into_iter().flatten()
+    }
+
+    /// Something differs on this host.
+    pub fn drifts(&self) -> bool {
+        self.parts().any(|p| !p.findings.is_empty()) || self.generation.as_ref().is_some_and(|g| g.state == GenerationState::Differs)
+    }
+
+    /// Something of this host could not be compared.
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+            || self.parts().any(|p| p.state == State::Error)
+            || self.generation.as_ref().is_some_and(|g| g.state == GenerationState::Error)
+    }
+}
+
 impl Report {
     pub fn new(hosts: Vec<HostReport>, cluster: Option<ClusterReport>) -> Self {
-        let parts = |h: &HostReport| [h.firewall.as_ref(), h.postgres.as_ref()].into_iter().flatten().cloned().collect::<Vec<_>>();
-        let host_drift = hosts.iter().any(|h| {
-            parts(h).iter().any(|p| !p.findings.is_empty()) || h.generation.as_ref().is_some_and(|g| g.state == GenerationState::Differs)
-        });
         let cluster_drift = cluster.as_ref().is_some_and(|c| c.objects.iter().any(|o| o.state != ObjectState::InSync));
-        let errors = hosts
-            .iter()
-            .filter(|h| {
-                h.error.is_some()
-                    || parts(h).iter().any(|p| p.state == State::Error)
-                    || h.generation.as_ref().is_some_and(|g| g.state == GenerationState::Error)
-            })
-            .count();
-        Self { drift: host_drift || cluster_drift, errors, hosts, cluster }
+        let drift = hosts.iter().any(HostReport::drifts) || cluster_drift;
+        let errors = hosts.iter().filter(|h| h.failed()).count();
+        Self { drift, errors, hosts, cluster }
     }
 
     /// Exit 0 only when everything was compared and matches.
@@ -246,7 +254,7 @@ impl Report {
     /// The report for people.
     pub fn text(&self) -> String {
         let mut s = String::new();
-        if self.hosts.iter().any(|h| [&h.firewall, &h.postgres].iter().any(|p| p.as_ref().is_some_and(|p| !p.findings.is_empty()))) {
+        if self.hosts.iter().any(|h| h.parts().any(|p| !p.findings.is_empty())) {
             s.push_str("(- rendered, not on the host   + on the host, not rendered   ~ differs   ! warning)\n");
         }
         for h in &self.hosts {
@@ -271,18 +279,11 @@ impl Report {
         s
     }
 
-    /// The last line: `drift: 2 of 3 hosts differ, 1 error; cluster: 2 of 14 objects differ`.
+    /// The last line: `drift: DRIFT: 2 of 3 host(s) differ; cluster: 2 of 14 object(s) differ; 1 error(s)`.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         if !self.hosts.is_empty() {
-            let drifting = self
-                .hosts
-                .iter()
-                .filter(|h| {
-                    [&h.firewall, &h.postgres].iter().any(|p| p.as_ref().is_some_and(|p| !p.findings.is_empty()))
-                        || h.generation.as_ref().is_some_and(|g| g.state == GenerationState::Differs)
-                })
-                .count();
+            let drifting = self.hosts.iter().filter(|h| h.drifts()).count();
             parts.push(format!("{drifting} of {} host(s) differ", self.hosts.len()));
         }
         if let Some(c) = &self.cluster {

@@ -154,7 +154,12 @@ fn a_newer_nfts_listing_reads_as_the_same_ruleset() {
     objects_push_foreign(&mut listing);
     let report = iac::drift::firewall::check(&expected, &listing.to_string());
     let texts: Vec<String> = report.findings.iter().map(|f| f.text()).collect();
-    assert_eq!(texts, [r#"! table ip filter, chain INPUT (hook input, priority 0), rule 1: [{"x-future-statement":{}},{"drop":null}] (drops whatever it matches, whatever iac's table accepts)"#]);
+    assert_eq!(
+        texts,
+        [
+            r#"! table ip filter, chain INPUT (hook input, priority 0), rule 1: [{"x-future-statement":{}},{"drop":null}] (drops whatever it matches, whatever iac's table accepts)"#
+        ]
+    );
 }
 
 fn objects_push_foreign(listing: &mut Value) {
@@ -551,6 +556,14 @@ fn postgres_a_reader_needs_exactly_the_two_grants() {
              drift_reader;` (docs/drift.md)"]
     );
     assert!(stdout(&out).ends_with("drift: ERROR: 0 of 1 host(s) differ; 1 error(s)\n"), "{}", stdout(&out));
+    // No predefined role includes it: pg_read_all_settings (nor pg_monitor) is not enough.
+    db.server.psql("postgres", "GRANT pg_read_all_settings, pg_monitor TO drift_reader");
+    let out = db.drift_as("drift_reader", "reader-pw-3x");
+    assert_eq!(code(&out), 1);
+    assert!(
+        Database::postgres_lines(&out)[0].starts_with("postgres: ERROR: cannot read pg_hba_file_rules as drift_reader: permission denied")
+    );
+    db.server.psql("postgres", "REVOKE pg_read_all_settings, pg_monitor FROM drift_reader");
     db.server.psql("postgres", "GRANT SELECT ON pg_hba_file_rules TO drift_reader");
     db.server.psql("postgres", "GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO drift_reader");
     let out = db.drift_as("drift_reader", "reader-pw-3x");

@@ -211,14 +211,24 @@ mod tests {
             {{"chain": {{"family": "ip", "table": "nat", "name": "KUBE-X"}}}},
             {{"rule": {{"family": "ip", "table": "nat", "chain": "KUBE-X", "expr": [{{"drop": null}}]}}}},
             {{"chain": {{"family": "inet", "table": "other", "name": "in", "type": "filter", "hook": "input", "prio": -5, "policy": "accept"}}}},
-            {{"rule": {{"family": "inet", "table": "other", "chain": "in", "expr": [{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "tcp", "field": "dport"}}}}, "right": 6443}}}}, {{"reject": null}}]}}}}]}}"#
+            {{"rule": {{"family": "inet", "table": "other", "chain": "in", "expr": [{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "tcp", "field": "dport"}}}}, "right": 6443}}}}, {{"reject": null}}]}}}},
+            {{"chain": {{"family": "ip", "table": "filter", "name": "INPUT", "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}}},
+            {{"rule": {{"family": "ip", "table": "filter", "chain": "INPUT", "expr": [{{"xt": {{"type": "match", "name": "comment"}}}}, {{"counter": {{"packets": 0, "bytes": 0}}}}]}}}},
+            {{"rule": {{"family": "ip", "table": "filter", "chain": "INPUT", "expr": [{{"counter": {{"packets": 0, "bytes": 0}}}}, {{"xt": {{"type": "target", "name": "REJECT"}}}}]}}}}]}}"#
         ))
         .unwrap();
         let found = compare(&want, &have);
         assert!(found.iter().all(|f| f.severity == crate::drift::report::Severity::Warning));
         let t = texts(&found);
-        assert_eq!(t.len(), 2, "{t:#?}");
+        assert_eq!(t.len(), 3, "{t:#?}");
         assert!(t[0].starts_with("! table inet other, chain in (hook input, priority -5), rule 1: tcp dport 6443 reject"), "{t:#?}");
         assert!(t[1].starts_with("! table ip filter, chain FORWARD (hook forward, priority 0): policy drop"), "{t:#?}");
+        // iptables-nft's `-j REJECT`, and not its comment match.
+        assert!(
+            t[2].starts_with(
+                r#"! table ip filter, chain INPUT (hook input, priority 0), rule 2: counter {"xt":{"name":"REJECT","type":"target"}}"#
+            ),
+            "{t:#?}"
+        );
     }
 }

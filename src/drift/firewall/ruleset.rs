@@ -88,6 +88,19 @@ pub struct Rule {
     pub drops: bool,
 }
 
+/// A statement that drops the packet: `drop`, `reject`, or the `DROP`/`REJECT` target of a rule
+/// iptables-nft wrote (nft lists those as `{"xt": {"type": "target", "name": "REJECT"}}`).
+fn drops(s: &Statement<'_>) -> bool {
+    match s {
+        Statement::Drop(_) | Statement::Reject(_) => true,
+        Statement::XT(Some(xt)) => {
+            xt.get("type").and_then(Value::as_str) == Some("target")
+                && matches!(xt.get("name").and_then(Value::as_str), Some("DROP" | "REJECT"))
+        }
+        _ => false,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("not an nft JSON listing: {0}")]
 pub struct ParseError(String);
@@ -145,7 +158,7 @@ impl Ruleset {
                 let rule = Rule {
                     key: serde_json::to_string(&r.expr).unwrap_or_default(),
                     text: show::rule(&r.expr),
-                    drops: r.expr.iter().any(|s| matches!(s, Statement::Drop(_) | Statement::Reject(_))),
+                    drops: r.expr.iter().any(drops),
                 };
                 self.table(word(&r.family), r.table.to_string()).chains.entry(r.chain.to_string()).or_default().rules.push(rule);
             }
@@ -186,7 +199,13 @@ impl Ruleset {
             }
             "rule" => {
                 let expr = inner.get("expr").cloned().unwrap_or(Value::Null);
-                let drops = expr.as_array().is_some_and(|a| a.iter().any(|st| st.get("drop").is_some() || st.get("reject").is_some()));
+                let drops = expr.as_array().is_some_and(|a| {
+                    a.iter().any(|st| {
+                        st.get("drop").is_some()
+                            || st.get("reject").is_some()
+                            || serde_json::from_value::<Statement<'_>>(st.clone()).is_ok_and(|t| drops(&t))
+                    })
+                });
                 let rule = Rule { key: expr.to_string(), text: expr.to_string(), drops };
                 self.table(s("family"), s("table")).chains.entry(s("chain")).or_default().rules.push(rule);
             }

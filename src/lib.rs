@@ -3,7 +3,7 @@
 //! Data flows one way. `inventory` parses, `model` validates, `policy` derives the flows,
 //! `render` turns model and flows into file contents, and `output` writes them. Everything
 //! with side effects (processes, network, files) sits at the edges: `nix_eval`, `deploy`,
-//! `simulate`, `cluster`, `query`. Each module has its own typed error; the command layer
+//! `simulate`, `cluster`, `query`, `drift`. Each module has its own typed error; the command layer
 //! (`src/command`, in the `iac` binary, not in this library) parses the command line, calls
 //! these modules, prints, and turns errors into messages and exit codes. Nothing here knows
 //! the command line, and nothing here prints: progress goes through a [`reporter::Reporter`].
@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod deploy;
+pub mod drift;
 pub mod escape;
 pub mod inventory;
 pub mod model;

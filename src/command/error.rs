@@ -3,6 +3,7 @@
 //! feature's.
 
 use iac::deploy::DeployError;
+use iac::drift::DriftError;
 use iac::inventory::LoadError;
 use iac::query::QueryError;
 use iac::{cluster, output, render, secrets, simulate};
@@ -34,6 +35,8 @@ pub enum Error {
     Stdin(std::io::Error),
     #[error("cannot write standard output: {0}")]
     Stdout(std::io::Error),
+    #[error(transparent)]
+    Drift(#[from] DriftError),
     /// tokio's runtime (threads, the I/O driver) could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
@@ -47,7 +50,9 @@ impl Error {
         match self {
             Error::Load(LoadError::Invalid(_))
             | Error::Simulate(simulate::Error::Load(LoadError::Invalid(_)))
-            | Error::UnknownHost { .. } => EXIT_INVALID,
+            | Error::UnknownHost { .. }
+            | Error::Deploy(DeployError::UnknownHost { .. })
+            | Error::Drift(DriftError::UnknownHost { .. }) => EXIT_INVALID,
             Error::Query(q) => q.exit_code(),
             _ => 1,
         }
@@ -74,6 +79,8 @@ mod tests {
         assert_eq!(Error::Load(invalid()).exit_code(), 2);
         assert_eq!(Error::Simulate(simulate::Error::Load(invalid())).exit_code(), 2);
         assert_eq!(Error::UnknownHost { name: "x".into(), known: "a".into() }.exit_code(), 2);
+        assert_eq!(Error::Drift(DriftError::UnknownHost { name: "x".into(), known: "a".into() }).exit_code(), 2);
+        assert_eq!(Error::Deploy(DeployError::UnknownHost { name: "x".into(), known: "a".into() }).exit_code(), 2);
         let unreadable = LoadError::Read { path: "x".into(), source: std::io::Error::other("gone") };
         assert_eq!(Error::Load(unreadable).exit_code(), 1);
         let auth = QueryError::Auth { server: "h:5432".into(), user: "u".into(), message: "no".into() };

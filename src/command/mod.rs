@@ -11,6 +11,7 @@
 mod apply;
 mod common;
 mod deploy;
+mod drift;
 mod error;
 mod flows;
 mod pipeline;
@@ -56,6 +57,9 @@ pub enum Command {
     Query(query::QueryArgs),
     /// The estate's secrets, encrypted in secrets/NAME.age: init, set, show, rekey, check.
     Secrets(secrets::SecretsArgs),
+    /// Compare what runs with what the inventory renders: firewalls, PostgreSQL, NixOS
+    /// generations, the cluster. Read-only; exit 1 on drift.
+    Drift(drift::DriftArgs),
 }
 
 /// Run one command: its exit code, or the error `main` reports.
@@ -70,6 +74,7 @@ pub fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Pipeline(command) => pipeline::run(&command),
         Command::Query(args) => query::run(&args),
         Command::Secrets(args) => secrets::run(&args),
+        Command::Drift(args) => drift::run(&args),
     }
 }
 

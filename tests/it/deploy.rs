@@ -591,7 +591,7 @@ fn stale_rendered_tree_stops_everything() {
 fn unknown_host_and_missing_tool_are_clear_errors() {
     let env = Estate::new();
     let (out, _) = env.deploy(&["delta"], 0);
-    assert_eq!(code(&out), 1);
+    assert_eq!(code(&out), 2, "an unknown host is invalid input, as for flows and drift");
     assert!(stderr(&out).contains("unknown host `delta` (the inventory has: alpha, beta, gamma)"), "{}", stderr(&out));
 
     // Only the fakes (ssh, nix) on PATH: util-linux's unshare is missing.

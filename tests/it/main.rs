@@ -13,6 +13,7 @@ mod support;
 mod cluster;
 mod deploy;
 mod deploy_e2e;
+mod drift;
 mod escape;
 mod fuzz_render;
 mod inventory_props;

@@ -20,7 +20,7 @@
 
 mod connector;
 mod objects;
-mod prune;
+pub mod prune;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -225,8 +225,9 @@ fn read_password(source: &PasswordSource) -> Result<String, Error> {
 
 /// Connect reads the password at start, so a rotated password must restart it: the Secret's
 /// resourceVersion (which changes whenever the Secret does, and says nothing about the value,
-/// unlike a hash of a short password would) goes on Connect's pod template.
-fn stamp_secret_version(objects: &[DynamicObject], version: &str) -> Vec<DynamicObject> {
+/// unlike a hash of a short password would) goes on Connect's pod template. `iac drift` stamps
+/// what it dry-runs the same way, so it compares what `iac apply` would send.
+pub fn stamp_secret_version(objects: &[DynamicObject], version: &str) -> Vec<DynamicObject> {
     objects
         .iter()
         .cloned()

@@ -16,7 +16,7 @@ use super::objects::Applier;
 /// The kinds the renderer emits (or emitted in an earlier version of the inventory) inside the
 /// namespace: what pruning looks at. PersistentVolumeClaims are never pruned (they hold the
 /// brokers' data), nor the Secret (iac creates it, it is not rendered).
-const PRUNABLE: [(&str, &str); 7] = [
+pub const PRUNABLE: [(&str, &str); 7] = [
     ("v1", "Service"),
     ("v1", "ConfigMap"),
     ("apps/v1", "StatefulSet"),
@@ -26,16 +26,19 @@ const PRUNABLE: [(&str, &str); 7] = [
     ("policy/v1", "PodDisruptionBudget"),
 ];
 
+/// The label selector of what iac applied for site `instance`: pruning (and `iac drift`) look
+/// only at objects that carry it.
+pub fn selector(instance: &str) -> String {
+    format!("{}={},{}={},{LABEL_INSTANCE}={instance}", LABEL_MANAGED_BY.0, LABEL_MANAGED_BY.1, LABEL_PART_OF.0, LABEL_PART_OF.1)
+}
+
 impl Applier<'_> {
     /// Delete what carries our labels but is no longer rendered (a removed Service, the budget
     /// of a cluster shrunk to one broker, a renamed object), after everything else applied.
     pub(super) async fn prune(&mut self, m: &Manifests) -> Result<(), Error> {
         let rendered: std::collections::HashSet<(String, String)> =
             m.all().filter_map(|o| o.types.as_ref().map(|t| (t.kind.clone(), o.name_any()))).collect();
-        let selector = format!(
-            "{}={},{}={},{LABEL_INSTANCE}={}",
-            LABEL_MANAGED_BY.0, LABEL_MANAGED_BY.1, LABEL_PART_OF.0, LABEL_PART_OF.1, self.instance
-        );
+        let selector = selector(&self.instance);
         let mut header = false;
         for (api_version, kind) in PRUNABLE {
             let gvk = GroupVersionKind::try_from(&kube::api::TypeMeta { api_version: api_version.into(), kind: kind.into() })

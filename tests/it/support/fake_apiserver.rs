@@ -7,7 +7,9 @@
 //! - server-side apply: `fieldManager` required, field ownership per manager (`managedFields`,
 //!   FieldsV1), 409 Conflict with `FieldManagerConflict` causes when another manager owns a field
 //!   with a different value and `force` is off, fields the manager no longer applies are removed,
-//!   an apply that changes nothing keeps the resourceVersion; `dryRun=All` persists nothing;
+//!   an apply that changes nothing keeps the resourceVersion; `dryRun=All` persists nothing and
+//!   answers with the object as the apply would leave it (the live object merged with the
+//!   applied fields, fields the manager stopped applying removed), which `iac drift --k8s` diffs;
 //! - 422 Invalid (Status with `details.causes[].field`) for immutable fields: a StatefulSet's
 //!   spec outside replicas/ordinals/template/updateStrategy/revisionHistoryLimit/
 //!   persistentVolumeClaimRetentionPolicy/minReadySeconds ("Forbidden: updates to statefulset
@@ -15,6 +17,7 @@
 //!   and a validation error that is not about immutability (a negative Job backoffLimit);
 //! - merge patches by another manager (`kubectl edit`'s Update operation);
 //! - lists with label selectors, DELETE with `propagationPolicy`, generateName, pod logs;
+//! - metadata-only GETs (`Accept: ...;as=PartialObjectMetadata`), answered with the metadata only;
 //! - the service proxy to a fake Kafka Connect REST API (connectors by name, status, the
 //!   KIP-875 offsets endpoint, validate, 409 while "rebalancing");
 //! - the `exec` subresource over a WebSocket upgrade with the v5/v4.channel.k8s.io protocols
@@ -50,6 +53,8 @@ pub struct Recorded {
     /// Every value of every query parameter, in order (`command` repeats for exec).
     pub query_all: Vec<(String, String)>,
     pub content_type: String,
+    /// The Accept header: a metadata-only GET asks for `as=PartialObjectMetadata`.
+    pub accept: String,
     pub body: String,
 }
 
@@ -363,6 +368,7 @@ async fn handle(state: Arc<Mutex<State>>, scenario: Arc<Scenario>, mut req: Requ
         .collect();
     let query: BTreeMap<String, String> = query_all.iter().cloned().collect();
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let upgrade = req.headers().get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if upgrade && path.ends_with("/exec") {
         state.lock().unwrap().requests.push(Recorded {
@@ -371,6 +377,7 @@ async fn handle(state: Arc<Mutex<State>>, scenario: Arc<Scenario>, mut req: Requ
             query: query.clone(),
             query_all: query_all.clone(),
             content_type,
+            accept,
             body: String::new(),
         });
         return Ok(exec(state, scenario, &mut req, &path, &query_all));
@@ -384,9 +391,26 @@ async fn handle(state: Arc<Mutex<State>>, scenario: Arc<Scenario>, mut req: Requ
         query: query.clone(),
         query_all,
         content_type: content_type.clone(),
+        accept: accept.clone(),
         body: body.clone(),
     });
+    if method == Method::GET && accept.contains("as=PartialObjectMetadata") {
+        return Ok(partial_metadata(&st, &path));
+    }
     Ok(route(&mut st, &scenario, &method, &path, &query, &content_type, &body))
+}
+
+/// A metadata-only GET (kube's `get_metadata`): the API server answers with a
+/// `PartialObjectMetadata`, the object's metadata and nothing else (a Secret's data never leaves
+/// the server).
+fn partial_metadata(st: &State, path: &str) -> Reply {
+    let (coll, name) = split_name(path);
+    match st.objects.get(&coll).and_then(|c| c.get(&name)) {
+        Some(o) => {
+            reply(StatusCode::OK, &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": o["metadata"]}))
+        }
+        None => status(StatusCode::NOT_FOUND, "NotFound", &format!("\"{name}\" not found")),
+    }
 }
 
 fn percent_decode(s: &str) -> String {

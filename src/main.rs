@@ -57,7 +57,8 @@ fn render_command(args: &RenderArgs) -> Result<ExitCode, Error> {
         eprintln!("removed {} staging directories left by an interrupted render", outcome.stale_removed);
     }
     if outcome.written {
-        println!("wrote {} files to {}", outcome.files, args.out.display());
+        let kept = outcome.files - outcome.new_files;
+        println!("wrote {} of {} files to {} ({kept} unchanged, kept as they were)", outcome.new_files, outcome.files, args.out.display());
     } else {
         println!("{} is up to date ({} files), nothing written", args.out.display(), outcome.files);
     }

@@ -124,34 +124,36 @@ pub fn write_tree(dir: &Path, tree: &Tree, force: bool) -> Result<Outcome, Error
         let inner = rel.strip_prefix(&scope).unwrap_or(rel);
         groups.entry(inner.parent().unwrap_or(Path::new("")).to_path_buf()).or_default().push((rel, text));
     }
-    let placed: Vec<Option<fs::File>> = groups
+    // The paths of the files written anew (the others are links).
+    let written: Vec<PathBuf> = groups
         .par_iter()
-        .map(|(sub, files)| -> Result<Vec<Option<fs::File>>, Error> {
+        .map(|(sub, files)| -> Result<Vec<PathBuf>, Error> {
             let here = staging.path().join(sub);
             fs::create_dir_all(&here).map_err(|source| Error::Write { path: here.clone(), source })?;
-            files
-                .iter()
-                .map(|(rel, text)| {
-                    let target = staging.path().join(rel.strip_prefix(&scope).unwrap_or(rel));
-                    place(&dir.join(rel), &target, text, current.same.get(*rel))
-                })
-                .collect()
+            let mut written = Vec::new();
+            for (rel, text) in files {
+                let target = staging.path().join(rel.strip_prefix(&scope).unwrap_or(rel));
+                if place(&dir.join(rel), &target, text, current.same.get(*rel))? {
+                    written.push(target);
+                }
+            }
+            Ok(written)
         })
         .collect::<Result<Vec<_>, Error>>()?
         .into_iter()
         .flatten()
         .collect();
-    let written: Vec<&fs::File> = placed.iter().flatten().collect();
     let new_files = written.len();
     // The swap below happens only once the new files' data is durable. Linked files were made
     // durable by the render that wrote them; the staging directory's entries are ordered
     // before the rename by the filesystem's journal.
     if new_files <= FSYNC_AT_MOST {
-        written.par_iter().try_for_each(|f| f.sync_all()).map_err(|source| Error::Write { path: staging.path().to_path_buf(), source })?;
+        written.par_iter().try_for_each(|path| {
+            fs::File::open(path).and_then(|f| f.sync_all()).map_err(|source| Error::Write { path: path.clone(), source })
+        })?;
     } else {
         rustix::fs::syncfs(&lock).map_err(|e| Error::Write { path: staging.path().to_path_buf(), source: e.into() })?;
     }
-    drop(placed);
     if exists {
         let target = if scope.as_os_str().is_empty() { dir.to_path_buf() } else { dir.join(&scope) };
         rustix::fs::renameat_with(rustix::fs::CWD, staging.path(), rustix::fs::CWD, &target, rustix::fs::RenameFlags::EXCHANGE)
@@ -188,23 +190,23 @@ fn take_turn(dir: &Path) -> Result<fs::File, Error> {
 }
 
 /// Put a file into the staging directory at `target`: a hard link to `source` (the current
-/// file at the same place) when `same` says it holds exactly `text`, else a new file, returned
-/// for its fsync. The link is checked to be the very inode that was compared: a file replaced
-/// in the meantime (by hand) is written instead.
-fn place(source: &Path, target: &Path, text: &str, same: Option<&Identity>) -> Result<Option<fs::File>, Error> {
+/// file at the same place) when `same` says it holds exactly `text`, else a new file (then
+/// true). The link is checked to be the very inode that was compared: a file replaced in the
+/// meantime (by hand) is written instead.
+fn place(source: &Path, target: &Path, text: &str, same: Option<&Identity>) -> Result<bool, Error> {
     // No link (a filesystem without hard links, a file gone meanwhile): the file is written.
     if let Some(id) = same
         && fs::hard_link(source, target).is_ok()
     {
         if fs::symlink_metadata(target).is_ok_and(|m| Identity::of(&m) == *id) {
-            return Ok(None);
+            return Ok(false);
         }
         fs::remove_file(target).map_err(|e| Error::Write { path: target.to_path_buf(), source: e })?;
     }
     let err = |source| Error::Write { path: target.to_path_buf(), source };
     let mut f = fs::File::create(target).map_err(err)?;
     f.write_all(text.as_bytes()).map_err(err)?;
-    Ok(Some(f))
+    Ok(true)
 }
 
 /// A file's identity: the inode a hard link shares.

@@ -1,9 +1,10 @@
 //! Performance figures for docs/PERFORMANCE.md: `scripts/bench` builds in release and runs this
 //! (and then examples/query_bench.rs).
 //!
-//! 1. `iac render` of a fresh tree, process start to exit, on the machine's disk and on tmpfs,
-//!    with CPU and peak RSS, for inventories of 3, 100, 1,000 and 10,000 hosts.
-//! 2. Re-renders on disk: an unchanged inventory, one host changed, two hosts changed.
+//! 1. `iac render` of a fresh tree, process start to exit, on the machine's disk, on a fresh
+//!    ext4 with a journal (a loop-mounted file; as root) and on tmpfs, with CPU and peak RSS,
+//!    for inventories of 3, 100, 1,000 and 10,000 hosts.
+//! 2. Re-renders on the same three: an unchanged inventory, one host changed, two hosts changed.
 //! 3. The rules a packet can traverse in a k3s node's input and forward chains (counted by the
 //!    real `nft` from its JSON listing, parsed with the `nftables` crate), set sizes, and the
 //!    `nft -f` load time.
@@ -90,8 +91,9 @@ fn main() -> Res<()> {
     println!("work directory {} on {}", work.path().display(), filesystem(work.path()));
     println!();
 
-    let rulesets = if plan.wants("render") {
-        let r = fresh_renders(&plan, &iac, work.path())?;
+    let fs = if plan.wants("render") || plan.wants("rerender") { Some(Filesystems::new(work.path())?) } else { None };
+    let rulesets = if let Some(fs) = fs.as_ref().filter(|_| plan.wants("render")) {
+        let r = fresh_renders(&plan, &iac, work.path(), fs)?;
         println!();
         r
     } else {
@@ -106,10 +108,11 @@ fn main() -> Res<()> {
         }
         r
     };
-    if plan.wants("rerender") {
-        rerenders(&plan, &iac, work.path())?;
+    if let Some(fs) = fs.as_ref().filter(|_| plan.wants("rerender")) {
+        rerenders(&plan, &iac, work.path(), fs)?;
         println!();
     }
+    drop(fs);
     if plan.wants("rules") {
         rules_and_load(&rulesets)?;
         println!();
@@ -133,15 +136,15 @@ fn main() -> Res<()> {
 // ---------------------------------------------------------------------------------------------
 // 1. Fresh renders
 
-/// Render each inventory size into a directory that does not exist yet, on disk and on tmpfs.
+/// Render each inventory size into a directory that does not exist yet, on each filesystem.
 /// Returns the k3s agent's ruleset of each size (`h1/nftables.nft`).
-fn fresh_renders(plan: &Plan, iac: &Path, work: &Path) -> Res<Vec<(usize, PathBuf)>> {
-    // tmpfs separates iac's own cost from the filesystem's.
-    let shm = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir())?;
+fn fresh_renders(plan: &Plan, iac: &Path, work: &Path, fs: &Filesystems) -> Res<Vec<(usize, PathBuf)>> {
     println!("## iac render into a new directory, end to end (median (min–max) of n runs; CPU and peak RSS of the process)");
     println!("load before: {}", load());
-    println!("| hosts | k3s nodes | files | output | n | disk | tmpfs | tmpfs: user+sys CPU | per host (tmpfs) | peak RSS |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| hosts | k3s nodes | files | output | n | disk | ext4 with journal (loop) | tmpfs | tmpfs: user+sys CPU | per host (tmpfs) | peak RSS |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut rulesets = Vec::new();
     for &n in plan.sizes() {
         let dir = work.join(format!("n{n}"));
@@ -151,29 +154,33 @@ fn fresh_renders(plan: &Plan, iac: &Path, work: &Path) -> Res<Vec<(usize, PathBu
         std::fs::write(&inv, text)?;
         let runs = plan.render_runs(n);
         let kept = dir.join("out");
-        let (mut disk, mut tmpfs, mut cpus, mut rss) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        render(iac, &inv, &kept)?;
+        // Per filesystem: wall times; on tmpfs also CPU and peak RSS. Filesystems alternate.
+        let mut walls: Vec<Vec<f64>> = vec![Vec::new(); 3];
+        let (mut cpus, mut rss) = (Vec::new(), 0);
         for run in 0..runs {
-            // Alternate disk and tmpfs; every run writes a directory that does not exist.
-            let out = if run == 0 { kept.clone() } else { dir.join(format!("fresh{run}")) };
-            disk.push(render(iac, &inv, &out)?.wall);
-            if run > 0 {
+            for (f, root) in fs.roots().iter().enumerate() {
+                let Some(root) = root else { continue };
+                let out = root.join(format!("fresh{n}-{run}"));
+                let m = render(iac, &inv, &out)?;
                 std::fs::remove_dir_all(&out)?;
+                walls[f].push(m.wall);
+                if f == 2 {
+                    cpus.push(m.cpu);
+                    rss = rss.max(m.maxrss_kib);
+                }
             }
-            let out = shm.path().join(format!("n{n}"));
-            let m = render(iac, &inv, &out)?;
-            std::fs::remove_dir_all(&out)?;
-            tmpfs.push(m.wall);
-            cpus.push(m.cpu);
-            rss = rss.max(m.maxrss_kib);
         }
         let (files, bytes) = tree_size(&kept)?;
-        let (disk, tmpfs, cpu) = (Stats::of(&disk), Stats::of(&tmpfs), Stats::of(&cpus));
+        let cell = |f: usize| if walls[f].is_empty() { "–".to_string() } else { Stats::of(&walls[f]).ms() };
+        let tmpfs = Stats::of(&walls[2]);
         println!(
-            "| {n} | {nodes} | {files} | {:.1} MiB | {runs} | {} | {} | {:.1} ms | {:.1} µs | {:.1} MiB |",
+            "| {n} | {nodes} | {files} | {:.1} MiB | {runs} | {} | {} | {} | {:.1} ms | {:.1} µs | {:.1} MiB |",
             bytes as f64 / 1048576.0,
-            disk.ms(),
+            cell(0),
+            cell(1),
             tmpfs.ms(),
-            cpu.median() * 1e3,
+            Stats::of(&cpus).median() * 1e3,
             tmpfs.median() * 1e6 / n as f64,
             rss as f64 / 1024.0
         );
@@ -185,15 +192,17 @@ fn fresh_renders(plan: &Plan, iac: &Path, work: &Path) -> Res<Vec<(usize, PathBu
 // ---------------------------------------------------------------------------------------------
 // 2. Re-renders
 
-/// Re-render into an existing tree on disk: the same inventory again (nothing is written),
-/// one host changed (its directory is swapped), two hosts changed (the whole tree is swapped,
-/// its unchanged files hard-linked). The changes alternate with the original inventory, so
-/// every measured render has work to do.
-fn rerenders(plan: &Plan, iac: &Path, work: &Path) -> Res<()> {
-    println!("## iac render into an existing tree on disk (median (min–max) of n runs, back to back)");
+/// Re-render into an existing tree: the same inventory again (nothing is written), one host
+/// changed (its directory is swapped), two hosts changed (the whole tree is swapped, its
+/// unchanged files hard-linked). The changes alternate with the original inventory, so every
+/// measured render has work to do. On the machine's disk, on a fresh ext4 with a journal
+/// (loop-mounted, when root) and on tmpfs: the machine's disk is shared, and the state other
+/// processes leave it in (inodes they freed in the last minutes) weighs on every render.
+fn rerenders(plan: &Plan, iac: &Path, work: &Path, fs: &Filesystems) -> Res<()> {
+    println!("## iac render into an existing tree (median (min–max) of n runs, back to back)");
     println!("load before: {}", load());
-    println!("| hosts | change | n | wall | user+sys CPU | files written (of all) |");
-    println!("| ---: | --- | ---: | ---: | ---: | ---: |");
+    println!("| hosts | change | n | disk | ext4 with journal (loop) | tmpfs | user+sys CPU (disk) | files written (of all) |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for &n in plan.sizes().iter().filter(|n| **n >= 1_000) {
         let dir = work.join(format!("re{n}"));
         std::fs::create_dir_all(&dir)?;
@@ -206,27 +215,112 @@ fn rerenders(plan: &Plan, iac: &Path, work: &Path) -> Res<()> {
         let base = write("base.toml", &[])?;
         let one = write("one.toml", &[(7, "172.31.255.7")])?;
         let two = write("two.toml", &[(7, "172.31.255.7"), (8, "172.31.255.8")])?;
-        let out = dir.join("out");
-        render(iac, &base, &out)?;
         let runs = plan.rerender_runs(n);
-        for (label, changed) in [("none (unchanged)", None), ("one host", Some(&one)), ("two hosts", Some(&two))] {
-            let (mut walls, mut cpus, mut said) = (Vec::new(), Vec::new(), String::new());
-            for run in 0..runs {
-                let inv = match changed {
-                    Some(inv) if run % 2 == 0 => inv,
-                    _ => &base,
-                };
-                let m = render(iac, inv, &out)?;
-                walls.push(m.wall);
-                cpus.push(m.cpu);
-                said = m.stdout;
+        let changes = [("none (unchanged)", None), ("one host", Some(&one)), ("two hosts", Some(&two))];
+        // Per filesystem, per change: wall times, CPU times, what iac said.
+        let mut results: Vec<Vec<Series>> = Vec::new();
+        for root in fs.roots() {
+            let out = root.map(|r| r.join(format!("re{n}")));
+            let mut per_change = Vec::new();
+            if let Some(out) = &out {
+                render(iac, &base, out)?;
             }
+            for (_, changed) in &changes {
+                let (mut walls, mut cpus, mut said) = (Vec::new(), Vec::new(), String::new());
+                for run in 0..runs {
+                    let Some(out) = &out else { break };
+                    let inv = match changed {
+                        Some(inv) if run % 2 == 0 => inv,
+                        _ => &base,
+                    };
+                    let m = render(iac, inv, out)?;
+                    walls.push(m.wall);
+                    cpus.push(m.cpu);
+                    said = m.stdout;
+                }
+                per_change.push((walls, cpus, said));
+            }
+            if let Some(out) = &out {
+                std::fs::remove_dir_all(out)?;
+            }
+            results.push(per_change);
+        }
+        for (c, (label, _)) in changes.iter().enumerate() {
+            let cell = |f: usize| if results[f][c].0.is_empty() { "–".to_string() } else { Stats::of(&results[f][c].0).ms() };
+            let said = &results[0][c].2;
             let written = said.strip_prefix("wrote ").and_then(|s| s.split(" files").next()).unwrap_or("0 (up to date)").to_string();
-            println!("| {n} | {label} | {runs} | {} | {} | {written} |", Stats::of(&walls).ms(), Stats::of(&cpus).ms());
+            println!(
+                "| {n} | {label} | {runs} | {} | {} | {} | {} | {written} |",
+                cell(0),
+                cell(1),
+                cell(2),
+                Stats::of(&results[0][c].1).ms()
+            );
         }
         std::fs::remove_dir_all(&dir)?;
     }
     Ok(())
+}
+
+/// Wall times, CPU times and the first line iac printed, of one series of renders.
+type Series = (Vec<f64>, Vec<f64>, String);
+
+/// Where renders are measured: the machine's disk (the work directory), a fresh ext4 with a
+/// journal in a loop-mounted file (only as root, with mkfs.ext4), and tmpfs.
+struct Filesystems {
+    disk: PathBuf,
+    ext4: Option<LoopExt4>,
+    tmpfs: tempfile::TempDir,
+}
+
+impl Filesystems {
+    fn new(work: &Path) -> Res<Filesystems> {
+        let disk = work.join("disk");
+        std::fs::create_dir_all(&disk)?;
+        let ext4 = match LoopExt4::new(work) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                println!("ext4 (loop): not measured ({e})");
+                None
+            }
+        };
+        // tmpfs separates iac's own cost from the filesystem's.
+        let tmpfs = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir())?;
+        Ok(Filesystems { disk, ext4, tmpfs })
+    }
+
+    fn roots(&self) -> [Option<&Path>; 3] {
+        [Some(&self.disk), self.ext4.as_ref().map(|l| l.mnt.as_path()), Some(self.tmpfs.path())]
+    }
+}
+
+/// A 3 GiB ext4 (with the default journal) in a file, loop-mounted; unmounted and removed on
+/// drop.
+struct LoopExt4 {
+    img: PathBuf,
+    mnt: PathBuf,
+}
+
+impl LoopExt4 {
+    fn new(work: &Path) -> Res<LoopExt4> {
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("needs root to mount".into());
+        }
+        let img = work.join("ext4.img");
+        let mnt = work.join("ext4");
+        std::fs::File::create(&img)?.set_len(3 << 30)?;
+        std::fs::create_dir_all(&mnt)?;
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
+        run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt))?;
+        Ok(LoopExt4 { img, mnt })
+    }
+}
+
+impl Drop for LoopExt4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = std::fs::remove_file(&self.img);
+    }
 }
 
 struct Measured {

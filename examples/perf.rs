@@ -572,15 +572,20 @@ fn throughput(plan: &Plan, ruleset: &Path) -> Res<()> {
     let conntrack_only = conntrack_only_file(&tag)?;
     println!("## Forward-chain throughput: one TCP stream a -> r -> b, {rounds} alternating rounds of {secs} s");
     println!("load before: {}", load());
-    let (mut bare, mut ct, mut with) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        ns.nft_flush(1)?;
-        bare.push(measure()?);
-        ns.nft_load(1, &conntrack_only)?;
-        ct.push(measure()?);
-        ns.nft_load(1, ruleset)?;
-        with.push(measure()?);
+    let mut runs: [Vec<f64>; 3] = Default::default();
+    for round in 0..rounds {
+        // Rotate the order each round, so no setting always runs first or last.
+        for k in 0..3 {
+            let setting = (k + round) % 3;
+            match setting {
+                0 => ns.nft_flush(1)?,
+                1 => ns.nft_load(1, &conntrack_only)?,
+                _ => ns.nft_load(1, ruleset)?,
+            }
+            runs[setting].push(measure()?);
+        }
     }
+    let [bare, ct, with] = runs;
     let _ = std::fs::remove_file(&conntrack_only);
     let _ = server.kill();
     let _ = server.wait();

@@ -60,10 +60,11 @@ pub struct Outcome {
 }
 
 /// Up to this many newly written files are made durable one `fsync` each; more, with one
-/// `syncfs`. An fsync costs a device cache flush each (2,051 of them made a fresh 1,000-host
-/// render take 18 s); syncfs costs one, but also waits for every other process's dirty data
-/// on the filesystem. A re-render that changes a few hosts writes a few files; a fresh render
-/// writes them all.
+/// `syncfs`. On a disk whose cache flush is real every fsync waits for one (an fsync per file
+/// once made a fresh 1,000-host render take 18 s); syncfs waits once, but also for every other
+/// process's dirty data on the filesystem (30 to 650 ms on the shared development VM, where
+/// 32 fsyncs take 5 ms). A re-render that changes a few hosts writes a few files; a fresh
+/// render writes them all.
 const FSYNC_AT_MOST: usize = 32;
 
 /// Replace `dir` with exactly the files of `tree`. `force` replaces a directory that holds

@@ -39,21 +39,34 @@
           inherit src;
           cargoLock.lockFile = ./Cargo.lock;
           # The build sandbox has no network namespaces to create, no PostgreSQL server and no
-          # kubectl: the build runs the tests that need none of them, i.e. the unit tests, the
-          # render snapshots, the validation errors, and tests/nix.rs (every .nix file parses with
-          # rnix and `nix-instantiate --parse`, the generated modules evaluate with
-          # `nix-instantiate --eval`, host files do not contradict their profiles). `.ci/run` runs
-          # everything. IAC_REQUIRE_TOOLS makes a missing nix-instantiate fail those tests instead
-          # of skipping them.
+          # kubectl: the build runs the tests that need none of them, i.e. the unit tests and three
+          # modules of the integration test binary (tests/it): `render` (the snapshots),
+          # `validation` (the errors) and `nix` (every .nix file parses with rnix and
+          # `nix-instantiate --parse`, the generated modules evaluate with `nix-instantiate
+          # --eval`, host files do not contradict their profiles). `.ci/run` runs everything.
+          # IAC_REQUIRE_TOOLS makes a missing nix-instantiate fail those tests instead of skipping
+          # them.
           nativeCheckInputs = [ pkgs.nix ];
           cargoTestFlags = [
             "--lib"
             "--test"
-            "render"
-            "--test"
-            "validation"
-            "--test"
-            "nix"
+            "it"
+          ];
+          # cargoCheckHook hands checkFlags to every test binary it runs (`cargo test
+          # ${cargoTestFlags} -- --test-threads=N ${checkFlags}`, nixpkgs'
+          # pkgs/build-support/rust/hooks/cargo-check-hook.sh), and libtest runs a test whose name
+          # contains a filter and no `--skip`. So `tests::` and `architecture::` keep every unit
+          # test (they live in `mod tests`, `mod *_tests` or src/architecture.rs), the module
+          # filters pick the three modules of tests/it, and the skip drops `fuzz_render`, which
+          # `render::` also matches. tests/it/nix.rs checks that these select exactly that.
+          checkFlags = [
+            "tests::"
+            "architecture::"
+            "render::"
+            "validation::"
+            "nix::"
+            "--skip"
+            "fuzz_render::"
           ];
           # nix-instantiate needs a writable state directory and home, which the sandbox lacks:
           # point Nix's directories into the build directory, as nixpkgs' lib/tests/release.nix

@@ -18,6 +18,8 @@
 //!
 //! Hidden modes (`--inside-load`, `--serve`, `--send`, `--accept`, `--connect`) are this
 //! program re-executed inside a network namespace.
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark's report is its output")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark run by hand: a failure ends it with its message")]
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};

@@ -8,15 +8,17 @@
 //!     IAC_COMPARE=/tmp/iac-old cargo run --release --example query_bench  # A/B of two builds
 //!
 //! Builds the release `iac` first (when run through cargo), starts PostgreSQL
-//! (tests/support/pg.rs), loads the rows into a table shaped like the JDBC sink's, then runs
+//! (tests/it/support/pg.rs), loads the rows into a table shaped like the JDBC sink's, then runs
 //! every command once per round, alternating, each read through a pipe. Per command it prints
 //! the median (min–max) of: wall time; client CPU and peak RSS (wait4); server CPU, the CPU of
 //! the backend that served it. That is read as the growth of the postmaster's cutime + cstime
 //! (`/proc/PID/stat` fields 16 and 17: the user and system time of its children that have
 //! exited and been reaped) once every child the command started (its backend, any parallel
 //! worker) is gone; autovacuum is off, so no other child exits meanwhile.
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark's report is its output")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark run by hand: a failure ends it with its message")]
 
-#[path = "../tests/support/pg.rs"]
+#[path = "../tests/it/support/pg.rs"]
 #[allow(dead_code)]
 mod pg;
 
@@ -42,7 +44,8 @@ struct Postmaster {
 
 impl Postmaster {
     fn of(pg: &pg::PgServer) -> Postmaster {
-        let pidfile = std::fs::read_to_string(pg.data_dir().join("postmaster.pid")).expect("postmaster.pid");
+        let data = pg.psql("postgres", "SHOW data_directory");
+        let pidfile = std::fs::read_to_string(std::path::Path::new(data.trim()).join("postmaster.pid")).expect("postmaster.pid");
         let pid = pidfile.lines().next().and_then(|l| l.trim().parse().ok()).expect("postmaster pid");
         // SAFETY: sysconf has no preconditions.
         let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;

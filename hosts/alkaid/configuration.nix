@@ -13,7 +13,7 @@
 #
 # So this file must not set `networking.useDHCP`, `useNetworkd` or `hostName` itself: a plain
 # definition that differs from the profile's ("conflicting definition values") stops the host
-# from evaluating. tests/nix.rs checks this file against the profile (tests/nix/definitions.nix).
+# from evaluating. tests/it/nix.rs checks this file against the profile (tests/nix/definitions.nix).
 { modulesPath, ... }:
 {
   imports = [

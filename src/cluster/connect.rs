@@ -11,6 +11,7 @@ use super::Error;
 use super::manifests::Connector;
 use super::names::{CONNECT_PORT, CONNECT_SERVICE};
 use super::wait::{self, Progress, Waits};
+use crate::reporter::Reporter;
 
 #[derive(Clone)]
 pub struct ConnectApi {
@@ -161,12 +162,12 @@ impl ConnectApi {
 
     /// Create or update the connector (`PUT /connectors/NAME/config` is idempotent). Retries
     /// while the worker group rebalances (409) or Connect's REST server is not up yet (503).
-    pub async fn put_config(&self, connector: &Connector, waits: Waits) -> Result<bool, Error> {
+    pub async fn put_config(&self, connector: &Connector, waits: Waits, report: &dyn Reporter) -> Result<bool, Error> {
         check_name(&connector.name)?;
         let body = serde_json::to_vec(&connector.config).map_err(|e| Error::Connect(e.to_string()))?;
         let path = format!("/connectors/{}/config", connector.name);
         let what = format!("Kafka Connect to accept connector {}", connector.name);
-        wait::until(&what, waits, || async {
+        wait::until(&what, waits, report, || async {
             let (status, text) = self.call(Method::PUT, &path, Some(body.clone())).await?;
             Ok(match status {
                 StatusCode::CREATED => Progress::Done(true),
@@ -217,8 +218,8 @@ impl ConnectApi {
     }
 
     /// Poll the status until the connector and all its tasks run, or one of them fails.
-    pub async fn wait_running(&self, name: &str, waits: Waits) -> Result<ConnectorStatus, Error> {
-        wait::until(&format!("connector {name} and its tasks to be RUNNING"), waits, || async {
+    pub async fn wait_running(&self, name: &str, waits: Waits, report: &dyn Reporter) -> Result<ConnectorStatus, Error> {
+        wait::until(&format!("connector {name} and its tasks to be RUNNING"), waits, report, || async {
             Ok(match self.status(name).await? {
                 None => Progress::Pending("not known to Connect yet".into()),
                 Some(s) => match s.progress() {

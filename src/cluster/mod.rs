@@ -7,7 +7,6 @@
 
 pub mod apply;
 pub mod client;
-pub mod command;
 pub mod conditions;
 pub mod connect;
 pub mod manifests;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use super::Error;
+use crate::reporter::Reporter;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Waits {
@@ -35,12 +36,13 @@ pub enum Progress<T> {
 }
 
 /// Call `probe` every `waits.poll` until it reports `Done` or `Failed`, or `waits.timeout` passes.
-pub async fn until<T, F, Fut>(what: &str, waits: Waits, mut probe: F) -> Result<T, Error>
+/// The start, every change of state and the end go to `report` as progress.
+pub async fn until<T, F, Fut>(what: &str, waits: Waits, report: &dyn Reporter, mut probe: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Progress<T>, Error>>,
 {
-    eprintln!("waiting for {what} (timeout {}s)", waits.timeout.as_secs());
+    report.progress(&format!("waiting for {what} (timeout {}s)", waits.timeout.as_secs()));
     let start = Instant::now();
     let deadline = start + waits.timeout;
     let mut last = String::new();
@@ -51,13 +53,13 @@ where
         };
         match seen? {
             Progress::Done(value) => {
-                eprintln!("  {what}: done after {:.1}s", start.elapsed().as_secs_f64());
+                report.progress(&format!("  {what}: done after {:.1}s", start.elapsed().as_secs_f64()));
                 return Ok(value);
             }
             Progress::Failed(reason) => return Err(Error::Failed { what: what.to_owned(), reason }),
             Progress::Pending(state) => {
                 if state != last {
-                    eprintln!("  {what}: {state}");
+                    report.progress(&format!("  {what}: {state}"));
                     last = state;
                 }
             }
@@ -74,6 +76,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reporter::{Collect, Line, Silent};
 
     fn fast(timeout_ms: u64) -> Waits {
         Waits { timeout: Duration::from_millis(timeout_ms), poll: Duration::from_millis(10) }
@@ -82,18 +85,26 @@ mod tests {
     #[tokio::test]
     async fn returns_when_done() {
         let mut n = 0;
-        let got = until("thing", fast(2000), || {
+        let said = Collect::default();
+        let got = until("thing", fast(2000), &said, || {
             n += 1;
             let p = if n < 3 { Progress::Pending(format!("step {n}")) } else { Progress::Done(n) };
             async move { Ok(p) }
         })
         .await;
         assert_eq!(got.unwrap(), 3);
+        // Each change of state once, then the end.
+        let lines: Vec<Line> = said.lines();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], Line::Progress("waiting for thing (timeout 2s)".into()));
+        assert_eq!(lines[1..3], [Line::Progress("  thing: step 1".into()), Line::Progress("  thing: step 2".into())]);
+        assert!(matches!(&lines[3], Line::Progress(l) if l.starts_with("  thing: done after ")), "{lines:?}");
     }
 
     #[tokio::test]
     async fn fails_fast_on_failure() {
-        let got: Result<(), _> = until("job", fast(60_000), || async { Ok(Progress::Failed("BackoffLimitExceeded".into())) }).await;
+        let got: Result<(), _> =
+            until("job", fast(60_000), &Silent, || async { Ok(Progress::Failed("BackoffLimitExceeded".into())) }).await;
         let e = got.unwrap_err().to_string();
         assert_eq!(e, "job failed: BackoffLimitExceeded");
     }
@@ -101,7 +112,7 @@ mod tests {
     #[tokio::test]
     async fn times_out_with_last_state() {
         let t = std::time::Instant::now();
-        let got: Result<(), _> = until("kafka", fast(200), || async { Ok(Progress::Pending("0/1 ready".into())) }).await;
+        let got: Result<(), _> = until("kafka", fast(200), &Silent, || async { Ok(Progress::Pending("0/1 ready".into())) }).await;
         assert!(t.elapsed() < Duration::from_secs(2));
         let e = got.unwrap_err().to_string();
         assert!(e.starts_with("timed out after 0s waiting for kafka (last seen: 0/1 ready)"), "{e}");
@@ -109,7 +120,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hanging_probe_is_cut_by_the_timeout() {
-        let got: Result<(), _> = until("hang", fast(100), std::future::pending).await;
+        let got: Result<(), _> = until("hang", fast(100), &Silent, std::future::pending).await;
         assert!(matches!(got, Err(Error::Timeout { .. })));
     }
 }

@@ -2,9 +2,13 @@
 //!
 //! A host's failure is an [`Outcome`], not an error: the other hosts go on, and the summary
 //! reports every one of them.
+//!
+//! Why this file is long: one host's sequence (check, build, compare, copy, switch, confirm,
+//! settle) reads top to bottom in one place, with the few helpers it runs commands through.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Output, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -80,9 +84,7 @@ pub(super) enum Progress<'a> {
 }
 
 /// Deploy `hosts` with at most `jobs` at a time; outcomes in the order of `hosts`.
-pub(super) fn run_all(plan: &Plan, site: &Site, hosts: &[&Host], jobs: usize) -> Vec<Outcome> {
-    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-    let view = View::new(&names);
+pub(super) fn run_all(plan: &Plan, site: &Site, hosts: &[&Host], jobs: usize, view: &dyn View) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; hosts.len()];
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, Event)>();
@@ -227,8 +229,8 @@ fn sequence(plan: &Plan, site: &Site, host: &Host, say: &dyn Fn(&str), note: &dy
     say("switching");
     let activate = plan.activate(host, &new, &prev)?;
     let out = exec(&activate)?;
-    // 255 is ssh's own failure: the guard may have started all the same, and waiting tells.
-    if !out.status.success() && out.status.code() != Some(255) {
+    // A lost connection: the guard may have started all the same, and waiting tells.
+    if !out.status.success() && !connection_lost(out.status) {
         return Err(failed(Action::Switch, "could not start the activation (nothing changed)", report(&activate, &out)));
     }
     let deadline = Instant::now() + SWITCH_LIMIT + plan.settle_limit();
@@ -313,7 +315,7 @@ fn settle(plan: &Plan, host: &Host, through_switched: bool, deadline: Instant, s
         if out.status.success() {
             return Ok(Status::parse(&String::from_utf8_lossy(&out.stdout)));
         }
-        if out.status.code() != Some(255) {
+        if !connection_lost(out.status) {
             return Err(failed(Action::Switch, "waiting for the switch failed", report(&wait, &out)));
         }
         if Instant::now() + Duration::from_secs(2) >= deadline {
@@ -322,6 +324,16 @@ fn settle(plan: &Plan, host: &Host, through_switched: bool, deadline: Instant, s
         say("connection lost; reconnecting");
         std::thread::sleep(Duration::from_secs(2));
     }
+}
+
+/// Whether ssh lost the host, rather than the remote command failing: ssh's own exit status 255
+/// (it could not connect, or the connection dropped), or ssh killed by a signal, its connection
+/// gone with it. Either way what runs on the host is unknown and goes on without us (the guard
+/// is a unit, not a child of the session), so only a new connection can tell. Before this
+/// counted a killed ssh, iac gave up on a host it could still reach (tests/it/deploy_e2e.rs, case
+/// 3: reported `UNCONFIRMED` while the activation was still running).
+fn connection_lost(status: ExitStatus) -> bool {
+    status.code() == Some(255) || status.signal().is_some()
 }
 
 /// Build the host's system, here or on `--build-host`; its store path comes from the build's
@@ -407,4 +419,19 @@ fn report(cmd: &Cmd, out: &Output) -> String {
     let lines: Vec<&str> = stderr.lines().collect();
     let tail = lines[lines.len().saturating_sub(20)..].join("\n");
     format!("$ {}\n({code})\n{tail}", cmd.show()).trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_ssh_is_a_lost_connection_like_its_own_failure() {
+        // Wait statuses as waitpid reports them: exit code in the second byte, or a signal.
+        assert!(connection_lost(ExitStatus::from_raw(255 << 8)));
+        assert!(connection_lost(ExitStatus::from_raw(9))); // SIGKILL
+        assert!(!connection_lost(ExitStatus::from_raw(0)));
+        assert!(!connection_lost(ExitStatus::from_raw(1 << 8)));
+        assert!(!connection_lost(ExitStatus::from_raw(3 << 8)));
+    }
 }

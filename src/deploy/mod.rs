@@ -13,28 +13,28 @@
 //!    itself, and a reboot before the confirmation boots the previous system;
 //! 3. a summary table, and an exit code that says whether every host made it.
 //!
-//! `plan` builds every command (pure); `host` runs one host's sequence; `progress` shows it.
+//! `plan` builds every command (pure); `host` runs one host's sequence; `progress` is what a
+//! run shows (a [`progress::View`] the command layer implements) and the summary table. The
+//! command layer (`iac deploy`) loads the inventory, calls [`prepare`], then prints
+//! [`Prepared::dry_run`] or calls [`Prepared::run`], and turns the [`Verdict`] into the exit
+//! code.
 
 mod host;
 pub mod plan;
 mod preflight;
-mod progress;
+pub mod progress;
 pub mod remote;
 pub mod store_path;
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cli::{DEFAULT_INVENTORY, DEFAULT_OUT, DeployArgs};
-use crate::error::Error;
 use crate::model::{Host, Site};
+use crate::nix_eval::NixEvalError;
 
+pub use host::{Action, HostResult, Outcome};
 use plan::{Plan, Tools};
 use store_path::StorePath;
-
-/// Exit code when at least one host was (or may have been) rolled back.
-pub const EXIT_ROLLED_BACK: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -44,6 +44,8 @@ pub enum DeployError {
     ToolMissing { tool: &'static str, hint: &'static str },
     #[error("--flake takes a flake without `#attr` (iac appends `#<host>`): {0}")]
     FlakeAttr(String),
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{} is stale: run `iac render` and commit the result before deploying\n{diff}", out.display())]
     Stale { out: PathBuf, diff: String },
     #[error("preflight: the ruleset of {host} fails `nft -c` ({cmd}):\n{stderr}")]
@@ -54,92 +56,180 @@ pub enum DeployError {
     Quote { word: String },
     #[error(transparent)]
     StorePath(#[from] store_path::StorePathError),
+    #[error(transparent)]
+    Render(#[from] crate::render::Error),
+    #[error(transparent)]
+    Output(#[from] crate::output::Error),
+    #[error(transparent)]
+    NixEval(#[from] NixEvalError),
 }
 
-/// Run `iac deploy`.
-pub fn run(args: &DeployArgs) -> Result<ExitCode, Error> {
-    let (flake, flake_dir) = resolve_flake(&args.flake)?;
-    let base = flake_dir.as_deref().unwrap_or(Path::new(""));
-    let inventory = args.inventory.clone().unwrap_or_else(|| base.join(DEFAULT_INVENTORY));
-    let out = args.out.clone().unwrap_or_else(|| base.join(DEFAULT_OUT));
-    let site = crate::load_site(&inventory)?;
-    let hosts = select(&site, args)?;
+/// Which hosts to deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// Every host of the inventory, in its order.
+    All,
+    /// These, by name, each once.
+    Named(Vec<String>),
+}
+
+/// What `iac deploy` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub targets: Targets,
+    /// The flake, as [`resolve_flake`] returned it; iac appends `#<host>`.
+    pub flake: String,
+    /// The rendered tree that must be up to date.
+    pub out: PathBuf,
+    /// Build there instead of here (as `nixos-rebuild --build-host`).
+    pub build_host: Option<String>,
+    /// Let targets fetch what they can from their own substituters.
+    pub substitutes: bool,
+    /// Hosts deployed at the same time.
+    pub jobs: usize,
+    /// Check and print the commands; touch nothing and need no tool.
+    pub dry_run: bool,
+    /// The confirmation guard: an unconfirmed switch rolls back.
+    pub rollback: bool,
+    pub confirm_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// How a whole deploy ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every host runs its new system (or already did).
+    Ok,
+    /// At least one host failed before or during its switch, and none rolled back.
+    Failed,
+    /// At least one host was (or may have been) rolled back.
+    RolledBack,
+}
+
+/// What the preflight proved, before any host was touched.
+#[derive(Debug, Clone)]
+pub struct Preflight {
+    /// Files of the rendered tree, which is up to date.
+    pub files: usize,
+    /// The `nft -c` commands that accepted each ruleset; None when a dry run could not run them.
+    pub rulesets: Option<Vec<plan::Cmd>>,
+    /// Host modules Nix evaluated to exactly those rulesets; None when a dry run could not.
+    pub nixos: Option<usize>,
+}
+
+/// A deploy that passed its preflight: nothing has touched a host yet.
+pub struct Prepared<'s> {
+    plan: Plan,
+    site: &'s Site,
+    hosts: Vec<&'s Host>,
+    out: PathBuf,
+    jobs: usize,
+    pub preflight: Preflight,
+}
+
+/// Select the hosts, find the tools, and run the preflight (docs/deploy.md): the rendered
+/// tree is up to date, `nft -c` accepts every selected ruleset and Nix evaluates each host
+/// module to exactly it. A dry run runs no tool it lacks: `nft -c` only where nft and unshare
+/// are installed, the Nix evaluation only where nix-instantiate is.
+pub fn prepare<'s>(site: &'s Site, opts: &Options) -> Result<Prepared<'s>, DeployError> {
+    let hosts = select(site, &opts.targets)?;
     let plan = Plan {
-        tools: locate(args.dry_run)?,
-        flake,
-        build_host: args.build_host.clone(),
-        connect_timeout: Duration::from_secs(args.connect_timeout),
-        confirm_timeout: Duration::from_secs(args.confirm_timeout),
-        rollback: !args.no_rollback,
-        substitutes: !args.no_substitutes,
+        tools: locate(opts.dry_run)?,
+        flake: opts.flake.clone(),
+        build_host: opts.build_host.clone(),
+        connect_timeout: opts.connect_timeout,
+        confirm_timeout: opts.confirm_timeout,
+        rollback: opts.rollback,
+        substitutes: opts.substitutes,
         run_id: run_id(),
         local_root: rustix::process::geteuid().is_root(),
     };
-
     // Preflight: nothing below touches a host unless all of this passes.
-    let files = preflight::rendered_tree(&site, &out)?;
-    if args.dry_run {
-        // A dry run runs no tool it lacks: `nft -c` only where nft and unshare are installed,
-        // the Nix evaluation only where nix-instantiate is.
-        let checks = if plan.tools.nft.is_absolute() && plan.tools.unshare.is_absolute() {
-            Some(preflight::rulesets(&plan, &out, &hosts)?)
+    let files = preflight::rendered_tree(site, &opts.out)?;
+    let preflight = if opts.dry_run {
+        let rulesets = if plan.tools.nft.is_absolute() && plan.tools.unshare.is_absolute() {
+            Some(preflight::rulesets(&plan, &opts.out, &hosts)?)
         } else {
             None
         };
         let nixos = match crate::nix_eval::locate() {
-            Ok(_) => Some(preflight::nixos_tables(&out, &hosts)?),
+            Ok(_) => Some(preflight::nixos_tables(&opts.out, &hosts)?),
             Err(_) => None,
         };
-        print!("{}", dry_run(&plan, &site, &out, files, checks.as_deref(), nixos, &hosts)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let checks = preflight::rulesets(&plan, &out, &hosts)?;
-    let nixos = preflight::nixos_tables(&out, &hosts)?;
-    eprintln!(
-        "preflight: {} is up to date ({files} files); `nft -c` accepts {} ruleset(s); Nix evaluates {nixos} host module(s) to exactly those rulesets",
-        out.display(),
-        checks.len()
-    );
-
-    let outcomes = host::run_all(&plan, &site, &hosts, usize::from(args.jobs));
-    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-    print!("{}", progress::summary(&names, &outcomes));
-    Ok(exit_code(&outcomes))
+        Preflight { files, rulesets, nixos }
+    } else {
+        let rulesets = preflight::rulesets(&plan, &opts.out, &hosts)?;
+        let nixos = preflight::nixos_tables(&opts.out, &hosts)?;
+        Preflight { files, rulesets: Some(rulesets), nixos: Some(nixos) }
+    };
+    Ok(Prepared { plan, site, hosts, out: opts.out.clone(), jobs: opts.jobs, preflight })
 }
 
-fn exit_code(outcomes: &[host::Outcome]) -> ExitCode {
+impl Prepared<'_> {
+    /// The selected hosts' names, in deploy order.
+    pub fn host_names(&self) -> Vec<&str> {
+        self.hosts.iter().map(|h| h.name.as_str()).collect()
+    }
+
+    /// One line for people: what the preflight proved.
+    pub fn preflight_line(&self) -> String {
+        format!(
+            "preflight: {} is up to date ({} files); `nft -c` accepts {} ruleset(s); Nix evaluates {} host module(s) to exactly those rulesets",
+            self.out.display(),
+            self.preflight.files,
+            self.preflight.rulesets.as_ref().map_or(0, Vec::len),
+            self.preflight.nixos.unwrap_or(0)
+        )
+    }
+
+    /// Deploy every selected host, `jobs` at a time, showing each step on `view`; the
+    /// outcomes in the order of [`Prepared::host_names`]. A host's failure is its outcome.
+    pub fn run(&self, view: &dyn progress::View) -> Vec<Outcome> {
+        host::run_all(&self.plan, self.site, &self.hosts, self.jobs, view)
+    }
+
+    /// Every command a real run would execute, in order, per host, after what the preflight
+    /// ran; the built and the running system appear as `$NEW` and `$PREV`.
+    pub fn dry_run(&self) -> Result<String, DeployError> {
+        dry_run(&self.plan, self.site, &self.out, &self.preflight, &self.hosts)
+    }
+}
+
+/// How the deploy ended: rolled back wins over failed, which wins over ok.
+pub fn verdict(outcomes: &[Outcome]) -> Verdict {
     use host::HostResult::{Failed, Ok, RolledBack, Unconfirmed};
     if outcomes.iter().any(|o| matches!(o.result, RolledBack(_) | Unconfirmed(_))) {
-        ExitCode::from(EXIT_ROLLED_BACK)
+        Verdict::RolledBack
     } else if outcomes.iter().any(|o| matches!(o.result, Failed(_))) {
-        ExitCode::FAILURE
+        Verdict::Failed
     } else {
         debug_assert!(outcomes.iter().all(|o| matches!(o.result, Ok(_))));
-        ExitCode::SUCCESS
+        Verdict::Ok
     }
 }
 
 /// A local directory becomes an absolute path (builds run in scratch directories) and the
 /// base of the default inventory and output paths; anything else is a flake URL, passed on.
-fn resolve_flake(flake: &str) -> Result<(String, Option<PathBuf>), Error> {
+pub fn resolve_flake(flake: &str) -> Result<(String, Option<PathBuf>), DeployError> {
     if flake.contains('#') {
-        return Err(DeployError::FlakeAttr(flake.to_string()).into());
+        return Err(DeployError::FlakeAttr(flake.to_string()));
     }
     let path = Path::new(flake);
     if path.is_dir() {
-        let abs = std::fs::canonicalize(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+        let abs = std::fs::canonicalize(path).map_err(|source| DeployError::Read { path: path.to_path_buf(), source })?;
         return Ok((abs.to_string_lossy().into_owned(), Some(abs)));
     }
     Ok((flake.to_string(), None))
 }
 
 /// The hosts to deploy: all of them (inventory order), or the named ones (once each).
-fn select<'s>(site: &'s Site, args: &DeployArgs) -> Result<Vec<&'s Host>, DeployError> {
-    if args.all {
-        return Ok(site.hosts.iter().collect());
-    }
+fn select<'s>(site: &'s Site, targets: &Targets) -> Result<Vec<&'s Host>, DeployError> {
+    let names = match targets {
+        Targets::All => return Ok(site.hosts.iter().collect()),
+        Targets::Named(names) => names,
+    };
     let mut hosts: Vec<&Host> = Vec::new();
-    for name in &args.hosts {
+    for name in names {
         let host = site.host(name).ok_or_else(|| DeployError::UnknownHost {
             name: name.clone(),
             known: site.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", "),
@@ -177,15 +267,8 @@ fn run_id() -> String {
 /// Every command a real run would execute, in order, per host. The built and the running
 /// system are only known while deploying: they appear as `$NEW` and `$PREV` (and a remote
 /// build's derivation as `$DRV`).
-fn dry_run(
-    plan: &Plan,
-    site: &Site,
-    out: &Path,
-    files: usize,
-    checks: Option<&[plan::Cmd]>,
-    nixos: Option<usize>,
-    hosts: &[&Host],
-) -> Result<String, DeployError> {
+fn dry_run(plan: &Plan, site: &Site, out: &Path, preflight: &Preflight, hosts: &[&Host]) -> Result<String, DeployError> {
+    let Preflight { files, rulesets: checks, nixos } = preflight;
     let new = StorePath::parse(&format!("/nix/store/{}-new-system", "0".repeat(32)))?;
     let prev = StorePath::parse(&format!("/nix/store/{}-running-system", "1".repeat(32)))?;
     let drv = StorePath::parse(&format!("/nix/store/{}-new-system.drv", "2".repeat(32)))?;

@@ -3,6 +3,10 @@
 //! Nothing here runs anything, so `--dry-run` prints exactly what a real run executes and the
 //! tests can compare whole commands. The SSH wrapping (options, port, user, `sudo` for
 //! non-root users, quoting for the remote shell) is written once, in [`Plan::ssh`].
+//!
+//! Why this file is long: about 200 of its lines are the tests that compare whole commands
+//! with what nixos-rebuild-ng runs; the builders themselves share the SSH wrapping written once
+//! here, and splitting them would split that.
 
 use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};

@@ -1,83 +1,28 @@
-//! Per-host progress while hosts deploy in parallel, and the summary table afterwards.
+//! What a deploy shows while hosts deploy in parallel, and the summary table afterwards.
 //!
-//! On a terminal each host gets a live line (indicatif); otherwise (CI logs, pipes) every step
-//! is one plain `host: step` line on stderr, so a log reads in order.
+//! The running deploy reports each host's steps to a [`View`]; the command layer implements
+//! it (on a terminal a live line per host, otherwise one plain `host: step` line per step, so
+//! a log reads in order). The summary is text the command prints.
 
-use std::cell::RefCell;
-use std::io::IsTerminal;
 use std::time::Duration;
-
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::host::{HostResult, Outcome};
 
-pub(super) enum View {
-    /// The bars share their MultiProgress state; the handle itself need not be kept. The
-    /// style replaces the spinner and clock once a host is done.
-    Live(Vec<ProgressBar>, ProgressStyle, RefCell<Vec<String>>),
-    Plain(Vec<String>),
+/// Where a running deploy shows its hosts' steps; `i` indexes the hosts in deploy order. Called
+/// from one thread only (the one that called `Prepared::run`).
+pub trait View {
+    /// Host `i` starts a new step ("building", "switching").
+    fn step(&self, i: usize, message: &str);
+    /// The latest output line of host `i`'s current step (Nix's build log): for a live view;
+    /// a log would drown in it.
+    fn note(&self, i: usize, note: &str);
+    /// Host `i` is done.
+    fn done(&self, i: usize, outcome: &Outcome);
 }
 
-impl View {
-    pub(super) fn new(names: &[&str]) -> Self {
-        let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
-        if std::io::stderr().is_terminal() {
-            let running = ProgressStyle::with_template(&format!("{{spinner}} {{prefix:{width}}}  {{wide_msg}} {{elapsed:>4}}"));
-            let finished = ProgressStyle::with_template(&format!("  {{prefix:{width}}}  {{wide_msg}}"));
-            if let (Ok(style), Ok(finished)) = (running, finished) {
-                let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-                let bars = names
-                    .iter()
-                    .map(|n| {
-                        let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()).with_prefix(n.to_string()));
-                        bar.set_message("waiting");
-                        bar.enable_steady_tick(Duration::from_millis(120));
-                        bar
-                    })
-                    .collect();
-                let steps = RefCell::new(vec![String::new(); names.len()]);
-                return Self::Live(bars, finished, steps);
-            }
-        }
-        Self::Plain(names.iter().map(|n| format!("{n:width$}")).collect())
-    }
-
-    pub(super) fn step(&self, i: usize, message: &str) {
-        match self {
-            Self::Live(bars, _, steps) => {
-                if let Some(bar) = bars.get(i) {
-                    bar.set_message(message.to_string());
-                }
-                if let Some(step) = steps.borrow_mut().get_mut(i) {
-                    *step = message.to_string();
-                }
-            }
-            Self::Plain(names) => eprintln!("{}  {message}", names.get(i).map_or("?", String::as_str)),
-        }
-    }
-
-    /// The latest output line of the current step, after the step's name: live view only (in
-    /// a log every build line would drown the steps).
-    pub(super) fn note(&self, i: usize, note: &str) {
-        if let Self::Live(bars, _, steps) = self
-            && let (Some(bar), Some(step)) = (bars.get(i), steps.borrow().get(i))
-        {
-            bar.set_message(format!("{step}: {note}"));
-        }
-    }
-
-    pub(super) fn done(&self, i: usize, outcome: &Outcome) {
-        let line = format!("{}: {} ({})", outcome.action.as_str(), outcome.result.text(), seconds(outcome.elapsed));
-        match self {
-            Self::Live(bars, finished, _) => {
-                if let Some(bar) = bars.get(i) {
-                    bar.set_style(finished.clone());
-                    bar.finish_with_message(line);
-                }
-            }
-            Self::Plain(names) => eprintln!("{}  {line}", names.get(i).map_or("?", String::as_str)),
-        }
-    }
+/// A finished host in one line: `action: result (time)`.
+pub fn done_line(outcome: &Outcome) -> String {
+    format!("{}: {} ({})", outcome.action.as_str(), outcome.result.text(), seconds(outcome.elapsed))
 }
 
 fn seconds(d: Duration) -> String {
@@ -86,7 +31,7 @@ fn seconds(d: Duration) -> String {
 
 /// HOST / ACTION / RESULT / TIME, one row per host, then the details of every host that did
 /// not succeed.
-pub(super) fn summary(names: &[&str], outcomes: &[Outcome]) -> String {
+pub fn summary(names: &[&str], outcomes: &[Outcome]) -> String {
     let rows: Vec<[String; 4]> = names
         .iter()
         .zip(outcomes)

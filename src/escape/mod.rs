@@ -4,7 +4,7 @@
 //! functions (`model::validate`), so a value an escaper would refuse is reported with exit 2
 //! and its key before anything renders; a refusal at render time is a bug backstop.
 //!
-//! Each escaper is proven by a property test against the real consumer (`tests/escape.rs`):
+//! Each escaper is proven by a property test against the real consumer (`tests/it/escape.rs`):
 //! `nix-instantiate --eval` for Nix, `nft` in a private network namespace for nftables.
 
 pub mod nft;

@@ -4,8 +4,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, InventoryError, InventoryErrors};
-
+use super::error::{InventoryError, InventoryErrors, LoadError};
 use super::schema::{InventoryFile, KeySpans};
 
 /// The inventory text and the file it came from; turns byte spans into line and column.
@@ -38,8 +37,8 @@ impl Source {
 
 /// Read and parse an inventory file. Validation is a separate step (`model::validate`).
 /// A file that is not UTF-8 is an invalid inventory (exit 2) located at its first bad byte.
-pub fn load(path: &Path) -> Result<(Source, InventoryFile), Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+pub fn load(path: &Path) -> Result<(Source, InventoryFile), LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {

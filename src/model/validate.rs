@@ -1,5 +1,10 @@
 //! Inventory schema → validated `Site`. Every rule that can be checked without rendering lives
 //! here, and every error names file, line and key. All errors are collected, not just the first.
+//!
+//! Why this file is long: it is one pass over the schema that collects every error with its
+//! span, and it checks the cross-references between sections (hosts a database or the
+//! pipeline names, ports that collide), which a split by section would scatter. The rules about
+//! single values live in `rules.rs` and `image_ref.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -8,10 +13,9 @@ use std::ops::Range;
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
-use crate::error::{InventoryError, InventoryErrors};
 use crate::escape;
-use crate::inventory::Source;
 use crate::inventory::schema::{self as schema, InventoryFile, RoleName, Text};
+use crate::inventory::{InventoryError, InventoryErrors, Source};
 
 use super::ports::{ETCD_FIRST, ETCD_LAST, K3S_API_PORT, KUBELET_PORT};
 use super::rules;

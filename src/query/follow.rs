@@ -11,6 +11,9 @@
 //!
 //! A row is written synchronously, so stopping between two awaits (a signal) never leaves half
 //! a row; the table's `(N rows)` footer is printed on the way out.
+//!
+//! Why this file is long: the polling loop, its cursor and the cursor's SQL parameter type are
+//! one state machine; `order` already holds what it orders by and the SQL.
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;

@@ -122,24 +122,13 @@ pub async fn messages(
     let columns = relation::columns(client, table).await?;
     prepare_filter(client, filter).await?;
     let (clause, param) = where_clause(filter, &columns, table)?;
-    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = param.into_iter().collect();
+    let mut params: Vec<Param> = param.into_iter().collect();
     let mut sql = format!("SELECT {} FROM {}{clause}", relation::select_list(&columns), table.sql());
     if let Some(n) = limit {
         params.push(Box::new(i64::try_from(n).unwrap_or(i64::MAX)));
         sql.push_str(&format!(" LIMIT ${}", params.len()));
     }
-    let stmt = client.prepare(&sql).await.map_err(|e| QueryError::server(&e))?;
-    let stream =
-        client.query_raw(&stmt, params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync))).await.map_err(|e| QueryError::server(&e))?;
-    pin_mut!(stream);
-    let mut writer = format::writer(format, &columns, out);
-    let mut rows = 0u64;
-    while let Some(row) = stream.try_next().await.map_err(|e| QueryError::server(&e))? {
-        writer.row(&row).map_err(QueryError::Output)?;
-        rows += 1;
-    }
-    writer.finish(rows).map_err(QueryError::Output)?;
-    Ok(rows)
+    stream_rows(client, &sql, &params, &columns, format, out).await
 }
 
 /// `--latest N`: the newest `n` rows by the time column (ties broken by the primary key),
@@ -167,11 +156,23 @@ pub async fn latest(
     };
     params.push(Box::new(i64::try_from(n).unwrap_or(i64::MAX)));
     let sql = order.latest_sql(table, &columns, cond.as_deref(), params.len());
-    let stmt = client.prepare(&sql).await.map_err(|e| QueryError::server(&e))?;
+    stream_rows(client, &sql, &params, &columns, format, out).await
+}
+
+/// Run `sql` and stream its rows to the writer for `format`; returns how many it wrote.
+async fn stream_rows(
+    client: &Client,
+    sql: &str,
+    params: &[Param],
+    columns: &[format::Column],
+    format: Format,
+    out: impl Write,
+) -> Result<u64, QueryError> {
+    let stmt = client.prepare(sql).await.map_err(|e| QueryError::server(&e))?;
     let stream =
         client.query_raw(&stmt, params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync))).await.map_err(|e| QueryError::server(&e))?;
     pin_mut!(stream);
-    let mut writer = format::writer(format, &columns, out);
+    let mut writer = format::writer(format, columns, out);
     let mut rows = 0u64;
     while let Some(row) = stream.try_next().await.map_err(|e| QueryError::server(&e))? {
         writer.row(&row).map_err(QueryError::Output)?;

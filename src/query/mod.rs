@@ -1,12 +1,12 @@
 //! `iac query`: read the pipeline's table in PostgreSQL with tokio-postgres (replaces the old
 //! Python query script).
 //!
-//! `connect` resolves where to connect (inventory < PG* variables < `--dsn`) and connects with
-//! a timeout, `tls` provides rustls for `sslmode`, `relation` quotes the table name and reads
+//! `settings` resolves where to connect (inventory < PG* variables < `--dsn`), `connect`
+//! connects with a timeout, `tls` provides rustls for `sslmode`, `relation` quotes the table name and reads
 //! its columns and primary key, `messages` streams rows (and counts them), `order` is what
 //! `--latest` and `--follow` order by and the SQL for it, `follow` polls for new rows,
-//! `format` writes table/JSON/JSON lines, `schema` reads the catalogs. Only `run` touches the
-//! process: environment, signals and stdout.
+//! `format` writes table/JSON/JSON lines, `schema` reads the catalogs. The command layer
+//! (`iac query`) owns the process: the runtime, signals and stdout.
 
 pub mod connect;
 mod dsn;
@@ -17,19 +17,18 @@ pub mod order;
 mod pgpass;
 pub mod relation;
 pub mod schema;
+pub mod settings;
 mod tls;
 
-use std::io::{self, BufWriter, Write};
-use std::process::ExitCode;
+use std::io;
 use std::time::Duration;
 
 pub use format::Format;
 
-use crate::cli::{MessagesArgs, QueryArgs, QueryCommand, SinceArgs};
-use crate::error::Error;
-use connect::{Defaults, Flags};
-use messages::{Filter, Since};
+use crate::reporter::Reporter;
+use messages::Filter;
 use relation::TableName;
+use settings::{Defaults, Flags};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -110,115 +109,23 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-pub fn run(args: &QueryArgs) -> Result<ExitCode, Error> {
-    // The inventory gives defaults; without one, --dsn and the PG* variables must say it all.
-    let defaults = if args.inventory.exists() { Defaults::from_site(&crate::load_site(&args.inventory)?) } else { Defaults::default() };
-    let flags = Flags { dsn: args.dsn.clone(), password_file: args.password_file.clone(), connect_timeout: args.connect_timeout };
-    let mut settings = settings(&defaults, &flags)?;
-    if let QueryCommand::Messages(m) = &args.command
-        && m.follow
-    {
-        settings
-            .config
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10))
-            .keepalives_interval(Duration::from_secs(5))
-            .keepalives_retries(3)
-            .tcp_user_timeout(Duration::from_secs(30));
-    }
-    let table = match args.table.clone().or(defaults.table) {
-        Some(t) => Some(TableName::new(args.schema.clone(), t)?),
-        None => None,
-    };
-    if let QueryCommand::Conninfo = args.command {
-        print!("{settings}");
-        println!("table     {}", table.map_or_else(|| "(none: give --table)".into(), |t| t.to_string()));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let table = table.ok_or_else(|| QueryError::Config(format!("no table: {} has no pipeline; give --table", args.inventory.display())))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| QueryError::Config(format!("cannot start the async runtime: {e}")))?;
-    let database = settings.dbname().to_owned();
-    let result = runtime.block_on(async {
-        if let QueryCommand::Messages(m) = &args.command
-            && m.follow
-        {
-            return follow_command(&settings, &table, &database, m).await;
-        }
-        let client = connect::connect(&settings).await?;
-        let stdout = io::stdout().lock();
-        let mut out = BufWriter::with_capacity(64 * 1024, stdout);
-        match &args.command {
-            QueryCommand::Messages(m) => {
-                let filter = filter(&m.since);
-                match m.latest {
-                    Some(n) => messages::latest(&client, &table, &database, &filter, n, m.format, &mut out).await?,
-                    None => messages::messages(&client, &table, &database, &filter, m.limit, m.format, &mut out).await?,
-                };
-            }
-            QueryCommand::Count(c) => {
-                let n = messages::count(&client, &table, &database, &filter(&c.since)).await?;
-                writeln!(out, "{n}").map_err(QueryError::Output)?;
-            }
-            QueryCommand::Schema(s) => {
-                let schema = schema::read(&client, &table, &database).await?;
-                schema::write(&schema, s.format, &mut out).map_err(QueryError::Output)?;
-            }
-            QueryCommand::Conninfo => {}
-        }
-        out.flush().map_err(QueryError::Output)
-    });
-    match result {
-        // `iac query messages | head`: the reader is gone, which is not our failure.
-        Err(QueryError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(e) => Err(e.into()),
-        Ok(()) => Ok(ExitCode::SUCCESS),
-    }
-}
-
-/// `messages --follow`: signals are caught before connecting, so SIGINT at any point ends
-/// with exit 0. A server that vanishes without closing the connection (a cable, a firewall)
-/// must not be waited on forever: `run` has set TCP_USER_TIMEOUT to 30 s (a poll whose data
-/// stays unacknowledged that long fails; without it Linux retransmits for about 15 minutes)
-/// and keepalives (idle 10 s, 3 probes 5 s apart) for long `--interval`s.
-async fn follow_command(settings: &connect::Settings, table: &TableName, database: &str, m: &MessagesArgs) -> Result<(), QueryError> {
-    follow::check_format(m.format)?;
-    let mut shutdown = follow::Shutdown::install()?;
-    let connected = tokio::select! {
-        r = connect::connect_watched(settings) => r?,
-        () = shutdown.wait() => return Ok(()),
-    };
-    let (client, end) = connected;
-    let filter = filter(&m.since);
-    let options = follow::Options { filter: &filter, latest: m.latest, interval: m.interval, format: m.format };
-    let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    follow::follow(&client, end, &settings.server(), table, database, &options, &mut shutdown, &mut out).await?;
-    out.flush().map_err(QueryError::Output)
-}
-
-/// Connection settings from inventory defaults, the PG* variables and the flags, with the
-/// password loaded (never from the command line).
-fn settings(defaults: &Defaults, flags: &Flags) -> Result<connect::Settings, QueryError> {
+/// Connection settings from inventory defaults, the process's PG* variables and the flags,
+/// with the password loaded (never from the command line).
+pub fn settings(defaults: &Defaults, flags: &Flags, report: &dyn Reporter) -> Result<settings::Settings, QueryError> {
     let env = |k: &str| std::env::var(k).ok();
-    let mut settings = connect::resolve(defaults, &env, flags)?;
-    connect::load_password(&mut settings, &env, flags)?;
+    let mut settings = settings::resolve(defaults, &env, flags)?;
+    settings::load_password(&mut settings, &env, flags, report)?;
     Ok(settings)
 }
 
 /// The number of rows in the pipeline's sink table, connecting as `iac query` would with no
 /// flags (inventory defaults, PG* variables, ~/.pgpass). For `iac pipeline status`.
-pub async fn sink_row_count(site: &crate::model::Site) -> Result<i64, QueryError> {
+pub async fn sink_row_count(site: &crate::model::Site, report: &dyn Reporter) -> Result<i64, QueryError> {
     let defaults = Defaults::from_site(site);
     let flags = Flags { dsn: None, password_file: None, connect_timeout: None };
-    let settings = settings(&defaults, &flags)?;
+    let settings = settings(&defaults, &flags, report)?;
     let table = defaults.table.clone().ok_or_else(|| QueryError::Config("the inventory has no [pipeline]".into()))?;
     let table = TableName::new(None, table)?;
     let client = connect::connect(&settings).await?;
     messages::count(&client, &table, settings.dbname(), &Filter { since: None, time_column: None }).await
-}
-
-fn filter(s: &SinceArgs) -> Filter {
-    Filter { since: s.since.as_deref().map(Since::parse), time_column: s.time_column.clone() }
 }

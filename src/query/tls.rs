@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::connect::SslMode;
+use super::settings::SslMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {

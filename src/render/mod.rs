@@ -13,7 +13,6 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use crate::error::Error;
 use crate::model::{Host, Role, Site};
 use crate::policy::{self, Flows};
 
@@ -21,6 +20,16 @@ use crate::policy::{self, Flows};
 pub type Tree = BTreeMap<PathBuf, String>;
 
 pub use marker::MARKER;
+
+/// Why a render failed: the validated model still held something a target language cannot
+/// carry, or a renderer produced text its consumer would reject. Nothing is written then.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("rendering {file} failed: {message}")]
+    Render { file: String, message: String },
+    #[error(transparent)]
+    K8s(#[from] k8s::K8sError),
+}
 
 /// Render every file of the estate. Hosts are independent, so they render (and their Nix is
 /// parsed) in parallel.

@@ -4,7 +4,7 @@
 
 use askama::Template;
 
-use crate::error::Error;
+use super::Error;
 use crate::model::{Host, Protocol};
 use crate::policy::{AddrSet, Chain, Flow, Flows, PortRange};
 

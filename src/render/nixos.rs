@@ -3,7 +3,7 @@
 
 use askama::Template;
 
-use crate::error::Error;
+use super::Error;
 use crate::model::{Host, Role, Site};
 use crate::policy::K3S_API_PORT;
 

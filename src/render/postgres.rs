@@ -4,7 +4,7 @@
 
 use askama::Template;
 
-use crate::error::Error;
+use super::Error;
 use crate::model::{Host, Site};
 use crate::policy::Flows;
 

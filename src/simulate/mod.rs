@@ -7,19 +7,25 @@
 //! real traffic and must pass, the untrusted host's probes must be refused (`probes`), every
 //! ruleset is reloaded and must leave the same listing and the stand-in tables in place, and a
 //! table says what happened (`report`). All of it runs inside a private sandbox (`netns`).
+//! Which probes to send and what each must do is `probes` (asking `policy::verdict`); `traffic`
+//! sends them and `packet` crafts the forged VXLAN frame. Progress and the report go to a
+//! [`Reporter`].
 
 pub mod netns;
+pub mod packet;
 pub mod probes;
 pub mod report;
 pub mod topology;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
+use crate::inventory::LoadError;
+use crate::nix_eval::NixEvalError;
 use crate::render::nft::TABLE;
+use crate::reporter::{self, Reporter};
 
 use netns::{Guard, Netns};
 use report::{Report, RulesetCheck, Timings};
@@ -38,6 +44,24 @@ pub enum SimulateError {
     BadOverride(String),
 }
 
+/// Why `iac simulate` could not run (a mismatch of the firewalls is not an error: it is the
+/// outcome, exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Render(#[from] crate::render::Error),
+    #[error(transparent)]
+    NixEval(#[from] NixEvalError),
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("simulate: {0}")]
+    Simulate(#[from] SimulateError),
+}
+
 /// What `iac simulate` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -53,8 +77,11 @@ pub struct Options {
     pub nix_eval: bool,
 }
 
-/// Run the simulation; exit 0 when everything behaved as declared, 1 on any mismatch.
-pub fn run(opts: &Options) -> Result<ExitCode, Error> {
+/// Run the simulation: true when everything behaved as declared (exit 0), false on any
+/// mismatch (exit 1). The first call re-executes the process inside the sandbox and returns
+/// only on failure. `report` must outlive the process: the signal watcher reports from its own
+/// thread before it ends the process.
+pub fn run(opts: &Options, report: &'static dyn Reporter) -> Result<bool, Error> {
     if !netns::inside_sandbox() {
         // Replaces this process on success.
         return Err(netns::enter_sandbox().into());
@@ -69,8 +96,8 @@ pub fn run(opts: &Options) -> Result<ExitCode, Error> {
     }
     netns::private_run()?;
     let guard = Guard::default();
-    guard.watch_signals()?;
-    let result = simulate(opts, &guard);
+    guard.watch_signals(report)?;
+    let result = simulate(opts, &guard, report);
     if result.is_err() && !guard.interrupted() {
         // A terminal's Ctrl-C reaches our children too: give the watcher the moment it needs
         // to record the signal before an error it caused is taken for the outcome.
@@ -84,11 +111,11 @@ pub fn run(opts: &Options) -> Result<ExitCode, Error> {
         }
     }
     let deleted = guard.cleanup();
-    eprintln!("simulate: deleted {deleted} namespaces");
+    report.progress(&format!("simulate: deleted {deleted} namespaces"));
     result
 }
 
-fn simulate(opts: &Options, guard: &Guard) -> Result<ExitCode, Error> {
+fn simulate(opts: &Options, guard: &Guard, say: &dyn Reporter) -> Result<bool, Error> {
     let start = Instant::now();
     let site = crate::load_site(&opts.inventory)?;
     let tree = crate::render::render(&site)?;
@@ -102,23 +129,23 @@ fn simulate(opts: &Options, guard: &Guard) -> Result<ExitCode, Error> {
     if opts.nix_eval {
         let t0 = Instant::now();
         let evaluated = nixos_rulesets(&site, &tree, &opts.rulesets, dir.path())?;
-        eprintln!(
+        say.progress(&format!(
             "simulate: loading the text NixOS builds from {} host modules (evaluated by nix-instantiate in {} ms, equal to nftables.nft)",
             evaluated.len(),
             t0.elapsed().as_millis()
-        );
+        ));
         rulesets.extend(evaluated);
     } else {
-        eprintln!("simulate: --skip-nix-eval: loading the standalone nftables.nft files; the text NixOS loads is not proven");
+        say.progress("simulate: --skip-nix-eval: loading the standalone nftables.nft files; the text NixOS loads is not proven");
     }
 
     let prefix = format!("iacsim-{}", std::process::id());
     let topo = topology::plan(&site, &flows, &prefix)?;
-    eprintln!("simulate: building the topology: {} namespaces", topo.namespace_count());
+    say.progress(&format!("simulate: building the topology: {} namespaces", topo.namespace_count()));
     let t0 = Instant::now();
     topology::build(&topo, guard)?;
     let build = t0.elapsed();
-    eprintln!("simulate: topology up: {} namespaces in {} ms", topo.namespace_count(), build.as_millis());
+    say.progress(&format!("simulate: topology up: {} namespaces in {} ms", topo.namespace_count(), build.as_millis()));
 
     let t0 = Instant::now();
     let mut checks = Vec::new();
@@ -137,9 +164,9 @@ fn simulate(opts: &Options, guard: &Guard) -> Result<ExitCode, Error> {
 
     let t0 = Instant::now();
     let eps = probes::endpoints(&topo, &flows);
-    let receipts = probes::start_listeners(&topo, &eps)?;
+    let receipts = traffic::start_listeners(&topo, &eps)?;
     let plan = probes::plan(&site, &flows, &topo);
-    let outcomes = probes::run(&topo, &plan, &receipts, opts.timeout);
+    let outcomes = traffic::run(&topo, &plan, &receipts, opts.timeout);
     let probe_time = t0.elapsed();
 
     let t0 = Instant::now();
@@ -178,11 +205,11 @@ fn simulate(opts: &Options, guard: &Guard) -> Result<ExitCode, Error> {
         timings: Timings { build, load, probes: probe_time, reload, total: start.elapsed() },
     };
     let text = report.render();
-    print!("{text}");
+    reporter::result_text(say, &text);
     if let Some(out) = &opts.out {
         write_out(out, &text, &rulesets, &listings)?;
     }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(report.ok())
 }
 
 /// What NixOS loads on each host without a `--ruleset` override: the host modules of `tree` are

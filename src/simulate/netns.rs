@@ -22,6 +22,7 @@ use std::thread;
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
 use super::SimulateError;
+use crate::reporter::Reporter;
 
 /// Set in the environment of the re-executed process: we are inside the sandbox.
 pub const INSIDE_ENV: &str = "IAC_SIMULATE_SANDBOX";
@@ -206,8 +207,8 @@ impl Guard {
         self.interrupted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// On SIGINT or SIGTERM: clean up, say so, exit 130/143.
-    pub fn watch_signals(&self) -> Result<(), SimulateError> {
+    /// On SIGINT or SIGTERM: clean up, say so through `report`, exit 130/143.
+    pub fn watch_signals(&self, report: &'static dyn Reporter) -> Result<(), SimulateError> {
         let created = Arc::clone(&self.created);
         let dirs = Arc::clone(&self.dirs);
         let interrupted = Arc::clone(&self.interrupted);
@@ -235,7 +236,7 @@ impl Guard {
                         let _ = std::fs::remove_dir_all(d);
                     }
                 }
-                eprintln!("simulate: interrupted; deleted {n} namespaces");
+                report.progress(&format!("simulate: interrupted; deleted {n} namespaces"));
                 std::process::exit(code);
             });
         });

@@ -1,31 +1,15 @@
-//! Which probes to send and what each should do (`plan`, pure: an oracle that walks a packet
-//! through the chains it crosses and asks the flows), and sending them for real (`run`): TCP
-//! handshakes plus an echoed nonce, UDP request/reply, one-way UDP through the VXLAN overlay,
-//! and a forged VXLAN frame from the untrusted host.
+//! Which probes to send and what each should do (`plan`, pure): for every declared flow the
+//! probes that exercise it end to end (they must pass), and the untrusted host against every
+//! listener (normally refused). Each probe's path is walked through the chains it crosses and
+//! each hop asks the model (`policy::verdict`) which flow admits it. Sending them is
+//! `traffic`; the forged VXLAN frame is built by `packet`.
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::net::Ipv4Addr;
 
 use crate::model::{Protocol, Site};
-use crate::policy::{Chain, DNS_PORT, FLANNEL_VXLAN_PORT, Flow, Flows};
+use crate::policy::{Chain, DNS_PORT, FLANNEL_VXLAN_PORT, Flow, Flows, Packet, verdict};
 
-use super::SimulateError;
-use super::topology::{POD_PORT, Role, Topology, VXLAN_ID};
-
-/// What a packet looks like where a chain sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub proto: Protocol,
-    pub port: u16,
-    /// kube-proxy rewrote the destination (`ct status dnat`).
-    pub dnat: bool,
-}
+use super::topology::{POD_PORT, Role, Topology};
 
 /// One base chain a probe crosses, and the flow (index into `Flows`) that admits it there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,23 +125,6 @@ fn flow_ports(f: &Flow) -> Vec<(Protocol, u16)> {
     protos.iter().flat_map(|p| ports.iter().map(move |port| (*p, *port))).collect()
 }
 
-/// The model's answer: the first flow of `host`'s `chain` that accepts `pkt`.
-fn admit(site: &Site, flows: &Flows, host: &str, chain: Chain, pkt: &Packet) -> Option<usize> {
-    if site.host(host).is_some_and(|h| h.block.iter().any(|n| n.contains(&pkt.src))) {
-        return None;
-    }
-    flows.all().iter().position(|f| f.host == host && matches(f, chain, pkt))
-}
-
-fn matches(f: &Flow, chain: Chain, pkt: &Packet) -> bool {
-    f.chain == chain
-        && f.from.contains(pkt.src)
-        && f.to.as_ref().is_none_or(|t| t.contains(pkt.dst))
-        && f.proto.is_none_or(|p| p == pkt.proto)
-        && (f.ports.is_empty() || f.ports.iter().any(|r| r.contains(pkt.port)))
-        && (!f.dnat_only || pkt.dnat)
-}
-
 struct Oracle<'a> {
     site: &'a Site,
     flows: &'a Flows,
@@ -166,7 +133,7 @@ struct Oracle<'a> {
 
 impl Oracle<'_> {
     fn hop(&self, host: &str, chain: Chain, packet: Packet) -> Hop {
-        Hop { host: host.to_string(), chain, packet, admitted_by: admit(self.site, self.flows, host, chain, &packet) }
+        Hop { host: host.to_string(), chain, packet, admitted_by: verdict(self.site, self.flows, host, chain, &packet) }
     }
 
     fn host_at(&self, addr: Ipv4Addr) -> Option<&str> {
@@ -252,7 +219,7 @@ impl Oracle<'_> {
 
 /// The inner source of a forged VXLAN frame: a pod address of another node (or of the next
 /// /24 when there is one node), which node `node`'s forward chain admits as pod-to-pod.
-fn inject_source(t: &Topology, node: usize) -> Option<Ipv4Addr> {
+pub(super) fn inject_source(t: &Topology, node: usize) -> Option<Ipv4Addr> {
     let other = t.nodes.get((node + 1) % t.nodes.len()).filter(|_| t.nodes.len() > 1);
     let subnet = match other {
         Some(o) => o.subnet,
@@ -328,7 +295,7 @@ pub fn plan(site: &Site, flows: &Flows, t: &Topology) -> Vec<Probe> {
     for f in ordered {
         let exercising: Vec<&Probe> = candidates
             .iter()
-            .filter(|p| p.hops.iter().any(|h| h.host == f.host && h.chain == f.chain && matches(f, h.chain, &h.packet)))
+            .filter(|p| p.hops.iter().any(|h| h.host == f.host && h.chain == f.chain && f.admits(h.chain, &h.packet)))
             .collect();
         let passing: Vec<&Probe> = exercising.iter().copied().filter(|p| p.hops.iter().all(|h| h.admitted_by.is_some())).collect();
         if passing.is_empty() {
@@ -382,62 +349,9 @@ pub fn unprobed<'a>(flows: &'a Flows, probes: &[Probe]) -> Vec<&'a Flow> {
         .filter(|f| {
             !probes
                 .iter()
-                .any(|p| p.expect && p.hops.iter().any(|h| h.host == f.host && h.chain == f.chain && matches(f, h.chain, &h.packet)))
+                .any(|p| p.expect && p.hops.iter().any(|h| h.host == f.host && h.chain == f.chain && f.admits(h.chain, &h.packet)))
         })
         .collect()
-}
-
-/// Datagrams each UDP listener received, with the source it saw, by (address, port).
-pub type Receipts = Arc<Mutex<HashMap<(Ipv4Addr, u16), Vec<(Vec<u8>, Ipv4Addr)>>>>;
-
-/// Start every listener in its namespace; they live until the process ends.
-pub fn start_listeners(t: &Topology, eps: &[Endpoint]) -> Result<Receipts, SimulateError> {
-    let receipts: Receipts = Arc::default();
-    for e in eps {
-        let m = &t.members[e.member];
-        let addr = SocketAddrV4::new(m.addr, e.port);
-        match e.proto {
-            Protocol::Tcp => {
-                let listener = m.ns.run_within(move || TcpListener::bind(addr))?;
-                thread::spawn(move || serve_tcp(listener));
-            }
-            Protocol::Udp => {
-                let socket = m.ns.run_within(move || UdpSocket::bind(addr))?;
-                let r = Arc::clone(&receipts);
-                thread::spawn(move || serve_udp(socket, addr, r));
-            }
-        }
-    }
-    Ok(receipts)
-}
-
-/// Echo the nonce, then the source address this end saw (masquerade shows here).
-fn echo(payload: &[u8], peer: std::net::SocketAddr) -> Vec<u8> {
-    let mut reply = payload.to_vec();
-    reply.extend_from_slice(format!(" from {}", peer.ip()).as_bytes());
-    reply
-}
-
-fn serve_tcp(listener: TcpListener) {
-    for mut conn in listener.incoming().flatten() {
-        thread::spawn(move || {
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = [0u8; 256];
-            if let (Ok(n), Ok(peer)) = (conn.read(&mut buf), conn.peer_addr()) {
-                let _ = conn.write_all(&echo(&buf[..n], peer));
-            }
-        });
-    }
-}
-
-fn serve_udp(socket: UdpSocket, addr: SocketAddrV4, receipts: Receipts) {
-    let mut buf = [0u8; 1500];
-    while let Ok((n, peer)) = socket.recv_from(&mut buf) {
-        if let (Ok(mut r), std::net::SocketAddr::V4(p)) = (receipts.lock(), peer) {
-            r.entry((*addr.ip(), addr.port())).or_default().push((buf[..n].to_vec(), *p.ip()));
-        }
-        let _ = socket.send_to(&echo(&buf[..n], peer), peer);
-    }
 }
 
 /// What actually happened to a probe.
@@ -450,184 +364,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn failed(detail: impl Into<String>) -> Self {
+    pub(super) fn failed(detail: impl Into<String>) -> Self {
         Self { passed: false, seen_from: None, detail: detail.into() }
     }
-    fn passed(seen_from: Option<Ipv4Addr>, detail: impl Into<String>) -> Self {
+    pub(super) fn passed(seen_from: Option<Ipv4Addr>, detail: impl Into<String>) -> Self {
         Self { passed: true, seen_from, detail: detail.into() }
-    }
-}
-
-/// Send every probe at once (each from its own namespace) and collect the outcomes in order.
-pub fn run(t: &Topology, probes: &[Probe], receipts: &Receipts, timeout: Duration) -> Vec<Outcome> {
-    let handles: Vec<_> = probes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let nonce = format!("iac-simulate-{}-{i}", std::process::id()).into_bytes();
-            let p = p.clone();
-            let dst = SocketAddrV4::new(p.to, p.port);
-            let receipts = Arc::clone(receipts);
-            let inject = match p.method {
-                Method::VxlanInject { node } => {
-                    let n = &t.nodes[node];
-                    inject_source(t, node).map(|src| (n.mac, src, n.pod_addr()))
-                }
-                _ => None,
-            };
-            let one_way_target = match p.method {
-                Method::VxlanInject { node } => (t.nodes[node].pod_addr(), POD_PORT),
-                _ => (p.to, p.port),
-            };
-            t.members[p.from].ns.within(move || {
-                Ok(match p.method {
-                    Method::Tcp => tcp_probe(dst, &nonce, timeout),
-                    Method::UdpEcho => udp_echo(dst, &nonce, timeout),
-                    Method::UdpOneWay | Method::VxlanInject { .. } => {
-                        let payload = match inject {
-                            Some((mac, src, pod)) => vxlan_frame(mac, src, pod, &nonce),
-                            None => nonce.clone(),
-                        };
-                        one_way(dst, &payload, &nonce, one_way_target, &receipts, timeout)
-                    }
-                })
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| match h.join() {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => Outcome::failed(format!("could not run: {e}")),
-            Err(_) => Outcome::failed("probe thread panicked"),
-        })
-        .collect()
-}
-
-/// The source address in an echo (`NONCE from ADDR`), if the echo carries our nonce.
-fn parse_echo(reply: &[u8], nonce: &[u8]) -> Option<Ipv4Addr> {
-    let rest = reply.strip_prefix(nonce)?;
-    std::str::from_utf8(rest).ok()?.strip_prefix(" from ")?.trim().parse().ok()
-}
-
-fn tcp_probe(dst: SocketAddrV4, nonce: &[u8], timeout: Duration) -> Outcome {
-    let mut s = match TcpStream::connect_timeout(&dst.into(), timeout) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Outcome::failed("no handshake (timeout)"),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Outcome::failed("reset"),
-        Err(e) => return Outcome::failed(e.to_string()),
-    };
-    let _ = s.set_read_timeout(Some(timeout));
-    if let Err(e) = s.write_all(nonce) {
-        return Outcome::failed(format!("handshake, then {e}"));
-    }
-    let mut reply = Vec::new();
-    match s.read_to_end(&mut reply) {
-        Ok(_) => match parse_echo(&reply, nonce) {
-            Some(seen) => Outcome::passed(Some(seen), "handshake + echo"),
-            None => Outcome::failed("handshake, wrong echo"),
-        },
-        Err(e) => Outcome::failed(format!("handshake, no echo ({e})")),
-    }
-}
-
-fn udp_echo(dst: SocketAddrV4, nonce: &[u8], timeout: Duration) -> Outcome {
-    let s = match UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect(dst).map(|_| s)) {
-        Ok(s) => s,
-        Err(e) => return Outcome::failed(e.to_string()),
-    };
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 1500];
-    // Two tries within the timeout: the first datagram may wait for ARP.
-    for attempt in 0..2u32 {
-        if let Err(e) = s.send(nonce) {
-            return Outcome::failed(e.to_string());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let wait = if attempt == 0 { left / 2 } else { left };
-        let _ = s.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-        if let Some(seen) = s.recv(&mut buf).ok().and_then(|n| parse_echo(&buf[..n], nonce)) {
-            return Outcome::passed(Some(seen), "reply");
-        }
-    }
-    Outcome::failed("no reply (timeout)")
-}
-
-fn one_way(dst: SocketAddrV4, payload: &[u8], nonce: &[u8], target: (Ipv4Addr, u16), receipts: &Receipts, timeout: Duration) -> Outcome {
-    let s = match UdpSocket::bind("0.0.0.0:0") {
-        Ok(s) => s,
-        Err(e) => return Outcome::failed(e.to_string()),
-    };
-    let deadline = Instant::now() + timeout;
-    let mut sent_again = false;
-    let _ = s.send_to(payload, dst);
-    while Instant::now() < deadline {
-        let seen =
-            receipts.lock().ok().and_then(|r| r.get(&target).and_then(|v| v.iter().find(|(d, _)| d == nonce).map(|(_, from)| *from)));
-        if let Some(from) = seen {
-            return Outcome::passed(Some(from), format!("received by {}:{}", target.0, target.1));
-        }
-        if !sent_again && deadline.saturating_duration_since(Instant::now()) < timeout / 2 {
-            let _ = s.send_to(payload, dst);
-            sent_again = true;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    Outcome::failed("never arrived (timeout)")
-}
-
-/// A VXLAN packet body (RFC 7348): header with VNI, then an Ethernet frame to `dst_mac`
-/// carrying IPv4/UDP `src` → `pod`:POD_PORT with `payload`.
-pub fn vxlan_frame(dst_mac: [u8; 6], src: Ipv4Addr, pod: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x08, 0, 0, 0];
-    f.extend_from_slice(&VXLAN_ID.to_be_bytes()[1..]);
-    f.push(0);
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let udp_len = 8 + payload.len();
-    let total = u16::try_from(20 + udp_len).unwrap_or(u16::MAX);
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&[0x1a, 0xc0, 0x40, 0x00, 64, 17, 0, 0]);
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&pod.octets());
-    let sum = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&40000u16.to_be_bytes());
-    f.extend_from_slice(&POD_PORT.to_be_bytes());
-    f.extend_from_slice(&u16::try_from(udp_len).unwrap_or(u16::MAX).to_be_bytes());
-    f.extend_from_slice(&[0, 0]); // no UDP checksum (allowed for IPv4)
-    f.extend_from_slice(payload);
-    f
-}
-
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checksum_of_a_known_header() {
-        // Example header from RFC 1071 discussions: checksum field zeroed.
-        let h = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
-        assert_eq!(ipv4_checksum(&h), 0xb861);
-    }
-
-    #[test]
-    fn vxlan_frame_layout() {
-        let f = vxlan_frame([2, 0x1a, 0xc0, 0, 0, 1], Ipv4Addr::new(10, 42, 1, 77), Ipv4Addr::new(10, 42, 0, 2), b"x");
-        assert_eq!(&f[..8], &[0x08, 0, 0, 0, 0, 0, 1, 0]);
-        assert_eq!(&f[8..14], &[2, 0x1a, 0xc0, 0, 0, 1]);
-        assert_eq!(f.len(), 8 + 14 + 20 + 8 + 1);
     }
 }
 

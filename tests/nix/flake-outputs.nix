@@ -1,4 +1,4 @@
-# Evaluates flake.nix's `outputs` with a stand-in `nixpkgs`, for tests/nix.rs:
+# Evaluates flake.nix's `outputs` with a stand-in `nixpkgs`, for tests/it/nix.rs:
 #
 #   nix-instantiate --eval --strict --json tests/nix/flake-outputs.nix [--arg checkRuleset false]
 #
@@ -107,7 +107,7 @@ in
   # Each app's type and script: the stub writeShellScript's outPath is its text.
   apps = builtins.mapAttrs (_: builtins.mapAttrs (_: a: { inherit (a) type program; })) outputs.apps;
   package = {
-    inherit (outputs.packages.x86_64-linux.iac.args) cargoTestFlags preCheck;
+    inherit (outputs.packages.x86_64-linux.iac.args) cargoTestFlags checkFlags preCheck;
     nativeCheckInputs = map (p: p.meta.mainProgram) outputs.packages.x86_64-linux.iac.args.nativeCheckInputs;
     default = drvName outputs.packages.x86_64-linux.default;
   };

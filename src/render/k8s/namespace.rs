@@ -8,7 +8,7 @@ use super::{Component, Ctx, FILE_NAMESPACE, K8sError, Object, yaml};
 /// Pod Security admission (built into the API server since 1.25) refuses, in this namespace, any
 /// pod that is not `restricted`: non-root by number, no privilege escalation, every capability
 /// dropped, the runtime's seccomp profile, only ephemeral/configMap/secret/PVC volumes. Every
-/// pod the renderers emit meets it (tests/k8s_manifests.rs checks each against the rules).
+/// pod the renderers emit meets it (tests/it/k8s_manifests.rs checks each against the rules).
 pub const POD_SECURITY_LEVEL: &str = "restricted";
 
 pub(super) fn render(ctx: &Ctx) -> Result<String, K8sError> {

@@ -1,0 +1,207 @@
+//! One test per validation rule: a broken inventory exits 2 and names the exact
+//! `file:line:col: key` of the value at fault (issue 15: errors used to borrow a neighbour's
+//! position), and the previously rendered tree stays byte-for-byte as it was.
+
+use crate::support::{bundled_inventory, project_with, replace_once, run_iac, snapshot_dir, text};
+
+/// 1-based line and column (in characters) of byte offset `at` of `text`.
+fn position(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at];
+    (before.matches('\n').count() + 1, before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1)
+}
+
+/// Render the bundled inventory, then replace `from` by `to` in it and render again: exit 2,
+/// an error line `hosts/inventory.toml:LINE:COL: KEY: …MESSAGE…` where LINE:COL is where `at`
+/// first occurs from the replacement on (`""`: the replacement itself), and generated/ as it
+/// was.
+fn assert_rejected(from: &str, to: &str, key: &str, at: &str, message: &str) {
+    let good = bundled_inventory();
+    let bad = replace_once(&good, from, to);
+    assert_rejected_text(&bad, good.find(from).unwrap(), key, at, message);
+}
+
+fn assert_rejected_text(bad: &str, from: usize, key: &str, at: &str, message: &str) {
+    let dir = project_with(&bundled_inventory());
+    let first = run_iac(dir.path(), &["render"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let before = snapshot_dir(&dir.path().join("generated"));
+    assert!(!before.is_empty());
+
+    std::fs::write(dir.path().join("hosts/inventory.toml"), bad).unwrap();
+    let out = run_iac(dir.path(), &["render"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "expected exit 2, got {:?}: {stderr}", out.status);
+    let offset = from + bad[from..].find(at).unwrap_or_else(|| panic!("`{at}` not in the inventory after the edit"));
+    let (line, col) = position(bad, offset);
+    let want = format!("hosts/inventory.toml:{line}:{col}: {key}: ");
+    let hit = stderr.lines().find(|l| l.starts_with(&want) && l.contains(message));
+    let hit = hit.unwrap_or_else(|| panic!("no error line starting `{want}` with `{message}` in:\n{stderr}"));
+    assert!(!hit.chars().any(char::is_control), "a control character reached the terminal: {hit:?}");
+    assert_eq!(before, snapshot_dir(&dir.path().join("generated")), "a failed render changed generated/");
+}
+
+macro_rules! rejects {
+    ($($name:ident: $from:expr => $to:expr, $key:expr, at $at:expr, $msg:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                assert_rejected($from, $to, $key, $at, $msg);
+            }
+        )*
+    };
+}
+
+const AGENT: &str = "roles = [\"k3s-agent\"]";
+const PG: &str = "roles = [\"postgresql\"]";
+/// The bundled inventory declares no `[[cluster.egress]]`: the egress tests add one after this.
+const DISABLE: &str = "disable = [\"traefik\", \"servicelb\"]";
+
+fn egress(to: &str, ports: &str, why: &str) -> String {
+    format!("{DISABLE}\n\n[[cluster.egress]]\nto = {to}\nproto = \"tcp\"\nports = {ports}\nwhy = {why}")
+}
+
+rejects! {
+    // Syntax and schema (serde): position of the offending token.
+    toml_syntax_error: r#"name = "loe-homelab""# => r#"name = "loe-homelab"#, "(syntax)", at "\n", "invalid basic string";
+    unknown_key: "masquerade = true" => "masquerade = true\nmasqerade = false", "cluster.masqerade", at "masqerade", "unknown field `masqerade`";
+    unknown_key_in_host: PG => "roles = [\"postgresql\"]\nadress = \"1.2.3.4\"", "hosts.alkaid.adress", at "adress", "unknown field `adress`";
+    unknown_role: AGENT => r#"roles = ["k3s-worker"]"#, "hosts.hamal.roles[0]", at "\"k3s-worker\"", "unknown variant `k3s-worker`";
+
+    // [site]
+    site_name_not_a_label: r#"name = "loe-homelab""# => r#"name = "Loe Homelab\nx""#, "site.name", at "\"Loe", "DNS-1123 label";
+
+    // [networks]
+    network_name_not_a_label: "[networks.lan]" => "[networks.LAN]", "networks.LAN", at "LAN", "network name";
+    cidr_with_host_bits: r#"cidr = "172.22.0.0/24""# => r#"cidr = "172.22.0.7/24""#, "networks.lan.cidr", at "\"172.22.0.7/24\"", "host bits";
+
+    // [access], [dns]
+    no_admin_network_cuts_ssh: r#"admin = ["172.22.0.0/24"]"# => "admin = []", "access.admin", at "[]", "SSH, the deploy path, would be closed";
+    invalid_admin_cidr: r#"admin = ["172.22.0.0/24"]"# => r#"admin = ["172.22.0.0/24", "everyone"]"#, "access.admin[1]", at "\"everyone\"", "not a valid IPv4 CIDR";
+    invalid_dns_address: r#"upstream = ["172.22.100.104"]"# => r#"upstream = ["dns.example"]"#, "dns.upstream[0]", at "\"dns.example\"", "not a valid IPv4 address";
+    empty_dns_upstream: r#"upstream = ["172.22.100.104"]"# => "upstream = []", "dns.upstream", at "[]", "no resolver";
+    loopback_dns_upstream: r#"upstream = ["172.22.100.104"]"# => r#"upstream = ["127.0.0.53"]"#, "dns.upstream[0]", at "\"127.0.0.53\"", "loopback";
+
+    // [cluster]
+    invalid_cidr: r#"pod_cidr = "10.42.0.0/16""# => r#"pod_cidr = "10.42.0.0/33""#, "cluster.pod_cidr", at "\"10.42.0.0/33\"", "not a valid IPv4 CIDR";
+    pod_cidr_overlaps_lan: r#"pod_cidr = "10.42.0.0/16""# => r#"pod_cidr = "172.22.0.0/16""#, "cluster.pod_cidr", at "\"172.22.0.0/16\"", "overlaps networks.lan.cidr";
+    pod_cidr_too_small_for_a_node: r#"pod_cidr = "10.42.0.0/16""# => r#"pod_cidr = "10.42.0.0/25""#, "cluster.pod_cidr", at "\"10.42.0.0/25\"", "holds 0 /24 node ranges";
+    pod_cidr_fewer_ranges_than_nodes: r#"pod_cidr = "10.42.0.0/16""# => r#"pod_cidr = "10.42.0.0/24""#, "cluster.pod_cidr", at "\"10.42.0.0/24\"", "holds 1 /24 node ranges but the inventory has 2 k3s nodes";
+    service_cidr_overlaps_pod_cidr: r#"service_cidr = "10.43.0.0/16""# => r#"service_cidr = "10.42.128.0/17""#, "cluster.service_cidr", at "\"10.42.128.0/17\"", "overlaps cluster.pod_cidr";
+    service_cidr_too_small: r#"service_cidr = "10.43.0.0/16""# => r#"service_cidr = "10.43.0.0/29""#, "cluster.service_cidr", at "\"10.43.0.0/29\"", "between a /12 and a /28";
+    token_file_relative: r#"token_file = "/var/lib/secrets/k3s-token""# => r#"token_file = "secrets/k3s-token""#, "cluster.token_file", at "\"secrets", "absolute path";
+    token_file_that_splits_the_command_line: r#"token_file = "/var/lib/secrets/k3s-token""# => r#"token_file = "/var/lib/secrets/k3s-token --cluster-reset\n""#, "cluster.token_file", at "\"/var/lib/secrets/k3s-token --", "systemd would interpret it";
+    disable_unknown_component: r#"disable = ["traefik", "servicelb"]"# => r#"disable = ["traefik", "servicelb --cluster-init"]"#, "cluster.disable[1]", at "\"servicelb --", "not a packaged k3s component";
+    disable_coredns_under_the_pipeline: r#"disable = ["traefik", "servicelb"]"# => r#"disable = ["traefik", "coredns"]"#, "cluster.disable[1]", at "\"coredns\"", "cannot disable `coredns`";
+    egress_why_empty: DISABLE => &egress("[\"198.51.100.0/24\"]", "[443]", "\"  \""), "cluster.egress[0].why", at "\"  \"", "is empty";
+    egress_why_with_a_bidi_override: DISABLE => &egress("[\"198.51.100.0/24\"]", "[443]", "\"ok \u{202e}tpecca\""), "cluster.egress[0].why", at "\"ok", "U+202E";
+    egress_without_ports: DISABLE => &egress("[\"198.51.100.0/24\"]", "[]", "\"mirror\""), "cluster.egress[0].ports", at "[]", "at least one port";
+    egress_invalid_destination: DISABLE => &egress("[\"github.com\"]", "[443]", "\"mirror\""), "cluster.egress[0].to[0]", at "\"github.com\"", "not a valid IPv4 CIDR";
+
+    // [hosts.*]
+    host_name_not_a_label: "[hosts.hamal]" => "[hosts.Hamal]", "hosts.Hamal", at "Hamal", "host name";
+    reserved_host_name: "[hosts.hamal]" => "[hosts.k8s]", "hosts.k8s", at "k8s]", "reserved";
+    invalid_address: r#"address = "172.22.0.135""# => r#"address = "172.22.0.300""#, "hosts.hamal.address", at "\"172.22.0.300\"", "not a valid IPv4 address";
+    duplicate_host_address: r#"address = "172.22.0.135""# => r#"address = "172.22.0.134""#, "hosts.hamal.address", at "\"172.22.0.134\"", "already the address of host `alphard`";
+    host_outside_every_network: r#"address = "172.22.0.133""# => r#"address = "192.168.1.133""#, "hosts.alkaid.address", at "\"192.168.1.133\"", "outside every declared network";
+    host_on_the_network_address: r#"address = "172.22.0.133""# => r#"address = "172.22.0.0""#, "hosts.alkaid.address", at "\"172.22.0.0\"", "the network address of its network";
+    host_on_the_broadcast_address: r#"address = "172.22.0.133""# => r#"address = "172.22.0.255""#, "hosts.alkaid.address", at "\"172.22.0.255\"", "the broadcast address of its network";
+    host_on_a_loopback_address: r#"address = "172.22.0.133""# => r#"address = "127.0.0.1""#, "hosts.alkaid.address", at "\"127.0.0.1\"", "a loopback address";
+    server_and_agent: AGENT => r#"roles = ["k3s-agent", "k3s-server"]"#, "hosts.hamal.roles", at "[\"k3s-agent\", ", "not both";
+    ssh_user_that_names_another_host: PG => "roles = [\"postgresql\"]\nssh_user = \"root@127.0.0.9?remote-program=touch%20/tmp/x&x=\"", "hosts.alkaid.ssh_user", at "\"root@", "not a user name";
+    ssh_port_zero: PG => "roles = [\"postgresql\"]\nssh_port = 0", "hosts.alkaid.ssh_port", at "0", "0 is not a port";
+    ssh_port_taken_by_postgresql: PG => "roles = [\"postgresql\"]\nssh_port = 5432", "hosts.alkaid.ssh_port", at "5432", "already PostgreSQL";
+    ssh_port_taken_by_the_kubelet: AGENT => "roles = [\"k3s-agent\"]\nssh_port = 10250", "hosts.hamal.ssh_port", at "10250", "already the kubelet's";
+    unknown_system: PG => "roles = [\"postgresql\"]\nsystem = \"x86_64-darwin\"", "hosts.alkaid.system", at "\"x86_64-darwin\"", "not a NixOS system";
+    unknown_join_target: "roles = [\"k3s-agent\"]\n" => "roles = [\"k3s-agent\"]\njoin = \"alkaid\"\n", "hosts.hamal.join", at "\"alkaid\"", "not another k3s node";
+    block_that_cuts_ssh: PG => "roles = [\"postgresql\"]\nfirewall.block = [\"172.22.0.0/25\"]", "hosts.alkaid.firewall.block[0]", at "\"172.22.0.0/25\"", "would cut SSH from admin network 172.22.0.0/24";
+    allow_from_unknown_host: PG => "roles = [\"postgresql\"]\nfirewall.allow = [{ from = [\"mizar\"], proto = \"tcp\", ports = [80], why = \"web\" }]", "hosts.alkaid.firewall.allow[0].from[0]", at "\"mizar\"", "unknown host `mizar`";
+    allow_why_with_a_line_break: PG => "roles = [\"postgresql\"]\nfirewall.allow = [{ from = [\"admin\"], proto = \"tcp\", ports = [80], why = \"web\\naccept\" }]", "hosts.alkaid.firewall.allow[0].why", at "\"web", "U+000A";
+    allow_port_zero: PG => "roles = [\"postgresql\"]\nfirewall.allow = [{ from = [\"admin\"], proto = \"tcp\", ports = [0], why = \"web\" }]", "hosts.alkaid.firewall.allow[0].ports", at "[0]", "between 1 and 65535";
+
+    // [databases.*]
+    database_name_not_an_identifier: "[databases.kafka]" => "[databases.Kafka-DB]", "databases.Kafka-DB", at "Kafka-DB", "SQL identifier";
+    unknown_host_reference: r#"host = "alkaid""# => r#"host = "mizar""#, "databases.kafka.host", at "\"mizar\"", "unknown host `mizar`";
+    database_on_host_without_postgresql: r#"host = "alkaid""# => r#"host = "hamal""#, "databases.kafka.host", at "\"hamal\"", "no `postgresql` role";
+    owner_not_an_identifier: r#"owner = "kafka""# => r#"owner = "Kafka Owner""#, "databases.kafka.owner", at "\"Kafka Owner\"", "SQL identifier";
+    owner_is_the_superuser: r#"owner = "kafka""# => r#"owner = "postgres""#, "databases.kafka.owner", at "\"postgres\"", "reserved by PostgreSQL";
+    password_file_relative: r#"password_file = "/var/lib/secrets/postgresql-kafka""# => r#"password_file = "pw""#, "databases.kafka.password_file", at "\"pw\"", "absolute path";
+    password_file_that_adds_unit_lines: r#"password_file = "/var/lib/secrets/postgresql-kafka""# => r#"password_file = "/run/pw\nExecStartPre=/bin/sh""#, "databases.kafka.password_file", at "\"/run/pw", "U+000A";
+    password_file_with_a_specifier: r#"password_file = "/var/lib/secrets/postgresql-kafka""# => r#"password_file = "/var/lib/%H/pw""#, "databases.kafka.password_file", at "\"/var/lib/%H", "`%`";
+    database_port_zero: r#"owner = "kafka""# => "owner = \"kafka\"\nport = 0", "databases.kafka.port", at "0", "0 is not a port";
+    unknown_client_reference: r#"clients = ["cluster", "admin"]"# => r#"clients = ["cluster", "mizar"]"#, "databases.kafka.clients[1]", at "\"mizar\"", "unknown host `mizar`";
+
+    // [pipeline]
+    unknown_database_reference: r#"database = "kafka""# => r#"database = "events""#, "pipeline.database", at "\"events\"", "unknown database `events`";
+    namespace_not_a_label: r#"namespace = "kafka-pipeline""# => r#"namespace = "Kafka Pipeline""#, "pipeline.namespace", at "\"Kafka Pipeline\"", "DNS-1123 label";
+    topic_not_a_kafka_name: r#"topic = "demo-messages""# => r#"topic = "demo messages""#, "pipeline.topic", at "\"demo messages\"", "not a Kafka topic name";
+    table_not_an_identifier: r#"table = "kafka_messages""# => r#"table = "kafka-messages""#, "pipeline.table", at "\"kafka-messages\"", "SQL identifier";
+    password_env_not_a_variable: r#"password_env = "IAC_PG_PASSWORD""# => r#"password_env = "IAC-PG PASSWORD""#, "pipeline.password_env", at "\"IAC-PG", "not an environment variable name";
+    kafka_image_with_an_option: r#"image = "apache/kafka:4.1.1""# => r#"image = "apache/kafka:4.1.1 --privileged""#, "pipeline.kafka.image", at "\"apache/kafka:4.1.1 --", "not a container image reference";
+    kafka_replicas_zero: "replicas = 1" => "replicas = 0", "pipeline.kafka.replicas", at "0", "at least one broker";
+    kafka_storage_not_a_size: r#"storage = "5Gi""# => r#"storage = "5GB""#, "pipeline.kafka.storage", at "\"5GB\"", "not a storage size";
+    storage_class_not_a_name: r#"storage_class = "local-path""# => r#"storage_class = "local path\n""#, "pipeline.kafka.storage_class", at "\"local path", "DNS-1123 subdomain";
+    cluster_id_not_kraft: r#"cluster_id = "euNKiNAFMRq_9pSVJThoTA""# => r#"cluster_id = "short""#, "pipeline.kafka.cluster_id", at "\"short\"", "not a KRaft cluster id";
+    connect_image_uppercase: r#"connector = "postgres-sink""# => "connector = \"postgres-sink\"\ncurl_image = \"Curl/Curl\"", "pipeline.connect.curl_image", at "\"Curl/Curl\"", "not a container image reference";
+    connector_not_a_label: r#"connector = "postgres-sink""# => r#"connector = "Postgres_Sink""#, "pipeline.connect.connector", at "\"Postgres_Sink\"", "DNS-1123 label";
+    kafka_replicas_two: "replicas = 1" => "replicas = 2", "pipeline.kafka.replicas", at "2", "cannot keep a KRaft quorum through the loss of one";
+    cluster_id_not_canonical: r#"cluster_id = "euNKiNAFMRq_9pSVJThoTA""# => r#"cluster_id = "iacKRaftCluster0000001""#, "pipeline.kafka.cluster_id", at "\"iacKRaft", "does not round-trip: its 16 bytes encode as `iacKRaftCluster000000w`";
+    connect_image_without_a_tag: r#"image = "quay.io/debezium/connect:3.4.3.Final""# => r#"image = "quay.io/debezium/connect""#, "pipeline.connect.image", at "\"quay.io", "names no tag";
+    connect_image_latest: r#"image = "quay.io/debezium/connect:3.4.3.Final""# => r#"image = "quay.io/debezium/connect:latest""#, "pipeline.connect.image", at "\"quay.io", "pinned to `latest`";
+    plugin_section_removed: r#"connector = "postgres-sink""# => "connector = \"postgres-sink\"\n\n[pipeline.connect.plugin]\nurl = \"https://example.org/x.tar\"", "pipeline.connect.plugin", at "[pipeline.connect.plugin]", "is no longer used";
+}
+
+#[test]
+fn no_k3s_server() {
+    let bad = replace_once(&bundled_inventory(), r#"roles = ["k3s-server"]"#, r#"roles = ["k3s-agent"]"#);
+    assert_rejected_text(&bad, 0, "cluster", "[cluster]", "no host with role `k3s-server`");
+}
+
+#[test]
+fn connect_image_invalid() {
+    assert_rejected(
+        r#"image = "quay.io/debezium/connect:3.4.3.Final""#,
+        r#"image = "quay.io/debezium/connect:3.4.3.Final@sha256:abc""#,
+        "pipeline.connect.image",
+        "\"quay.io/debezium/connect:3.4.3.Final@sha256:abc\"",
+        "digest",
+    );
+}
+
+/// Issue 13: a port conflict on a database host exited 1 at render time with no position.
+#[test]
+fn database_port_conflict() {
+    let extra = "\n[databases.metrics]\nhost = \"alkaid\"\nport = 5433\nowner = \"grafana\"\npassword_file = \"/var/lib/secrets/metrics\"\nclients = [\"admin\"]\n";
+    let good = bundled_inventory();
+    let bad = format!("{good}{extra}");
+    assert_rejected_text(&bad, good.len(), "databases.metrics.port", "5433", "already on port 5432 for database `kafka`");
+}
+
+/// A file that is not UTF-8 exited 1 ("cannot read"); it is an invalid inventory, located.
+#[test]
+fn non_utf8_inventory() {
+    let dir = project_with(&bundled_inventory());
+    let mut bytes = bundled_inventory().into_bytes();
+    let at = bundled_inventory().find("loe-homelab").unwrap() + 3;
+    bytes[at] = 0xff;
+    std::fs::write(dir.path().join("hosts/inventory.toml"), &bytes).unwrap();
+    let out = run_iac(dir.path(), &["render"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let (line, col) = position(&bundled_inventory(), at);
+    let want = format!("hosts/inventory.toml:{line}:{col}: (encoding): byte 0xff is not UTF-8");
+    assert!(text(&out.stderr).contains(&want), "{want} not in {}", text(&out.stderr));
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let bad = bundled_inventory().replacen(r#"address = "172.22.0.135""#, r#"address = "172.22.0.300""#, 1).replacen(
+        r#"database = "kafka""#,
+        r#"database = "events""#,
+        1,
+    );
+    let dir = project_with(&bad);
+    let out = run_iac(dir.path(), &["render"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("hosts.hamal.address") && stderr.contains("pipeline.database"), "{stderr}");
+    assert!(!dir.path().join("generated").exists(), "nothing may be written on error");
+}

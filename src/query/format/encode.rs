@@ -149,6 +149,7 @@ fn write_float4(out: &mut impl Write, v: f32, json: bool) -> io::Result<()> {
 /// A value as JSON. `json` text is passed through; newlines in it (only ever whitespace
 /// between tokens, since strings cannot hold raw newlines) become spaces so JSON lines stay
 /// one line.
+#[inline]
 pub fn write_json(out: &mut impl Write, v: &Value<'_>) -> io::Result<()> {
     match *v {
         Value::Null => out.write_all(b"null"),

@@ -112,7 +112,8 @@ fn estate(n: usize) -> String {
     let mut s = String::from(
         "[site]\nname = \"bench\"\n[networks.lan]\ncidr = \"172.16.0.0/12\"\n[access]\nadmin = [\"172.16.0.0/24\"]\n\
          [dns]\nupstream = [\"192.168.53.53\"]\n[cluster]\npod_cidr = \"10.42.0.0/16\"\nservice_cidr = \"10.43.0.0/16\"\n\
-         token_file = \"/var/lib/secrets/k3s-token\"\n",
+         token = \"k3s-token\"\n[admins.a]\nkey = \"age1sr4730t9hmwqf5nlk0tukp9tuekwpjecjjvqxkup7hve7pq4zc0snpe7c6\"\n\
+         [secrets.k3s-token]\nkind = \"k3s-token\"\n",
     );
     let mut dbs = String::new();
     for i in 0..n {
@@ -125,7 +126,7 @@ fn estate(n: usize) -> String {
         };
         if role.contains("postgresql") {
             dbs.push_str(&format!(
-                "[databases.db{i}]\nhost = \"h{i}\"\nowner = \"app{i}\"\npassword_file = \"/var/lib/secrets/db{i}\"\nclients = [\"cluster\", \"admin\"]\n"
+                "[databases.db{i}]\nhost = \"h{i}\"\nowner = \"app{i}\"\npassword = \"db{i}\"\nclients = [\"cluster\", \"admin\"]\n[secrets.db{i}]\nkind = \"password\"\n"
             ));
         }
         s.push_str(&format!("[hosts.h{i}]\naddress = \"172.16.{}.{}\"\nroles = [{role}]\n", 1 + i / 250, 1 + i % 250));

@@ -66,7 +66,13 @@ pub fn run(args: &RenderArgs) -> Result<ExitCode, Error> {
         err(&format!("removed {} staging directories left by an interrupted render\n", outcome.stale_removed));
     }
     if outcome.written {
-        out(&format!("wrote {} files to {}\n", outcome.files, args.out.display()));
+        let kept = outcome.files - outcome.new_files;
+        out(&format!(
+            "wrote {} of {} files to {} ({kept} unchanged, kept as they were)\n",
+            outcome.new_files,
+            outcome.files,
+            args.out.display()
+        ));
     } else {
         out(&format!("{} is up to date ({} files), nothing written\n", args.out.display(), outcome.files));
     }

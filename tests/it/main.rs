@@ -22,6 +22,7 @@ mod k8s_snapshots;
 mod network_policy;
 mod nftables;
 mod nix;
+mod output_churn;
 mod postgres;
 mod query;
 mod query_follow;

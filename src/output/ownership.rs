@@ -56,11 +56,14 @@ pub(super) fn inspect(dir: &Path) -> Result<Inspection, Error> {
         return Ok(Inspection::Ours(Listing::default()));
     }
     let marker_path = dir.join(MARKER);
-    let listed = match fs::read_to_string(&marker_path) {
-        Ok(text) => marker::parse(&text),
-        Err(_) => None,
-    };
-    let Some(listed) = listed else {
+    let text = fs::read_to_string(&marker_path).ok();
+    let Some(listed) = text.as_deref().and_then(marker::parse) else {
+        if text.as_deref().is_some_and(marker::is_unlisted_marker) {
+            return Ok(Inspection::Foreign(format!(
+                "its {MARKER} is an earlier iac's marker, which does not list the files it wrote, so iac cannot \
+                 tell them from files added by hand (after one render with --force, the new marker lists them)"
+            )));
+        }
         return Ok(Inspection::Foreign(format!("it has no {MARKER} written by iac, so iac did not write it")));
     };
     let mut allowed: BTreeSet<PathBuf> = listed.into_iter().collect();

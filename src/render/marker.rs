@@ -35,6 +35,13 @@ pub fn parse(text: &str) -> Option<Vec<PathBuf>> {
     (self::text(site, files.iter().map(PathBuf::as_path)) == text).then_some(files)
 }
 
+/// Whether `text` is the marker of an iac from before issue 13: the same title, but no list
+/// of files, so it cannot say what the directory may hold. Such a tree is refused like any
+/// foreign one (its contents cannot be checked), but the refusal can say why and what to do.
+pub fn is_unlisted_marker(text: &str) -> bool {
+    text.starts_with(TITLE) && !text.contains(LIST_HEADING)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +54,13 @@ mod tests {
         assert_eq!(parse("# my project\n"), None);
         assert_eq!(parse(&t.replace("Do not edit", "Please edit")), None);
         assert_eq!(parse(&format!("{t}extra\n")), None);
+    }
+
+    #[test]
+    fn an_earlier_marker_is_told_apart_from_a_foreign_file() {
+        let earlier = "# generated/ — written by `iac render` for site `lab`\n\nEvery file here is derived from `hosts/inventory.toml`.\n";
+        assert!(is_unlisted_marker(earlier));
+        assert!(!is_unlisted_marker(&text("lab", [Path::new("a/default.nix")])));
+        assert!(!is_unlisted_marker("# my project\n"));
     }
 }

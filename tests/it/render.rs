@@ -100,6 +100,31 @@ fn render_refuses_to_replace_a_foreign_directory() {
     assert_eq!(std::fs::read_to_string(out_dir.join("thesis.tex")).unwrap(), "years of work");
 }
 
+/// A tree written by an iac from before the marker listed its files: refused with a reason
+/// that says so (not "iac did not write it"), replaced with --force once, and from then on
+/// rendered without it.
+#[test]
+fn a_tree_of_an_earlier_iac_needs_force_once() {
+    let dir = project_with(&bundled_inventory());
+    let out_dir = dir.path().join("generated");
+    std::fs::create_dir_all(out_dir.join("alphard")).unwrap();
+    std::fs::write(
+        out_dir.join("README.md"),
+        "# generated/ — written by `iac render` for site `loe-homelab`\n\nEvery file here is derived from `hosts/inventory.toml`. Do not edit: change the inventory\n",
+    )
+    .unwrap();
+    std::fs::write(out_dir.join("alphard/nftables.nft"), "table inet iac {}\n").unwrap();
+    let out = run_iac(dir.path(), &["render"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("an earlier iac's marker") && err.contains("pass --force"), "{err}");
+    assert_eq!(std::fs::read_to_string(out_dir.join("alphard/nftables.nft")).unwrap(), "table inet iac {}\n");
+    assert!(run_iac(dir.path(), &["render", "--force"]).status.success());
+    let again = run_iac(dir.path(), &["render"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(run_iac(dir.path(), &["render", "--check"]).status.success());
+}
+
 /// A write that fails half-way (here: a file where a directory must go) leaves the previous
 /// tree exactly as it was and no staging directory behind.
 #[test]

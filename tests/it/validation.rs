@@ -98,11 +98,14 @@ rejects! {
     egress_why_empty: DISABLE => &egress("[\"198.51.100.0/24\"]", "[443]", "\"  \""), "cluster.egress[0].why", at "\"  \"", "is empty";
     egress_why_with_a_bidi_override: DISABLE => &egress("[\"198.51.100.0/24\"]", "[443]", "\"ok \u{202e}tpecca\""), "cluster.egress[0].why", at "\"ok", "U+202E";
     egress_without_ports: DISABLE => &egress("[\"198.51.100.0/24\"]", "[]", "\"mirror\""), "cluster.egress[0].ports", at "[]", "at least one port";
+    egress_without_destinations: DISABLE => &egress("[]", "[443]", "\"mirror\""), "cluster.egress[0].to", at "[]", "at least one destination";
     egress_invalid_destination: DISABLE => &egress("[\"github.com\"]", "[443]", "\"mirror\""), "cluster.egress[0].to[0]", at "\"github.com\"", "not a valid IPv4 CIDR";
 
     // [hosts.*]
     host_name_not_a_label: "[hosts.hamal]" => "[hosts.Hamal]", "hosts.Hamal", at "Hamal", "host name";
     reserved_host_name: "[hosts.hamal]" => "[hosts.k8s]", "hosts.k8s", at "k8s]", "reserved";
+    host_named_like_the_admin_networks: "[hosts.hamal]" => "[hosts.admin]", "hosts.admin", at "admin]", "means the admin networks";
+    host_named_like_the_cluster: "[hosts.hamal]" => "[hosts.cluster]", "hosts.cluster", at "cluster]", "means the cluster's pods";
     invalid_address: r#"address = "172.22.0.135""# => r#"address = "172.22.0.300""#, "hosts.hamal.address", at "\"172.22.0.300\"", "not a valid IPv4 address";
     duplicate_host_address: r#"address = "172.22.0.135""# => r#"address = "172.22.0.134""#, "hosts.hamal.address", at "\"172.22.0.134\"", "already the address of host `alphard`";
     host_outside_every_network: r#"address = "172.22.0.133""# => r#"address = "192.168.1.133""#, "hosts.alkaid.address", at "\"192.168.1.133\"", "outside every declared network";
@@ -167,13 +170,22 @@ rejects! {
     consumer_path_taken: KAFKA_DB_HOSTS => "hosts = [{ host = \"alphard\", path = \"/var/lib/secrets/k3s-token\" }]", "secrets.kafka-db.hosts[0].path", at "\"/var/lib/secrets/k3s-token\"", "already where secret `k3s-token` goes";
     consumer_owner_not_a_user: KAFKA_DB_PATH => "path = \"/s/pw\", owner = \"Post Gres\" }]", "secrets.kafka-db.hosts[0].owner", at "\"Post Gres\"", "not a user name";
     consumer_mode_for_everyone: KAFKA_DB_PATH => "path = \"/s/pw\", mode = \"0644\" }]", "secrets.kafka-db.hosts[0].mode", at "\"0644\"", "gives others access";
+    consumer_group_not_a_group: KAFKA_DB_PATH => "path = \"/s/pw\", group = \"wheel users\" }]", "secrets.kafka-db.hosts[0].group", at "\"wheel users\"", "not a user name";
     consumer_mode_not_octal: KAFKA_DB_PATH => "path = \"/s/pw\", mode = \"rw-r\" }]", "secrets.kafka-db.hosts[0].mode", at "\"rw-r\"", "not a file mode";
     kubernetes_consumer_takes_the_pipelines_secret: KAFKA_DB_HOSTS => "kubernetes = [{ secret = \"pipeline-postgres\", key = \"password\" }]", "secrets.kafka-db.kubernetes[0].secret", at "\"pipeline-postgres\"", "the pipeline's own Secret";
     kubernetes_consumer_key_invalid: KAFKA_DB_HOSTS => "kubernetes = [{ secret = \"grafana\", key = \"pass word\" }]", "secrets.kafka-db.kubernetes[0].key", at "\"pass word\"", "not a Kubernetes Secret key";
+    kubernetes_consumer_key_twice: KAFKA_DB_HOSTS => "kubernetes = [{ secret = \"grafana\", key = \"pw\" }, { secret = \"grafana\", key = 'pw' }]", "secrets.kafka-db.kubernetes[1].key", at "'pw'", "already filled from secret `kafka-db`";
     no_admin_can_decrypt: ADMIN => "", "secrets.k3s-token", at "k3s-token]", "no [admins.*] key is declared";
     missing_host_key_without_push: ADMIN_NETS => "admin = [\"172.22.0.0/24\"]\npush_secrets = false", "secrets.k3s-token", at "k3s-token]", "missing host key: `alphard` reads this secret but declares no `host_key`";
     missing_host_key_of_a_listed_consumer: ADMIN_NETS => "admin = [\"172.22.0.0/24\"]\npush_secrets = false", "secrets.kafka-db.hosts[0].host", at "\"alkaid\", path", "missing host key: `alkaid`";
     plugin_section_removed: r#"connector = "postgres-sink""# => "connector = \"postgres-sink\"\n\n[pipeline.connect.plugin]\nurl = \"https://example.org/x.tar\"", "pipeline.connect.plugin", at "[pipeline.connect.plugin]", "is no longer used";
+}
+
+/// No `[networks.*]` at all: one error at the top of the file (there is no value to point at).
+#[test]
+fn no_network_declared() {
+    let bad = replace_once(&bundled_inventory(), "[networks.lan]\ncidr = \"172.22.0.0/24\"\n", "");
+    assert_rejected_text(&bad, 0, "networks", "", "no network declared");
 }
 
 #[test]

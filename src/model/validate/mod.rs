@@ -26,7 +26,14 @@ use super::{Allow, Client, Cluster, Connect, Database, Egress, Host, Kafka, Netw
 use secrets::SecretRefs;
 
 /// Names that would collide with directories `iac render` writes next to the host directories.
-const RESERVED_HOST_NAMES: &[&str] = &["k8s"];
+/// Host names that already mean something: `k8s` is a directory of generated/, `admin` and
+/// `cluster` are the words for the admin networks and the pods in `from` and `clients`, so a
+/// host of that name could never be named there.
+const RESERVED_HOST_NAMES: &[(&str, &str)] = &[
+    ("k8s", "iac writes generated/k8s/ itself"),
+    ("admin", "in `from` and `clients` it means the admin networks"),
+    ("cluster", "in `from` and `clients` it means the cluster's pods"),
+];
 
 pub fn validate(source: &Source, file: InventoryFile) -> Result<Site, InventoryErrors> {
     let mut v = Validator { source, errors: Vec::new() };
@@ -246,6 +253,10 @@ impl Validator<'_> {
         let mut out = Vec::new();
         for (i, e) in cluster.get_ref().egress.iter().enumerate() {
             let key = format!("cluster.egress[{i}]");
+            if e.to.get_ref().is_empty() {
+                // It becomes the elements of a set, and nft has no syntax for an empty list.
+                self.error(e.to.span(), format!("{key}.to"), "needs at least one destination CIDR");
+            }
             let to = e.to.get_ref().iter().enumerate().filter_map(|(j, t)| self.cidr(t, &format!("{key}.to[{j}]"))).collect();
             let ports = self.ports(&e.ports, &format!("{key}.ports"));
             self.check(&e.why, &format!("{key}.why"), rules::free_text);
@@ -298,8 +309,8 @@ impl Validator<'_> {
             let key = format!("hosts.{name}");
             let name_span = file.keys.span("hosts", &name);
             self.name(&name, name_span.clone(), &key, "host");
-            if RESERVED_HOST_NAMES.contains(&name.as_str()) {
-                self.error(name_span, &key, format!("`{name}` is reserved: iac writes generated/{name}/ itself"));
+            if let Some((_, why)) = RESERVED_HOST_NAMES.iter().find(|(n, _)| *n == name) {
+                self.error(name_span, &key, format!("`{name}` is reserved: {why}"));
             }
             let address = self.address(&h.address, &format!("{key}.address"));
             let mut network = String::new();

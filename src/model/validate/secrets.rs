@@ -59,6 +59,9 @@ impl Validator<'_> {
         let mut out = Vec::new();
         // (host, path) -> the secret that already goes there.
         let mut paths: BTreeMap<(String, String), String> = BTreeMap::new();
+        // (Kubernetes Secret, key) -> the secret that fills it: `iac apply` would write one
+        // value over the other.
+        let mut kube_keys: BTreeMap<(String, String), String> = BTreeMap::new();
         let push = *file.access.push_secrets.get_ref();
         for (name, s) in &file.secrets {
             let key = format!("secrets.{name}");
@@ -147,6 +150,18 @@ impl Validator<'_> {
                     );
                 }
                 self.check(&c.key, &format!("{k}.key"), rules::config_key);
+                let slot = (c.secret.get_ref().clone(), c.key.get_ref().clone());
+                if let Some(other) = kube_keys.insert(slot, name.clone()) {
+                    self.error(
+                        c.key.span(),
+                        format!("{k}.key"),
+                        format!(
+                            "key `{}` of Kubernetes Secret `{}` is already filled from secret `{other}`",
+                            c.key.get_ref(),
+                            c.secret.get_ref()
+                        ),
+                    );
+                }
                 kubernetes.push(KubeSecret { secret: c.secret.get_ref().clone(), key: c.key.get_ref().clone() });
             }
             out.push(Secret { name: name.clone(), kind: *s.kind.get_ref(), hosts: consumers, kubernetes });

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use iac::deploy::progress::{self, View};
-use iac::deploy::{self as lib, Outcome, Targets, Verdict};
+use iac::deploy::{self as lib, Outcome, Verdict};
 use iac::load_site;
+use iac::model::Targets;
 use iac::reporter::Reporter;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 

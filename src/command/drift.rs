@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use iac::drift::report::Report;
-use iac::drift::{self as lib, Options, Targets};
-use iac::model::Role;
+use iac::drift::{self as lib, Options};
+use iac::model::{Role, Targets};
 use iac::query::settings::Flags;
 use iac::{deploy, load_site, render};
 

@@ -5,6 +5,7 @@
 use iac::deploy::DeployError;
 use iac::drift::DriftError;
 use iac::inventory::LoadError;
+use iac::model::UnknownHost;
 use iac::query::QueryError;
 use iac::{cluster, output, render, secrets, simulate};
 
@@ -15,8 +16,8 @@ pub const EXIT_INVALID: u8 = 2;
 pub enum Error {
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("unknown host `{name}` (the inventory has: {known})")]
-    UnknownHost { name: String, known: String },
+    #[error(transparent)]
+    UnknownHost(#[from] UnknownHost),
     #[error(transparent)]
     Render(#[from] render::Error),
     #[error(transparent)]
@@ -50,9 +51,9 @@ impl Error {
         match self {
             Error::Load(LoadError::Invalid(_))
             | Error::Simulate(simulate::Error::Load(LoadError::Invalid(_)))
-            | Error::UnknownHost { .. }
-            | Error::Deploy(DeployError::UnknownHost { .. })
-            | Error::Drift(DriftError::UnknownHost { .. }) => EXIT_INVALID,
+            | Error::UnknownHost(_)
+            | Error::Deploy(DeployError::UnknownHost(_))
+            | Error::Drift(DriftError::UnknownHost(_)) => EXIT_INVALID,
             Error::Query(q) => q.exit_code(),
             _ => 1,
         }
@@ -78,9 +79,10 @@ mod tests {
     fn exit_codes() {
         assert_eq!(Error::Load(invalid()).exit_code(), 2);
         assert_eq!(Error::Simulate(simulate::Error::Load(invalid())).exit_code(), 2);
-        assert_eq!(Error::UnknownHost { name: "x".into(), known: "a".into() }.exit_code(), 2);
-        assert_eq!(Error::Drift(DriftError::UnknownHost { name: "x".into(), known: "a".into() }).exit_code(), 2);
-        assert_eq!(Error::Deploy(DeployError::UnknownHost { name: "x".into(), known: "a".into() }).exit_code(), 2);
+        let unknown = || UnknownHost { name: "x".into(), known: "a".into() };
+        assert_eq!(Error::UnknownHost(unknown()).exit_code(), 2);
+        assert_eq!(Error::Drift(DriftError::UnknownHost(unknown())).exit_code(), 2);
+        assert_eq!(Error::Deploy(DeployError::UnknownHost(unknown())).exit_code(), 2);
         let unreadable = LoadError::Read { path: "x".into(), source: std::io::Error::other("gone") };
         assert_eq!(Error::Load(unreadable).exit_code(), 1);
         let auth = QueryError::Auth { server: "h:5432".into(), user: "u".into(), message: "no".into() };

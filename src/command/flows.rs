@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use iac::model::Targets;
 use iac::{load_site, policy, render};
 
 use super::Error;
@@ -19,9 +20,8 @@ pub struct FlowsArgs {
 
 pub fn run(args: &FlowsArgs) -> Result<ExitCode, Error> {
     let site = load_site(&args.inventory.inventory)?;
-    if let Some(name) = args.host.as_deref().filter(|h| site.host(h).is_none()) {
-        let known = site.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ");
-        return Err(Error::UnknownHost { name: name.to_string(), known });
+    if let Some(name) = &args.host {
+        site.select(&Targets::Named(vec![name.clone()]))?;
     }
     let flows = render::flows(&site);
     out(&policy::table(&flows, args.host.as_deref()));

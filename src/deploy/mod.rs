@@ -32,7 +32,7 @@ pub mod store_path;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::{Delivery, Host, Site};
+use crate::model::{Delivery, Host, Site, Targets, UnknownHost};
 use crate::nix_eval::NixEvalError;
 use crate::secrets;
 
@@ -42,8 +42,8 @@ use store_path::StorePath;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("unknown host `{name}` (the inventory has: {known})")]
-    UnknownHost { name: String, known: String },
+    #[error(transparent)]
+    UnknownHost(#[from] UnknownHost),
     #[error("`{tool}` not found on PATH: {hint}")]
     ToolMissing { tool: &'static str, hint: &'static str },
     #[error("--flake takes a flake without `#attr` (iac appends `#<host>`): {0}")]
@@ -68,15 +68,6 @@ pub enum DeployError {
     NixEval(#[from] NixEvalError),
     #[error(transparent)]
     Secrets(#[from] secrets::Error),
-}
-
-/// Which hosts to deploy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Targets {
-    /// Every host of the inventory, in its order.
-    All,
-    /// These, by name, each once.
-    Named(Vec<String>),
 }
 
 /// What `iac deploy` was asked to do.
@@ -148,7 +139,7 @@ pub struct Prepared<'s> {
 /// module to exactly it. A dry run runs no tool it lacks: `nft -c` only where nft and unshare
 /// are installed, the Nix evaluation only where nix-instantiate is.
 pub fn prepare<'s>(site: &'s Site, opts: &Options) -> Result<Prepared<'s>, DeployError> {
-    let hosts = select(site, &opts.targets)?;
+    let hosts = site.select(&opts.targets)?;
     let plan = Plan {
         tools: locate(opts.dry_run)?,
         flake: opts.flake.clone(),
@@ -238,25 +229,6 @@ pub fn resolve_flake(flake: &str) -> Result<(String, Option<PathBuf>), DeployErr
         return Ok((abs.to_string_lossy().into_owned(), Some(abs)));
     }
     Ok((flake.to_string(), None))
-}
-
-/// The hosts to deploy: all of them (inventory order), or the named ones (once each).
-fn select<'s>(site: &'s Site, targets: &Targets) -> Result<Vec<&'s Host>, DeployError> {
-    let names = match targets {
-        Targets::All => return Ok(site.hosts.iter().collect()),
-        Targets::Named(names) => names,
-    };
-    let mut hosts: Vec<&Host> = Vec::new();
-    for name in names {
-        let host = site.host(name).ok_or_else(|| DeployError::UnknownHost {
-            name: name.clone(),
-            known: site.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", "),
-        })?;
-        if !hosts.iter().any(|h| h.name == host.name) {
-            hosts.push(host);
-        }
-    }
-    Ok(hosts)
 }
 
 /// The local tools, by absolute path. A dry run runs none of them and needs none: a tool this

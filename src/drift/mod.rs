@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::deploy::plan::{Plan, Tools};
-use crate::model::{Host, Site};
+use crate::model::{Host, Site, Targets, UnknownHost};
 use crate::policy::Flows;
 use crate::render;
 use crate::reporter::Reporter;
@@ -36,21 +36,14 @@ use report::{HostReport, PartReport, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriftError {
-    #[error("unknown host `{name}` (the inventory has: {known})")]
-    UnknownHost { name: String, known: String },
+    #[error(transparent)]
+    UnknownHost(#[from] UnknownHost),
     #[error("`{tool}` not found on PATH: {hint}")]
     ToolMissing { tool: &'static str, hint: &'static str },
     #[error(transparent)]
     Render(#[from] render::Error),
     #[error("--local {host}: {message}")]
     Local { host: String, message: String },
-}
-
-/// Which hosts to compare.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Targets {
-    All,
-    Named(Vec<String>),
 }
 
 /// What `iac drift` was asked to compare on the hosts.
@@ -66,25 +59,6 @@ pub struct Options {
     pub jobs: usize,
 }
 
-/// The hosts named (each once, in the order given) or all of them (inventory order).
-pub fn select<'s>(site: &'s Site, targets: &Targets) -> Result<Vec<&'s Host>, DriftError> {
-    let names = match targets {
-        Targets::All => return Ok(site.hosts.iter().collect()),
-        Targets::Named(names) => names,
-    };
-    let mut hosts: Vec<&Host> = Vec::new();
-    for name in names {
-        let host = site.host(name).ok_or_else(|| DriftError::UnknownHost {
-            name: name.clone(),
-            known: site.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", "),
-        })?;
-        if !hosts.iter().any(|h| h.name == host.name) {
-            hosts.push(host);
-        }
-    }
-    Ok(hosts)
-}
-
 /// The rendered `nftables.nft` of `host`, as `iac render` writes it.
 pub fn rendered_ruleset(flows: &Flows, host: &Host) -> Result<String, render::Error> {
     render::nft::standalone(host, &render::nft::table_content(flows, host)?)
@@ -93,7 +67,7 @@ pub fn rendered_ruleset(flows: &Flows, host: &Host) -> Result<String, render::Er
 /// Firewall and generation of every selected host, `jobs` at a time, in the order selected.
 /// The PostgreSQL part is the caller's (async; [`postgres::check`]).
 pub fn check_hosts(site: &Site, opts: &Options, report: &dyn Reporter) -> Result<Vec<HostReport>, DriftError> {
-    let hosts = select(site, &opts.targets)?;
+    let hosts = site.select(&opts.targets)?;
     let local = firewall::Tools::locate()?;
     let ssh = which::which("ssh")
         .map_err(|_| DriftError::ToolMissing { tool: "ssh", hint: "install an OpenSSH client (Debian: apt-get install openssh-client)" })?;
@@ -146,7 +120,7 @@ pub fn check_hosts(site: &Site, opts: &Options, report: &dyn Reporter) -> Result
 
 /// `--local HOST`: the ruleset of the kernel iac runs on against HOST's render, without SSH.
 pub fn check_local(site: &Site, name: &str, report: &dyn Reporter) -> Result<HostReport, DriftError> {
-    let host = select(site, &Targets::Named(vec![name.to_owned()]))?[0];
+    let host = site.select(&Targets::Named(vec![name.to_owned()]))?[0];
     let tools = firewall::Tools::locate()?;
     let expected_nft = rendered_ruleset(&render::flows(site), host)?;
     report.progress(&format!("{}: comparing the ruleset of this machine with the render of {}", host.name, host.name));

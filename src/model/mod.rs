@@ -5,6 +5,7 @@ pub mod image_ref;
 pub mod ports;
 pub mod rules;
 mod secrets;
+mod targets;
 mod validate;
 
 use std::net::Ipv4Addr;
@@ -13,6 +14,7 @@ use ipnet::Ipv4Net;
 
 pub use crate::inventory::schema::{InsertMode, Protocol, SecretKind};
 pub use secrets::{Delivery, PIPELINE_SECRET, PIPELINE_SECRET_KEY, Recipient, RecipientOwner, SecretFile, default_path};
+pub use targets::{Targets, UnknownHost};
 pub use validate::validate;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,16 +13,16 @@
 //!
 //! The Secret is checked for existence only, through its metadata: its value is never read.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{self, ApiCapabilities, Scope};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
-use crate::cluster::apply::prune::{PRUNABLE, selector};
+use crate::cluster::apply::prune::{self, PRUNABLE};
 use crate::cluster::apply::stamp_secret_version;
 use crate::cluster::names::{FIELD_MANAGER, PASSWORD_SECRET};
 use crate::cluster::{Error, describe, manifests};
@@ -129,19 +129,12 @@ impl Differ {
 
     /// What carries iac's labels for this site and is not rendered: what `iac apply` prunes.
     async fn not_rendered(&mut self, m: &manifests::Manifests, instance: &str) -> Result<Vec<ObjectReport>, Error> {
-        let rendered: HashSet<(String, String)> =
-            m.all().filter_map(|o| o.types.as_ref().map(|t| (t.kind.clone(), o.name_any()))).collect();
-        let selector = selector(instance);
+        let rendered = prune::rendered(m);
         let mut out = Vec::new();
         for (api_version, kind) in PRUNABLE {
             let (ar, _) = self.resource(api_version, kind).await?;
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
-            let list = match api.list(&ListParams::default().labels(&selector)).await {
-                Ok(l) => l,
-                Err(kube::Error::Api(s)) if s.code == 404 => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for obj in list.items.iter().filter(|o| !rendered.contains(&(kind.to_string(), o.name_any()))) {
+            for obj in prune::unrendered(&api, kind, instance, &rendered).await? {
                 out.push(ObjectReport {
                     object: format!("{}/{}", kind.to_lowercase(), obj.name_any()),
                     namespace: Some(self.namespace.clone()),

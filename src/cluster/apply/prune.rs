@@ -1,6 +1,7 @@
 //! Pruning: what carries our labels in the pipeline's namespace but is no longer rendered is
 //! deleted, after everything else applied.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use kube::ResourceExt;
@@ -32,13 +33,33 @@ pub fn selector(instance: &str) -> String {
     format!("{}={},{}={},{LABEL_INSTANCE}={instance}", LABEL_MANAGED_BY.0, LABEL_MANAGED_BY.1, LABEL_PART_OF.0, LABEL_PART_OF.1)
 }
 
+/// The kind and name of every rendered object.
+pub fn rendered(m: &Manifests) -> HashSet<(String, String)> {
+    m.all().filter_map(|o| o.types.as_ref().map(|t| (t.kind.clone(), o.name_any()))).collect()
+}
+
+/// The objects of `kind` that `api` lists with iac's labels for site `instance` and that are not
+/// `rendered`: what an apply prunes, and what `iac drift` reports as no longer rendered. A kind
+/// the server does not serve (404) has none.
+pub async fn unrendered(
+    api: &Api<DynamicObject>,
+    kind: &str,
+    instance: &str,
+    rendered: &HashSet<(String, String)>,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let list = match api.list(&ListParams::default().labels(&selector(instance))).await {
+        Ok(l) => l,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(list.items.into_iter().filter(|o| !rendered.contains(&(kind.to_string(), o.name_any()))).collect())
+}
+
 impl Applier<'_> {
     /// Delete what carries our labels but is no longer rendered (a removed Service, the budget
     /// of a cluster shrunk to one broker, a renamed object), after everything else applied.
     pub(super) async fn prune(&mut self, m: &Manifests) -> Result<(), Error> {
-        let rendered: std::collections::HashSet<(String, String)> =
-            m.all().filter_map(|o| o.types.as_ref().map(|t| (t.kind.clone(), o.name_any()))).collect();
-        let selector = selector(&self.instance);
+        let rendered = rendered(m);
         let mut header = false;
         for (api_version, kind) in PRUNABLE {
             let gvk = GroupVersionKind::try_from(&kube::api::TypeMeta { api_version: api_version.into(), kind: kind.into() })
@@ -49,12 +70,7 @@ impl Applier<'_> {
                 Err(e) => return Err(e.into()),
             };
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
-            let list = match api.list(&ListParams::default().labels(&selector)).await {
-                Ok(l) => l,
-                Err(kube::Error::Api(s)) if s.code == 404 => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for obj in list.items.iter().filter(|o| !rendered.contains(&(kind.to_string(), o.name_any()))) {
+            for obj in unrendered(&api, kind, &self.instance, &rendered).await? {
                 if !header {
                     self.report.result("== prune");
                     header = true;

@@ -6,8 +6,9 @@
 //!    the tools are on PATH;
 //!    and every secret the selected hosts read is encrypted to its recipients (`iac secrets
 //!    check`); the secrets pushed to hosts without a host key are decrypted, here, once;
-//! 2. per host (up to `--jobs` at once): SSH reachable, its host key the declared one and the
-//!    directories of its secrets safe (one connection), `nix build` (here or on
+//! 2. per host (up to `--jobs` at once): SSH reachable, its host key the declared one, the
+//!    directories of its secrets safe, and its new flows admitting SSH from where it sees this
+//!    machine (`lockout`; one connection), `nix build` (here or on
 //!    `--build-host`), its pushed secrets written over SSH, compare with
 //!    `/run/current-system` and skip when equal, copy the closure, start the guard under
 //!    `systemd-run` on the target, wait for it to activate the new system

@@ -72,6 +72,11 @@ pub struct DeployArgs {
     /// ~/.ssh/id_ed25519].
     #[arg(long, short = 'i', env = "IAC_IDENTITY")]
     pub identity: Option<PathBuf>,
+    /// Deploy a host even when its new firewall would not admit SSH from where the host sees
+    /// this machine (its `$SSH_CONNECTION`), with a warning; the rollback guard then undoes the
+    /// switch. Without it such a host stops in the preflight, before anything is built.
+    #[arg(long)]
+    pub allow_lockout: bool,
 }
 
 pub fn run(args: &DeployArgs) -> Result<ExitCode, Error> {
@@ -92,6 +97,7 @@ pub fn run(args: &DeployArgs) -> Result<ExitCode, Error> {
         connect_timeout: Duration::from_secs(args.connect_timeout),
         secrets_dir: args.secrets_dir.clone().unwrap_or_else(|| base.join(iac::secrets::DEFAULT_DIR)),
         identity: args.identity.clone(),
+        allow_lockout: args.allow_lockout,
     };
     let prepared = lib::prepare(&site, &opts)?;
     if args.dry_run {

@@ -6,6 +6,7 @@
 //! Why this file is long: one host's sequence (check, build, compare, copy, switch, confirm,
 //! settle) reads top to bottom in one place, with the few helpers it runs commands through.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -16,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use crate::model::{Delivery, Host, SecretFile, Site};
 
-use super::DeployError;
 use super::plan::{Cmd, Plan, PushedFile, SWITCH_LIMIT};
 use super::progress::View;
 use super::remote::{self, Status};
 use super::store_path::StorePath;
+use super::{DeployError, lockout};
 
 /// How far a host got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// For people: the command that failed and what it said.
     pub detail: String,
+    /// For people: what the host went on despite (`--allow-lockout`, an SSH path iac could
+    /// not judge).
+    pub warnings: Vec<String>,
 }
 
 /// What a host's run reports while it goes.
@@ -85,6 +89,8 @@ pub(super) enum Progress<'a> {
     Step(&'a str),
     /// The latest line of a long step's output: shown in the live view only.
     Note(&'a str),
+    /// Something the host goes on despite: shown as a step, and kept for the summary.
+    Warning(&'a str),
 }
 
 /// The decrypted values of the secrets `iac deploy` pushes, by secret name: decrypted once,
@@ -92,7 +98,15 @@ pub(super) enum Progress<'a> {
 pub type Values = BTreeMap<String, Vec<u8>>;
 
 /// Deploy `hosts` with at most `jobs` at a time; outcomes in the order of `hosts`.
-pub(super) fn run_all(plan: &Plan, site: &Site, hosts: &[&Host], jobs: usize, values: &Values, view: &dyn View) -> Vec<Outcome> {
+pub(super) fn run_all(
+    plan: &Plan,
+    site: &Site,
+    hosts: &[&Host],
+    jobs: usize,
+    values: &Values,
+    lockout: &lockout::Check,
+    view: &dyn View,
+) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; hosts.len()];
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, Event)>();
@@ -104,12 +118,13 @@ pub(super) fn run_all(plan: &Plan, site: &Site, hosts: &[&Host], jobs: usize, va
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(host) = hosts.get(i) else { break };
-                    let outcome = deploy(plan, site, host, values, &|p: Progress<'_>| {
+                    let outcome = deploy(plan, site, host, values, lockout, &|p: Progress<'_>| {
                         let _ = tx.send((
                             i,
                             match p {
                                 Progress::Step(s) => Event::Step(s.to_string()),
                                 Progress::Note(s) => Event::Note(s.to_string()),
+                                Progress::Warning(s) => Event::Step(format!("warning: {s}")),
                             },
                         ));
                     });
@@ -139,6 +154,7 @@ pub(super) fn run_all(plan: &Plan, site: &Site, hosts: &[&Host], jobs: usize, va
                 result: HostResult::Failed("the worker stopped without a result".into()),
                 elapsed: Duration::ZERO,
                 detail: String::new(),
+                warnings: Vec::new(),
             })
         })
         .collect()
@@ -168,17 +184,39 @@ impl From<DeployError> for Stop {
 }
 
 /// One host, start to end.
-pub(super) fn deploy(plan: &Plan, site: &Site, host: &Host, values: &Values, report: &dyn Fn(Progress<'_>)) -> Outcome {
-    let say = |step: &str| report(Progress::Step(step));
+pub(super) fn deploy(
+    plan: &Plan,
+    site: &Site,
+    host: &Host,
+    values: &Values,
+    lockout: &lockout::Check,
+    progress: &dyn Fn(Progress<'_>),
+) -> Outcome {
     let start = Instant::now();
-    let stop = match sequence(plan, site, host, values, &say, &|note: &str| report(Progress::Note(note))) {
+    let warnings = RefCell::new(Vec::new());
+    let keep = |p: Progress<'_>| {
+        if let Progress::Warning(w) = p {
+            warnings.borrow_mut().push(w.to_string());
+        }
+        progress(p);
+    };
+    let stop = match sequence(plan, site, host, values, lockout, &keep) {
         Ok(s) | Err(s) => s,
     };
-    Outcome { action: stop.action, result: stop.result, elapsed: start.elapsed(), detail: stop.detail }
+    Outcome { action: stop.action, result: stop.result, elapsed: start.elapsed(), detail: stop.detail, warnings: warnings.into_inner() }
 }
 
-fn sequence(plan: &Plan, site: &Site, host: &Host, values: &Values, say: &dyn Fn(&str), note: &dyn Fn(&str)) -> Result<Stop, Stop> {
-    say("checking SSH, the host key and the secrets' directories");
+fn sequence(
+    plan: &Plan,
+    site: &Site,
+    host: &Host,
+    values: &Values,
+    lockout: &lockout::Check,
+    progress: &dyn Fn(Progress<'_>),
+) -> Result<Stop, Stop> {
+    let say = &|step: &str| progress(Progress::Step(step));
+    let note = &|line: &str| progress(Progress::Note(line));
+    say("checking SSH, the host key, the secrets' directories and the new firewall's SSH path");
     let files = site.secret_files(host);
     let dirs = secret_dirs(&files);
     let preflight = plan.preflight(host, &dirs)?;
@@ -221,6 +259,18 @@ fn sequence(plan: &Plan, site: &Site, host: &Host, values: &Values, say: &dyn Fn
                 host.address
             ),
         ));
+    }
+    // Would the new ruleset admit this machine's next SSH connection (the confirmation's)?
+    let reach = lockout::judge(site, &lockout.flows, host, remote::ssh_connection(&String::from_utf8_lossy(&out.stdout)));
+    match reach.refusal(host) {
+        Some(refusal) if !lockout.allow => {
+            return Err(failed(Action::Check, refusal, reach.hint(site, &lockout.flows, host)));
+        }
+        _ => {
+            if let Some(warning) = reach.warning(host, plan.rollback) {
+                progress(Progress::Warning(&warning));
+            }
+        }
     }
 
     say("building");

@@ -6,8 +6,9 @@
 //!    the tools are on PATH;
 //!    and every secret the selected hosts read is encrypted to its recipients (`iac secrets
 //!    check`); the secrets pushed to hosts without a host key are decrypted, here, once;
-//! 2. per host (up to `--jobs` at once): SSH reachable, its host key the declared one and the
-//!    directories of its secrets safe (one connection), `nix build` (here or on
+//! 2. per host (up to `--jobs` at once): SSH reachable, its host key the declared one, the
+//!    directories of its secrets safe, and its new flows admitting SSH from where it sees this
+//!    machine (`lockout`; one connection), `nix build` (here or on
 //!    `--build-host`), its pushed secrets written over SSH, compare with
 //!    `/run/current-system` and skip when equal, copy the closure, start the guard under
 //!    `systemd-run` on the target, wait for it to activate the new system
@@ -23,6 +24,7 @@
 //! code.
 
 mod host;
+pub mod lockout;
 pub mod plan;
 mod preflight;
 pub mod progress;
@@ -94,6 +96,9 @@ pub struct Options {
     pub secrets_dir: PathBuf,
     /// The admin identity that decrypts the pushed secrets (default: see `secrets::keys`).
     pub identity: Option<PathBuf>,
+    /// Deploy a host whose new firewall would not admit this machine's SSH (`lockout`), with a
+    /// warning, instead of stopping it in the preflight.
+    pub allow_lockout: bool,
 }
 
 /// How a whole deploy ended, for the exit code.
@@ -131,6 +136,7 @@ pub struct Prepared<'s> {
     out: PathBuf,
     jobs: usize,
     values: Values,
+    lockout: lockout::Check,
     pub preflight: Preflight,
 }
 
@@ -170,7 +176,8 @@ pub fn prepare<'s>(site: &'s Site, opts: &Options) -> Result<Prepared<'s>, Deplo
         let nixos = preflight::nixos_tables(&opts.out, &hosts)?;
         Preflight { files, rulesets: Some(rulesets), nixos: Some(nixos), secrets: secret_count, decrypted_with }
     };
-    Ok(Prepared { plan, site, hosts, out: opts.out.clone(), jobs: opts.jobs, values, preflight })
+    let lockout = lockout::Check { flows: crate::policy::flows(site), allow: opts.allow_lockout };
+    Ok(Prepared { plan, site, hosts, out: opts.out.clone(), jobs: opts.jobs, values, lockout, preflight })
 }
 
 impl Prepared<'_> {
@@ -194,13 +201,13 @@ impl Prepared<'_> {
     /// Deploy every selected host, `jobs` at a time, showing each step on `view`; the
     /// outcomes in the order of [`Prepared::host_names`]. A host's failure is its outcome.
     pub fn run(&self, view: &dyn progress::View) -> Vec<Outcome> {
-        host::run_all(&self.plan, self.site, &self.hosts, self.jobs, &self.values, view)
+        host::run_all(&self.plan, self.site, &self.hosts, self.jobs, &self.values, &self.lockout, view)
     }
 
     /// Every command a real run would execute, in order, per host, after what the preflight
     /// ran; the built and the running system appear as `$NEW` and `$PREV`.
     pub fn dry_run(&self) -> Result<String, DeployError> {
-        dry_run(&self.plan, self.site, &self.out, &self.preflight, &self.hosts)
+        dry_run(&self.plan, self.site, &self.out, &self.preflight, &self.hosts, self.lockout.allow)
     }
 }
 
@@ -257,7 +264,14 @@ fn run_id() -> String {
 /// Every command a real run would execute, in order, per host. The built and the running
 /// system are only known while deploying: they appear as `$NEW` and `$PREV` (and a remote
 /// build's derivation as `$DRV`).
-fn dry_run(plan: &Plan, site: &Site, out: &Path, preflight: &Preflight, hosts: &[&Host]) -> Result<String, DeployError> {
+fn dry_run(
+    plan: &Plan,
+    site: &Site,
+    out: &Path,
+    preflight: &Preflight,
+    hosts: &[&Host],
+    allow_lockout: bool,
+) -> Result<String, DeployError> {
     let Preflight { files, rulesets: checks, nixos, secrets, decrypted_with } = preflight;
     let new = StorePath::parse(&format!("/nix/store/{}-new-system", "0".repeat(32)))?;
     let prev = StorePath::parse(&format!("/nix/store/{}-running-system", "1".repeat(32)))?;
@@ -285,6 +299,13 @@ fn dry_run(plan: &Plan, site: &Site, out: &Path, preflight: &Preflight, hosts: &
         None if pushes => s.push_str("# not run: decrypting the pushed secrets (no identity found: --identity FILE)\n"),
         None => {}
     }
+    s.push_str(if allow_lockout {
+        "# not run: whether each host's new firewall admits SSH from where the host sees this machine ($SSH_CONNECTION); \
+         the preflight on the host reports it at deploy time, and with --allow-lockout a host it would lock out gets a warning\n"
+    } else {
+        "# not run: whether each host's new firewall admits SSH from where the host sees this machine ($SSH_CONNECTION); \
+         the preflight on the host reports it at deploy time, and a host it would lock out stops there\n"
+    });
     s.push_str(
         "\n# Commands per host, in order. An ssh command's remote part is shown as the command line the\n\
          # remote shell receives; each <script> is one of the on-target scripts at the end.\n",
@@ -309,7 +330,10 @@ fn dry_run(plan: &Plan, site: &Site, out: &Path, preflight: &Preflight, hosts: &
                 f.secret, f.path, f.owner, f.group, f.mode, f.why
             ));
         }
-        s.push_str(&format!("{}    # reachable, its host key, and the secrets' directories\n", plan.preflight(host, &dirs)?.show()));
+        s.push_str(&format!(
+            "{}    # reachable, its host key, the secrets' directories, and $SSH_CONNECTION for the firewall check\n",
+            plan.preflight(host, &dirs)?.show()
+        ));
         match &plan.build_host {
             None => s.push_str(&format!("{}    # NEW=its output\n", plan.build(host).show())),
             Some(b) => {

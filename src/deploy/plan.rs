@@ -104,6 +104,16 @@ pub fn quote(word: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(format!("'{}'", word.replace('\'', r#"'"'"'"#))))
 }
 
+/// One word of a remote command line.
+#[derive(Debug, Clone, Copy)]
+enum Word<'a> {
+    /// Quoted: the remote shell passes it on exactly as written.
+    Literal(&'a str),
+    /// Passed as written, for the remote login shell to expand: only iac's own fixed words
+    /// ([`remote::SSH_CONNECTION_WORD`]), never a value.
+    Expanded(&'static str),
+}
+
 /// One secret file `iac deploy` writes to a host: where, as whom, and how many bytes of the
 /// standard input are its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,20 +176,29 @@ impl Plan {
     /// `ControlMaster=no`/`ControlPath=none` make every call a new connection: a confirmation
     /// must prove that a fresh login still works after the switch.
     pub fn ssh(&self, host: &Host, as_root: bool, words: &[&str]) -> Result<Cmd, DeployError> {
+        let words: Vec<Word<'_>> = words.iter().copied().map(Word::Literal).collect();
+        self.ssh_words(host, as_root, &words)
+    }
+
+    /// As [`Plan::ssh`], with words the remote login shell may expand ([`Word::Expanded`]).
+    fn ssh_words(&self, host: &Host, as_root: bool, words: &[Word<'_>]) -> Result<Cmd, DeployError> {
         self.ssh_to(&destination(host), Some(host.ssh_port), as_root && host.ssh_user != "root", words)
     }
 
     /// `ssh` to any destination (`[USER@]HOST`; the port from ssh's own configuration when
     /// `port` is `None`), with the same options and quoting as [`Plan::ssh`].
-    fn ssh_to(&self, dest: &str, port: Option<u16>, sudo: bool, words: &[&str]) -> Result<Cmd, DeployError> {
+    fn ssh_to(&self, dest: &str, port: Option<u16>, sudo: bool, words: &[Word<'_>]) -> Result<Cmd, DeployError> {
         let mut remote = Vec::with_capacity(words.len() + 3);
         if sudo {
-            remote.extend(["sudo", "-n", "--"]);
+            remote.extend(["sudo", "-n", "--"].map(Word::Literal));
         }
         remote.extend_from_slice(words);
         let quoted = remote
             .iter()
-            .map(|w| quote(w).map(Cow::into_owned).ok_or_else(|| DeployError::Quote { word: (*w).to_string() }))
+            .map(|w| match w {
+                Word::Literal(w) => quote(w).map(Cow::into_owned).ok_or_else(|| DeployError::Quote { word: (*w).to_string() }),
+                Word::Expanded(w) => Ok((*w).to_string()),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut cmd = Cmd::new(&self.tools.ssh).args(self.ssh_options(port)).arg("--").arg(dest);
         cmd.remote_at = Some(cmd.args.len());
@@ -212,9 +231,10 @@ impl Plan {
     /// the key and the directories reach the fixed script as arguments.
     pub fn preflight(&self, host: &Host, secret_dirs: &[&str]) -> Result<Cmd, DeployError> {
         let want = host.host_key.as_deref().unwrap_or("");
-        let mut words = vec!["/bin/sh", "-c", remote::PREFLIGHT, "iac-preflight", remote::HOST_KEY_PUB, want];
-        words.extend_from_slice(secret_dirs);
-        self.ssh(host, true, &words)
+        let mut words = vec![Word::Literal("/bin/sh"), Word::Literal("-c"), Word::Literal(remote::PREFLIGHT)];
+        words.extend([Word::Literal("iac-preflight"), Word::Expanded(remote::SSH_CONNECTION_WORD)]);
+        words.extend([remote::HOST_KEY_PUB, want].into_iter().chain(secret_dirs.iter().copied()).map(Word::Literal));
+        self.ssh_words(host, true, &words)
     }
 
     /// Write the host's pushed secrets (a host without a host key), as root: each file's
@@ -274,7 +294,7 @@ impl Plan {
         let mut words = vec!["nix"];
         words.extend(NIX_COMMAND);
         words.extend(["build", "--no-link", "--print-out-paths", &outputs]);
-        self.ssh_to(builder, None, false, &words)
+        self.ssh_to(builder, None, false, &words.into_iter().map(Word::Literal).collect::<Vec<_>>())
     }
 
     /// What the host runs now.
@@ -308,7 +328,7 @@ impl Plan {
             words.push("--substitute-on-destination");
         }
         words.extend(["--to", &to, system.as_str()]);
-        self.ssh_to(builder, None, false, &words)
+        self.ssh_to(builder, None, false, &words.into_iter().map(Word::Literal).collect::<Vec<_>>())
     }
 
     /// The state directory of this run on every target.
@@ -422,11 +442,15 @@ mod tests {
         let p = plan();
         assert_eq!(
             p.preflight(&host("root"), &["/s"]).unwrap().show(),
-            format!("{SSH} root@172.22.0.134 /bin/sh -c <script> iac-preflight /etc/ssh/ssh_host_ed25519_key.pub '' /s")
+            format!(
+                "{SSH} root@172.22.0.134 /bin/sh -c <script> iac-preflight \"$SSH_CONNECTION\" /etc/ssh/ssh_host_ed25519_key.pub '' /s"
+            )
         );
         assert_eq!(
             p.preflight(&host("deploy"), &[]).unwrap().show(),
-            format!("{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c <script> iac-preflight /etc/ssh/ssh_host_ed25519_key.pub ''")
+            format!(
+                "{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c <script> iac-preflight \"$SSH_CONNECTION\" /etc/ssh/ssh_host_ed25519_key.pub ''"
+            )
         );
         let file = PushedFile { path: "/s/a".into(), owner: "root".into(), group: "kafka".into(), mode: 0o440, len: 32 };
         assert_eq!(

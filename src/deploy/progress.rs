@@ -61,8 +61,12 @@ pub fn summary(names: &[&str], outcomes: &[Outcome]) -> String {
         s.push('\n');
     }
     for (n, o) in names.iter().zip(outcomes) {
+        let mut lines: Vec<String> = o.warnings.iter().map(|w| format!("warning: {w}")).collect();
         if !matches!(o.result, HostResult::Ok(_)) && !o.detail.is_empty() {
-            s.push_str(&format!("\n{n}:\n{}\n", indent(&o.detail)));
+            lines.push(o.detail.clone());
+        }
+        if !lines.is_empty() {
+            s.push_str(&format!("\n{n}:\n{}\n", indent(&lines.join("\n"))));
         }
     }
     s

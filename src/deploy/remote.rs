@@ -133,8 +133,18 @@ printf '%s\n' "${s:-missing}"
 /// reports, and the key its decryption unit decrypts with (`render::secrets::HOST_KEY_PATH`).
 pub const HOST_KEY_PUB: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
 
-/// `iac-preflight PUBFILE WANT DIR...`: runs as root over the same SSH connection that proves the
-/// host is reachable, one verdict line per subject. When WANT (the host key the inventory
+/// The one word of a remote command line that the login shell on the host expands rather than
+/// receives as is: `$SSH_CONNECTION`, which sshd sets for every session to "client-ip
+/// client-port server-ip server-port" (OpenSSH's `session.c`, `do_setup_env`, unconditionally;
+/// a v4-mapped IPv6 client is reported as IPv4, `canohost.c` `ipv64_normalise_mapped`). It must
+/// be expanded by the login shell, before `sudo -n`: sudo's `env_reset` drops it. Double quotes
+/// keep it one word, empty when it is not set (a POSIX shell, bash, zsh and fish all agree).
+pub const SSH_CONNECTION_WORD: &str = "\"$SSH_CONNECTION\"";
+
+/// `iac-preflight CONNECTION PUBFILE WANT DIR...`: runs as root over the same SSH connection that
+/// proves the host is reachable. Its first line is `ssh-connection: CONNECTION` (the
+/// [`SSH_CONNECTION_WORD`] the login shell expanded: how the host sees this machine, judged by
+/// `super::lockout`), then one verdict line per subject. When WANT (the host key the inventory
 /// declares, `ssh-ed25519 BASE64`) is not empty, PUBFILE must hold it: `host-key-ok`,
 /// `host-key-missing` or `host-key-differs` (the host's secrets would not decrypt at
 /// activation). Each DIR is where a secret of the host goes (the one list of
@@ -144,8 +154,9 @@ pub const HOST_KEY_PUB: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
 /// whoever can write there could swap a secret's file. Exits 0 whatever it found: a non-zero
 /// exit is the shell's or sudo's own failure.
 pub const PREFLIGHT: &str = r#"set -u
-pubfile=$1 want=$2
-shift 2
+conn=$1 pubfile=$2 want=$3
+shift 3
+printf 'ssh-connection: %s\n' "$conn"
 if [ -n "$want" ]; then
   have=$(cut -d' ' -f1,2 "$pubfile" 2>/dev/null || true)
   if [ -z "$have" ]; then
@@ -182,6 +193,12 @@ pub fn preflight_problems<'a>(output: &str, subjects: &[&'a str]) -> Vec<(String
         }
     }
     problems
+}
+
+/// The value the preflight reported for `$SSH_CONNECTION` (empty when the host's shell had
+/// none); None when its output has no `ssh-connection:` line at all.
+pub fn ssh_connection(output: &str) -> Option<&str> {
+    output.lines().find_map(|l| l.strip_prefix("ssh-connection:")).map(str::trim)
 }
 
 /// `iac-push-secrets [DEST OWNER GROUP MODE LENGTH]...`: the values arrive on stdin, one after
@@ -290,5 +307,12 @@ mod tests {
             [("unsafe-directory".to_string(), "/s/b"), ("not-a-directory".to_string(), "/s/c: x"), ("no verdict".to_string(), "/s/d")]
         );
         assert!(preflight_problems("", &[]).is_empty());
+    }
+
+    #[test]
+    fn the_ssh_connection_line() {
+        assert_eq!(ssh_connection("ssh-connection: 10.9.0.5 4000 10.9.0.1 22\nok: /s\n"), Some("10.9.0.5 4000 10.9.0.1 22"));
+        assert_eq!(ssh_connection("ssh-connection: \nok: /s\n"), Some(""));
+        assert_eq!(ssh_connection("ok: /s\n"), None);
     }
 }

@@ -64,7 +64,9 @@ const RECORD: &str = r#"record() { # host, then argv
 "#;
 
 /// The destination follows `--`; the remote words follow the destination. The preflight runs
-/// for real (locally, as sshd would run the command line: `sh -c LINE`, without the `sudo`).
+/// for real (locally, as sshd would run the command line: `sh -c LINE`, without the `sudo`),
+/// with `$SSH_CONNECTION` set as sshd sets it: the client 10.9.0.100 (in the admin network)
+/// unless the host's `ssh-connection` file says otherwise.
 const FAKE_SSH: &str = r#"
 all=("$@")
 while [ "$#" -gt 0 ] && [ "$1" != -- ]; do shift; done
@@ -72,6 +74,12 @@ dest=$2
 host=$(cat "$FAKE_SIM/addr/${dest#*@}")
 record "$host" ssh "${all[@]}"
 sim=$FAKE_SIM/$host
+if [ -e "$sim/ssh-connection" ]; then
+  SSH_CONNECTION=$(cat "$sim/ssh-connection")
+else
+  SSH_CONNECTION="10.9.0.100 40000 ${dest#*@} 22"
+fi
+export SSH_CONNECTION
 mode=$(cat "$sim/mode" 2>/dev/null || echo ok)
 if [ "$mode" = unreachable ]; then
   echo "ssh: connect to host ${dest#*@} port 22: Connection timed out" >&2
@@ -290,10 +298,12 @@ fn reach(host: &str) -> Vec<String> {
     preflight(host, "", &[])
 }
 
+/// The preflight: every word quoted, except `"$SSH_CONNECTION"`, for the login shell to expand.
 fn preflight(host: &str, host_key: &str, dirs: &[&str]) -> Vec<String> {
-    let mut words = vec!["/bin/sh", "-c", remote::PREFLIGHT, "iac-preflight", remote::HOST_KEY_PUB, host_key];
-    words.extend_from_slice(dirs);
-    ssh(host, &words)
+    let mut words = ssh(host, &["/bin/sh", "-c", remote::PREFLIGHT, "iac-preflight"]);
+    words.push("\"$SSH_CONNECTION\"".to_string());
+    words.extend([remote::HOST_KEY_PUB, host_key].iter().chain(dirs).map(|w| quote(w).unwrap().into_owned()));
+    words
 }
 
 fn attr(env: &Estate, host: &str) -> String {
@@ -435,6 +445,83 @@ fn unreachable_host_fails_the_preflight_and_others_go_on() {
     assert!(table.contains("beta   switch  ok: switched, confirmed"), "{table}");
 }
 
+/// The host sees this machine at 10.8.0.5, which its new ruleset does not admit SSH from
+/// (access.admin is 10.9.0.0/24): it stops in the preflight, before anything is built, with the
+/// message that says why and what to do; the others go on.
+#[test]
+fn a_host_whose_new_firewall_would_cut_this_machine_stops_in_the_preflight() {
+    let env = Estate::new();
+    env.set("beta", "ssh-connection", "10.8.0.5 51234 10.9.0.2 22");
+    let (out, _) = env.deploy(&["--all"], 0);
+    let (table, log) = (stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 1, "{table}{log}");
+    assert_eq!(env.log("beta"), [reach("beta")], "nothing after the preflight: not even a build");
+    assert!(
+        table.contains(
+            "beta   check   FAILED: the new firewall of beta does not admit SSH from 10.8.0.5 (how beta sees this machine); the \
+             confirmation would fail and beta roll back"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "  It admits SSH (tcp/22) from 10.9.0.0/24. Deploy from an admin network (access.admin = 10.9.0.0/24) or add this \
+             address with hosts.beta.firewall.allow; --allow-lockout deploys anyway (the rollback guard then undoes the switch)"
+        ),
+        "{table}"
+    );
+    for host in ["alpha", "gamma"] {
+        assert_eq!(env.log(host).len(), 7, "{host} deployed all the same");
+        assert!(table.contains(&format!("{host:<5}  switch  ok: switched, confirmed")), "{table}");
+    }
+}
+
+/// `--allow-lockout` deploys it anyway, and says so while it runs and in the summary.
+#[test]
+fn allow_lockout_deploys_with_a_warning() {
+    let env = Estate::new();
+    env.set("beta", "ssh-connection", "10.8.0.5 51234 10.9.0.2 22");
+    let (out, _) = env.deploy(&["beta", "--allow-lockout"], 0);
+    let (table, log) = (stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "{table}{log}");
+    assert_eq!(env.log("beta").len(), 7, "{:#?}", env.log("beta"));
+    let warning = "warning: --allow-lockout: the new firewall of beta does not admit SSH from 10.8.0.5 (how it sees this machine); \
+                   the confirmation will fail and the host roll back";
+    assert!(table.contains(&format!("beta:\n  {warning}\n")), "{table}");
+    assert!(log.contains(&format!("beta  {warning}")), "{log}");
+}
+
+/// An IPv6 client address: the table admits new connections over IPv4 only, so it is refused.
+#[test]
+fn an_ipv6_client_address_is_refused_as_the_table_would_drop_it() {
+    let env = Estate::new();
+    env.set("gamma", "ssh-connection", "2001:db8::5 51234 2001:db8::3 22");
+    let (out, _) = env.deploy(&["gamma"], 0);
+    let table = stdout(&out);
+    assert_eq!(code(&out), 1, "{table}{}", stderr(&out));
+    assert_eq!(env.log("gamma"), [reach("gamma")]);
+    assert!(table.contains("gamma  check   FAILED: the new firewall of gamma does not admit SSH from 2001:db8::5 "), "{table}");
+    assert!(table.contains("  gamma reached it over IPv6, and its table admits new connections over IPv4 only"), "{table}");
+}
+
+/// No `$SSH_CONNECTION` on the host: iac cannot tell, warns, and deploys (the guard protects it).
+#[test]
+fn no_ssh_connection_on_the_host_warns_that_iac_cannot_tell() {
+    let env = Estate::new();
+    env.set("gamma", "ssh-connection", "");
+    let (out, _) = env.deploy(&["gamma"], 0);
+    let (table, log) = (stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "{table}{log}");
+    assert_eq!(env.log("gamma").len(), 7);
+    assert!(
+        table.contains(
+            "gamma:\n  warning: cannot tell whether the new firewall of gamma admits SSH from this machine: the host reported no \
+             $SSH_CONNECTION; if it does not, the confirmation fails and gamma rolls back\n"
+        ),
+        "{table}"
+    );
+}
+
 #[test]
 fn host_already_on_the_built_system_is_skipped() {
     let env = Estate::new();
@@ -546,7 +633,7 @@ fn dry_run_prints_every_command_and_runs_none() {
     assert!(text.contains("# alpha (deploy@10.9.0.1:2222)"), "{text}");
     assert!(
         text.contains(
-            "-p 2222 -- deploy@10.9.0.1 sudo -n -- /bin/sh -c <script> iac-preflight /etc/ssh/ssh_host_ed25519_key.pub ''    # reachable"
+            "-p 2222 -- deploy@10.9.0.1 sudo -n -- /bin/sh -c <script> iac-preflight \"$SSH_CONNECTION\" /etc/ssh/ssh_host_ed25519_key.pub ''    # reachable"
         ),
         "{text}"
     );
@@ -560,6 +647,14 @@ fn dry_run_prints_every_command_and_runs_none() {
         "scripts printed"
     );
     assert!(!text.contains("# gamma"), "{text}");
+    // The lockout check needs the host's answer: the dry run says it runs at deploy time.
+    assert!(
+        text.contains(
+            "# not run: whether each host's new firewall admits SSH from where the host sees this machine ($SSH_CONNECTION); \
+             the preflight on the host reports it at deploy time, and a host it would lock out stops there\n"
+        ),
+        "{text}"
+    );
 
     // With a build host: evaluate here, build and copy there.
     let (out, _) = env.deploy(&["beta", "--dry-run", "--build-host", "builder@10.9.0.9"], 0);
@@ -1190,12 +1285,14 @@ fn preflight_script_judges_real_directories_and_the_host_key() {
     let pubfile = dir.path().join("key.pub");
     fs::write(&pubfile, format!("{key} root@host\n")).unwrap();
     let pubfile = pubfile.display().to_string();
+    let conn = "10.9.0.5 51234 10.9.0.1 22";
     for shell in SHELLS {
         let run = |want: &str, args: &[&str]| {
             let out = Command::new(shell)
                 .arg("-c")
                 .arg(remote::PREFLIGHT)
                 .arg("iac-preflight")
+                .arg(conn)
                 .arg(&pubfile)
                 .arg(want)
                 .args(args)
@@ -1207,15 +1304,17 @@ fn preflight_script_judges_real_directories_and_the_host_key() {
         assert_eq!(
             run("", &[&ok, &group, &world, &missing, &file, &spaced]),
             format!(
-                "ok: {ok}\nunsafe-directory: {group}\nunsafe-directory: {world}\nok: {missing}\nnot-a-directory: {file}\nok: {spaced}\n"
+                "ssh-connection: {conn}\nok: {ok}\nunsafe-directory: {group}\nunsafe-directory: {world}\nok: {missing}\nnot-a-directory: {file}\nok: {spaced}\n"
             ),
             "{shell}"
         );
-        assert_eq!(run(key, &[]), format!("host-key-ok: {pubfile}\n"), "{shell}");
-        assert_eq!(run("ssh-ed25519 AAAAother", &[]), format!("host-key-differs: {pubfile}\n"), "{shell}");
+        assert_eq!(run(key, &[]), format!("ssh-connection: {conn}\nhost-key-ok: {pubfile}\n"), "{shell}");
+        assert_eq!(run("ssh-ed25519 AAAAother", &[]), format!("ssh-connection: {conn}\nhost-key-differs: {pubfile}\n"), "{shell}");
+        // No $SSH_CONNECTION: the login shell expanded "$SSH_CONNECTION" to an empty word.
         let out =
-            Command::new(shell).arg("-c").arg(remote::PREFLIGHT).args(["iac-preflight", "/nonexistent/key.pub", key]).output().unwrap();
-        assert_eq!(stdout(&out), "host-key-missing: /nonexistent/key.pub\n", "{shell}");
+            Command::new(shell).arg("-c").arg(remote::PREFLIGHT).args(["iac-preflight", "", "/nonexistent/key.pub", key]).output().unwrap();
+        assert_eq!(stdout(&out), "ssh-connection: \nhost-key-missing: /nonexistent/key.pub\n", "{shell}");
+        assert_eq!(remote::ssh_connection(&stdout(&out)), Some(""));
     }
     assert!(!dir.path().join("pwned").exists() && !Path::new("pwned").exists());
 }

@@ -652,21 +652,53 @@ fn a_good_generation_is_switched_and_confirmed_over_a_new_connection() {
 // ---- 2. a generation that cuts SSH --------------------------------------------------------
 
 #[test]
-fn a_generation_that_cuts_ssh_rolls_back_by_itself_within_the_confirmation_window() {
+fn a_generation_that_cuts_ssh_is_refused_in_the_preflight_and_rolls_back_by_itself_when_forced() {
     let Some(lab) = Lab::new(&["alpha"], "") else { return };
     let t = lab.target("alpha");
     let gen1 = t.current();
     let ruleset1 = t.ruleset();
     assert_eq!(ruleset1, lab.expected_ruleset("alpha"));
-    // A real mistake iac cannot catch: the admin network moves, and the deployer is not in it.
-    // iac renders it, `nft -c` accepts it, Nix evaluates it: the ruleset drops port 22 from
-    // 10.77.0.1.
+    // The admin network moves, and the deployer is not in it. iac renders it, `nft -c` accepts
+    // it, Nix evaluates it: the ruleset drops port 22 from 10.77.0.1.
     lab.render(&inventory(&["alpha"], ADMIN_ELSEWHERE, 1));
-    let gen2 = lab.build("alpha");
 
-    let run = lab.deploy(&["alpha"]);
+    // The preflight's login reports the real sshd's $SSH_CONNECTION: alpha sees the deployer
+    // as 10.77.0.1, which the new ruleset does not admit SSH from. Refused before anything is
+    // built, nothing switched.
+    let refused = lab.deploy(&["alpha"]);
+    let state = lab.state(&refused);
+    assert_eq!(refused.code(), 1, "{state}");
+    assert!(
+        refused.row("alpha").starts_with(&format!(
+            "alpha check FAILED: the new firewall of alpha does not admit SSH from {DEPLOYER} (how alpha sees this machine); the \
+             confirmation would fail and alpha roll back "
+        )),
+        "{state}"
+    );
+    assert!(
+        refused.stdout().contains(&format!(
+            "It admits SSH (tcp/22) from {ADMIN_ELSEWHERE}. Deploy from an admin network (access.admin = {ADMIN_ELSEWHERE}) or add \
+             this address with hosts.alpha.firewall.allow; --allow-lockout deploys anyway"
+        )),
+        "{state}"
+    );
+    assert!(lab.nix_calls().is_empty(), "nothing was built: {:?}", lab.nix_calls());
+    assert!(t.calls().is_empty(), "nothing ran on the host: {state}");
+    assert_eq!(t.logins().len(), 1, "one login, the preflight's: {state}");
+    assert_eq!((t.current(), t.profile(), t.boots(), t.ruleset()), (gen1.clone(), gen1.clone(), gen1.clone(), ruleset1.clone()));
+
+    // --allow-lockout: deployed anyway with a warning; the guard is what protects the host.
+    let gen2 = lab.build("alpha");
+    let run = lab.deploy(&["alpha", "--allow-lockout"]);
     let state = lab.state(&run);
     println!("{}{}", run.stdout(), run.stderr());
+    assert!(
+        run.stdout().contains(&format!(
+            "alpha:\n  warning: --allow-lockout: the new firewall of alpha does not admit SSH from {DEPLOYER} (how it sees this \
+             machine); the confirmation will fail and the host roll back\n"
+        )),
+        "{state}"
+    );
     assert_eq!(run.code(), 3, "{state}");
     assert!(run.row("alpha").starts_with(&format!("alpha switch ROLLED BACK: no confirmation within {CONFIRM_TIMEOUT}s ")), "{state}");
 
@@ -697,8 +729,9 @@ fn a_generation_that_cuts_ssh_rolls_back_by_itself_within_the_confirmation_windo
     let rolled_back = t.when(&gen1, "test end").expect("rolled back");
     let window = rolling_back - switched;
     println!(
-        "case 2: switch -> rollback {window:.2} s (confirmation timeout {CONFIRM_TIMEOUT} s), rollback done {:.2} s after the switch; \
-         iac exited 3 after {:.2} s",
+        "case 2: refused in the preflight after {:.2} s (exit 1); with --allow-lockout: switch -> rollback {window:.2} s \
+         (confirmation timeout {CONFIRM_TIMEOUT} s), rollback done {:.2} s after the switch; iac exited 3 after {:.2} s",
+        refused.took.as_secs_f64(),
         rolled_back - switched,
         run.took.as_secs_f64()
     );
@@ -855,7 +888,8 @@ fn a_control_master_in_the_users_ssh_config_is_not_reused_for_the_confirmation()
 
     lab.render(&inventory(&["alpha"], ADMIN_ELSEWHERE, 1));
     let gen2 = lab.build("alpha");
-    let (iac, start) = lab.spawn_deploy(&["alpha"]);
+    // The preflight would refuse this generation (case 2): deploy it anyway to prove the guard.
+    let (iac, start) = lab.spawn_deploy(&["alpha", "--allow-lockout"]);
     wait_for("the switch", Duration::from_secs(20), || t.when(&gen2, "test end").is_some());
     // Within the window: the old connection still reaches the switched host...
     let through_master = lab.ssh(&[], "alpha", "readlink -f /run/current-system");

@@ -5,8 +5,10 @@
 //! [`crate::query::connect::connect`]): the host's address and the port, owner and name of its
 //! first database from the inventory, overridden as libpq users expect by `PGHOST`, `PGPORT`,
 //! `PGUSER`, `PGDATABASE`, `PGSSLMODE` and `--dsn`; the password from `--password-file`,
-//! `PGPASSWORD` or `~/.pgpass`. The rendered pg_hba admits exactly that connection (a
-//! database's owner from its clients), so it works without a rule of its own.
+//! `PGPASSWORD`, the declared secret of that database (its owner's password, decrypted with the
+//! admin's identity: no value typed by hand) or `~/.pgpass` (`query::credential`). The
+//! rendered pg_hba admits exactly that connection (a database's owner from its clients), so it
+//! works without a rule of its own.
 //!
 //! Privileges: `pg_roles` and `pg_database` are readable by every role, but `pg_hba_file_rules`
 //! is not: PostgreSQL revokes the view and its function from PUBLIC (superusers only, in every
@@ -27,6 +29,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::model::{Host, Site};
 use crate::policy::Flows;
+use crate::query::credential::DeclaredPassword;
 use crate::query::settings::{Defaults, Flags};
 use crate::query::{self, QueryError};
 use crate::render;
@@ -73,13 +76,21 @@ pub async fn check(site: &Site, flows: &Flows, host: &Host, flags: &Flags, repor
         user: first.map(|d| d.owner.clone()),
         database: first.map(|d| d.name.clone()),
         table: None,
+        // This host's databases only: each host's connection gets its own database's secret.
+        passwords: DeclaredPassword::of(databases.iter().copied()),
     };
     let mut settings = match query::settings(&defaults, flags, report) {
         Ok(s) => s,
         Err(e) => return PartReport::failed(e.to_string()),
     };
     settings.config.application_name("iac drift");
-    report.progress(&format!("{}: reading PostgreSQL at {} as {}", host.name, settings.server(), settings.user()));
+    report.progress(&format!(
+        "{}: reading PostgreSQL at {} as {} (password: {})",
+        host.name,
+        settings.server(),
+        settings.user(),
+        settings.password_from
+    ));
     let client = match query::connect::connect(&settings).await {
         Ok(c) => c,
         Err(e) => return PartReport::failed(e.to_string()),

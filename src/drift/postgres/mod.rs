@@ -65,20 +65,28 @@ pub fn expected_file(flows: &Flows, host: &Host) -> String {
     s
 }
 
-/// Compare the database server on `host` with the inventory. A failure to connect is the
-/// part's error; a refused read of `pg_hba_file_rules` leaves the roles and databases compared.
-pub async fn check(site: &Site, flows: &Flows, host: &Host, flags: &Flags, report: &dyn Reporter) -> PartReport {
+/// Where the connection for `host` goes by default: its address, and the port, owner and name
+/// of its first database; the password may be the declared secret of any of its databases
+/// (the one the connection's name and user are), so with several database hosts each is read
+/// with its own database's secret.
+pub fn connection_defaults(site: &Site, host: &Host) -> Defaults {
     let databases: Vec<_> = site.databases.iter().filter(|d| d.host == host.name).collect();
     let first = databases.first();
-    let defaults = Defaults {
+    Defaults {
         host: Some(host.address.to_string()),
         port: first.map(|d| d.port),
         user: first.map(|d| d.owner.clone()),
         database: first.map(|d| d.name.clone()),
         table: None,
-        // This host's databases only: each host's connection gets its own database's secret.
         passwords: DeclaredPassword::of(databases.iter().copied()),
-    };
+    }
+}
+
+/// Compare the database server on `host` with the inventory. A failure to connect is the
+/// part's error; a refused read of `pg_hba_file_rules` leaves the roles and databases compared.
+pub async fn check(site: &Site, flows: &Flows, host: &Host, flags: &Flags, report: &dyn Reporter) -> PartReport {
+    let databases: Vec<_> = site.databases.iter().filter(|d| d.host == host.name).collect();
+    let defaults = connection_defaults(site, host);
     let mut settings = match query::settings(&defaults, flags, report) {
         Ok(s) => s,
         Err(e) => return PartReport::failed(e.to_string()),
@@ -188,4 +196,30 @@ async fn live_objects(
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<_, tokio_postgres::Error>>()?;
     Ok((roles, dbs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bundled estate with a second database host: hamal serves `metrics`, owned by
+    /// `grafana`, whose password is the secret `metrics-db`.
+    #[test]
+    fn each_database_host_is_read_with_its_own_databases_secret() {
+        let mut site = crate::load_site(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/hosts/inventory.toml"))).unwrap();
+        let mut metrics = site.database("kafka").unwrap().clone();
+        (metrics.name, metrics.host, metrics.owner, metrics.password) =
+            ("metrics".into(), "hamal".into(), "grafana".into(), "metrics-db".into());
+        site.databases.push(metrics);
+        let for_host = |name: &str| connection_defaults(&site, site.host(name).unwrap());
+        let (alkaid, hamal) = (for_host("alkaid"), for_host("hamal"));
+        assert_eq!((alkaid.user.as_deref(), alkaid.database.as_deref()), (Some("kafka"), Some("kafka")));
+        assert_eq!(alkaid.passwords, [DeclaredPassword { database: "kafka".into(), owner: "kafka".into(), secret: "kafka-db".into() }]);
+        assert_eq!((hamal.user.as_deref(), hamal.database.as_deref()), (Some("grafana"), Some("metrics")));
+        assert_eq!(
+            hamal.passwords,
+            [DeclaredPassword { database: "metrics".into(), owner: "grafana".into(), secret: "metrics-db".into() }]
+        );
+        assert_eq!(hamal.host.as_deref(), Some(site.host("hamal").unwrap().address.to_string().as_str()));
+    }
 }

@@ -558,8 +558,8 @@ fn postgres_a_reader_needs_exactly_the_two_grants() {
     assert_eq!(
         Database::postgres_lines(&out),
         ["postgres: ERROR: cannot read pg_hba_file_rules as drift_reader: permission denied (superusers only by default); as a \
-             superuser run `GRANT SELECT ON pg_hba_file_rules TO drift_reader; GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO \
-             drift_reader;` (docs/drift.md)"]
+             superuser run in database postgres `GRANT SELECT ON pg_hba_file_rules TO drift_reader; GRANT EXECUTE ON FUNCTION \
+             pg_hba_file_rules() TO drift_reader;` (docs/drift.md)"]
     );
     assert!(stdout(&out).ends_with("drift: ERROR: 0 of 1 host(s) differ; 1 error(s)\n"), "{}", stdout(&out));
     // No predefined role includes it: pg_read_all_settings (nor pg_monitor) is not enough.

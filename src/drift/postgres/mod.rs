@@ -12,7 +12,8 @@
 //!
 //! Privileges: `pg_roles` and `pg_database` are readable by every role, but `pg_hba_file_rules`
 //! is not: PostgreSQL revokes the view and its function from PUBLIC (superusers only, in every
-//! version from 10 to 17). A superuser grants a reading role both, once:
+//! version from 10 to 17). A superuser grants a reading role both, once, in the database drift
+//! connects to (grants on a catalog view live in each database's own catalog):
 //! `GRANT SELECT ON pg_hba_file_rules TO kafka; GRANT EXECUTE ON FUNCTION pg_hba_file_rules()
 //! TO kafka;` (tests/it/drift.rs proves that this is enough). Without them the roles and
 //! databases are still compared and the pg_hba part is an error that says so.
@@ -111,9 +112,10 @@ pub async fn check(site: &Site, flows: &Flows, host: &Host, flags: &Flags, repor
         }
         Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => Some(format!(
             "cannot read pg_hba_file_rules as {user}: permission denied (superusers only by default); as a superuser run \
-             `GRANT SELECT ON pg_hba_file_rules TO {user}; GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO {user};` \
-             (docs/drift.md)",
-            user = settings.user()
+             in database {db} `GRANT SELECT ON pg_hba_file_rules TO {user}; GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO \
+             {user};` (docs/drift.md)",
+            user = settings.user(),
+            db = settings.dbname()
         )),
         Err(e) => Some(format!("reading pg_hba_file_rules: {}", QueryError::server(&e))),
     };

@@ -80,6 +80,19 @@ impl PasswordSource {
     }
 }
 
+/// The identity file a [`PasswordSource::Secret`] would decrypt with: `given` (`--identity`,
+/// `$IAC_IDENTITY`), else the first default that exists (`secrets::keys::default_identities`).
+/// `None` when nothing was given and no default exists: a caller for whom the declared secret
+/// is one source among several (`iac query`) then moves on instead of failing.
+pub fn find_identity(given: Option<&Path>) -> Option<PathBuf> {
+    crate::secrets::keys::identity_path(given).ok()
+}
+
+/// The file of the declared secret `name` in `dir` (`DIR/NAME.age`).
+pub fn secret_file(dir: &Path, name: &str) -> PathBuf {
+    crate::secrets::file(dir, name)
+}
+
 /// A file as psql's backquotes read it: everything, less one trailing `\n`.
 fn read_file(path: &Path) -> Result<String, PasswordError> {
     let mut text = std::fs::read_to_string(path).map_err(|source| PasswordError::Read { path: path.to_path_buf(), source })?;

@@ -12,7 +12,7 @@ use iac::password::PasswordSource;
 use iac::{cluster, load_site, render};
 
 use super::Error;
-use super::common::{DEFAULT_OUT, InventoryArg, KubeArgs, kube_client, located, runtime};
+use super::common::{DEFAULT_OUT, IdentityArg, InventoryArg, KubeArgs, kube_client, located, runtime};
 use super::terminal::TERMINAL;
 
 #[derive(Debug, clap::Args)]
@@ -34,10 +34,8 @@ pub struct ApplyArgs {
     /// The encrypted secrets (secrets/NAME.age).
     #[arg(long, default_value = iac::secrets::DEFAULT_DIR)]
     pub secrets_dir: PathBuf,
-    /// The admin identity that decrypts the secrets: an age key file or an unencrypted OpenSSH
-    /// ed25519 key [default: ~/.config/iac/age.key, else ~/.ssh/id_ed25519].
-    #[arg(long, short = 'i', env = "IAC_IDENTITY")]
-    pub identity: Option<PathBuf>,
+    #[command(flatten)]
+    pub identity: IdentityArg,
     /// Seconds each wait (Kafka, Connect, connector, producer) may take.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -57,9 +55,12 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
     let password = match &args.password_file {
         Some(path) => PasswordSource::File(path.clone()),
         None if std::env::var_os(&pipeline.password_env).is_some() => PasswordSource::Env(pipeline.password_env.clone()),
-        None => PasswordSource::Secret { file: iac::secrets::file(&args.secrets_dir, &database.password), identity: args.identity.clone() },
+        None => PasswordSource::Secret {
+            file: iac::secrets::file(&args.secrets_dir, &database.password),
+            identity: args.identity.identity.clone(),
+        },
     };
-    let declared = lib::declared_secrets(&site, &args.secrets_dir, args.identity.as_deref())?;
+    let declared = lib::declared_secrets(&site, &args.secrets_dir, args.identity.identity.as_deref())?;
     let opts = ApplyOptions {
         dry_run: args.dry_run,
         waits: Waits { timeout: Duration::from_secs(args.timeout), ..Waits::default() },

@@ -19,6 +19,18 @@ pub struct InventoryArg {
     pub inventory: PathBuf,
 }
 
+/// The admin identity that decrypts the declared secrets (`iac secrets show`/`rekey`, `iac
+/// apply`, `iac query`, `iac drift`): one option, one help text. Global, so that `iac query`
+/// takes it before or after its subcommand like its other options.
+#[derive(Debug, clap::Args)]
+pub struct IdentityArg {
+    /// The admin identity that decrypts the secrets: an age key file (AGE-SECRET-KEY-1…) or an
+    /// unencrypted OpenSSH ed25519 private key [default: ~/.config/iac/age.key, else
+    /// ~/.ssh/id_ed25519].
+    #[arg(long, short = 'i', env = "IAC_IDENTITY", global = true)]
+    pub identity: Option<PathBuf>,
+}
+
 /// Which cluster to talk to (kube-rs's usual lookup when neither is given).
 #[derive(Debug, clap::Args)]
 pub struct KubeArgs {

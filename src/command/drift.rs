@@ -11,11 +11,12 @@ use std::time::Duration;
 use iac::drift::report::Report;
 use iac::drift::{self as lib, Options};
 use iac::model::{Role, Targets};
+use iac::query::credential::SecretsFlags;
 use iac::query::settings::Flags;
 use iac::{deploy, load_site, render};
 
 use super::Error;
-use super::common::{DEFAULT_INVENTORY, DEFAULT_OUT, KubeArgs, json, kube_client, located, runtime};
+use super::common::{DEFAULT_INVENTORY, DEFAULT_OUT, IdentityArg, KubeArgs, json, kube_client, located, runtime};
 use super::terminal::{TERMINAL, out};
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +63,13 @@ pub struct DriftArgs {
     /// PostgreSQL: a file holding only the password.
     #[arg(long, value_name = "PATH")]
     pub password_file: Option<PathBuf>,
+    /// PostgreSQL: the encrypted secrets (secrets/NAME.age); each database owner's password is
+    /// its declared secret when neither --password-file nor PGPASSWORD gives one [default:
+    /// FLAKE/secrets].
+    #[arg(long, value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub identity: IdentityArg,
     /// PostgreSQL: seconds to wait for the connection [default: PGCONNECT_TIMEOUT or 10].
     #[arg(long, value_name = "SECS")]
     pub pg_connect_timeout: Option<u64>,
@@ -103,7 +111,16 @@ pub fn run(args: &DriftArgs) -> Result<ExitCode, Error> {
         };
         hosts = lib::check_hosts(&site, &opts, &TERMINAL)?;
     }
-    let flags = Flags { dsn: args.dsn.clone(), password_file: args.password_file.clone(), connect_timeout: args.pg_connect_timeout };
+    let secrets = SecretsFlags {
+        dir: args.secrets_dir.clone().unwrap_or_else(|| base.join(iac::secrets::DEFAULT_DIR)),
+        identity: args.identity.identity.clone(),
+    };
+    let flags = Flags {
+        dsn: args.dsn.clone(),
+        password_file: args.password_file.clone(),
+        connect_timeout: args.pg_connect_timeout,
+        secrets: Some(secrets),
+    };
     let flows = render::flows(&site);
     // Database hosts among the selected ones (not with --local, which reads this machine only).
     let databases: Vec<usize> = if targets.is_some() {

@@ -8,17 +8,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use iac::load_site;
+use iac::query::credential::SecretsFlags;
 use iac::query::messages::{self, Filter, Since};
 use iac::query::relation::TableName;
 use iac::query::settings::{Defaults, Flags, Settings};
 use iac::query::{self as lib, QueryError, connect, follow, schema};
 
 use super::Error;
-use super::common::DEFAULT_INVENTORY;
+use super::common::{DEFAULT_INVENTORY, IdentityArg};
 use super::terminal::{TERMINAL, out};
 
 /// `iac query`: connection and table options apply to every subcommand. The password is never
-/// an option: PGPASSWORD, --password-file or ~/.pgpass.
+/// an option: --password-file, PGPASSWORD, the database's declared secret (decrypted with
+/// --identity) or ~/.pgpass (`iac::query::credential`).
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
     /// The inventory file (its `pipeline` gives the default database, host and table).
@@ -31,6 +33,12 @@ pub struct QueryArgs {
     /// A file holding only the password (like a database host's secret file).
     #[arg(long, global = true, value_name = "PATH")]
     pub password_file: Option<PathBuf>,
+    /// The encrypted secrets (secrets/NAME.age): the database owner's password is its declared
+    /// secret when neither --password-file nor PGPASSWORD gives one.
+    #[arg(long, global = true, value_name = "DIR", default_value = iac::secrets::DEFAULT_DIR)]
+    pub secrets_dir: PathBuf,
+    #[command(flatten)]
+    pub identity: IdentityArg,
     /// Seconds to wait for the connection, TLS and authentication [default: PGCONNECT_TIMEOUT or 10].
     #[arg(long, global = true, value_name = "SECS")]
     pub connect_timeout: Option<u64>,
@@ -126,7 +134,12 @@ impl From<Format> for lib::Format {
 pub fn run(args: &QueryArgs) -> Result<ExitCode, Error> {
     // The inventory gives defaults; without one, --dsn and the PG* variables must say it all.
     let defaults = if args.inventory.exists() { Defaults::from_site(&load_site(&args.inventory)?) } else { Defaults::default() };
-    let flags = Flags { dsn: args.dsn.clone(), password_file: args.password_file.clone(), connect_timeout: args.connect_timeout };
+    let flags = Flags {
+        dsn: args.dsn.clone(),
+        password_file: args.password_file.clone(),
+        connect_timeout: args.connect_timeout,
+        secrets: Some(SecretsFlags { dir: args.secrets_dir.clone(), identity: args.identity.identity.clone() }),
+    };
     let mut settings = lib::settings(&defaults, &flags, &TERMINAL)?;
     if let QueryCommand::Messages(m) = &args.command
         && m.follow

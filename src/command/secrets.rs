@@ -11,7 +11,7 @@ use iac::reporter::Reporter;
 use iac::secrets::{self, Identity, Store};
 
 use super::Error;
-use super::common::DEFAULT_INVENTORY;
+use super::common::{DEFAULT_INVENTORY, IdentityArg};
 use super::terminal::{TERMINAL, out_bytes};
 
 #[derive(Debug, clap::Args)]
@@ -24,15 +24,6 @@ pub struct SecretsArgs {
     pub dir: PathBuf,
     #[command(subcommand)]
     pub command: SecretsCommand,
-}
-
-/// The admin identity that decrypts.
-#[derive(Debug, clap::Args)]
-pub struct IdentityArg {
-    /// An age key file (AGE-SECRET-KEY-1…) or an unencrypted OpenSSH ed25519 private key
-    /// [default: ~/.config/iac/age.key, else ~/.ssh/id_ed25519].
-    #[arg(long, short = 'i', env = "IAC_IDENTITY")]
-    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -116,7 +116,8 @@ fn classify(e: tokio_postgres::Error, s: &Settings) -> QueryError {
             server: s.server(),
             user: s.user().into(),
             message: "the server asks for a password and none was found (set PGPASSWORD, \
-                      --password-file or a ~/.pgpass entry)"
+                      --password-file or a ~/.pgpass entry; a database owner's declared secret \
+                      needs secrets/NAME.age and an admin identity, --identity)"
                 .into(),
         };
     }

@@ -1,7 +1,8 @@
 //! `iac query`: read the pipeline's table in PostgreSQL with tokio-postgres (replaces the old
 //! Python query script).
 //!
-//! `settings` resolves where to connect (inventory < PG* variables < `--dsn`), `connect`
+//! `settings` resolves where to connect (inventory < PG* variables < `--dsn`), `credential`
+//! finds the password (never on the command line), `connect`
 //! connects with a timeout, `tls` provides rustls for `sslmode`, `relation` quotes the table name and reads
 //! its columns and primary key, `messages` streams rows (and counts them), `order` is what
 //! `--latest` and `--follow` order by and the SQL for it, `follow` polls for new rows,
@@ -9,6 +10,7 @@
 //! (`iac query`) owns the process: the runtime, signals and stdout.
 
 pub mod connect;
+pub mod credential;
 mod dsn;
 pub mod follow;
 pub mod format;
@@ -114,7 +116,7 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 pub fn settings(defaults: &Defaults, flags: &Flags, report: &dyn Reporter) -> Result<settings::Settings, QueryError> {
     let env = |k: &str| std::env::var(k).ok();
     let mut settings = settings::resolve(defaults, &env, flags)?;
-    settings::load_password(&mut settings, &env, flags, report)?;
+    credential::load_password(&mut settings, &env, defaults, flags, report)?;
     Ok(settings)
 }
 
@@ -122,7 +124,9 @@ pub fn settings(defaults: &Defaults, flags: &Flags, report: &dyn Reporter) -> Re
 /// flags (inventory defaults, PG* variables, ~/.pgpass). For `iac pipeline status`.
 pub async fn sink_row_count(site: &crate::model::Site, report: &dyn Reporter) -> Result<i64, QueryError> {
     let defaults = Defaults::from_site(site);
-    let flags = Flags { dsn: None, password_file: None, connect_timeout: None };
+    // No declared secret here (`iac pipeline status` has no --identity): as before issue 17's
+    // follow-up, PGPASSWORD or ~/.pgpass.
+    let flags = Flags { dsn: None, password_file: None, connect_timeout: None, secrets: None };
     let settings = settings(&defaults, &flags, report)?;
     let table = defaults.table.clone().ok_or_else(|| QueryError::Config("the inventory has no [pipeline]".into()))?;
     let table = TableName::new(None, table)?;

@@ -1,5 +1,5 @@
-//! Where `iac query` connects: the settings, resolved from layers. Pure but for the password
-//! files it reads; `connect` makes the connection.
+//! Where `iac query` connects: the settings, resolved from layers. Pure: `credential` finds the
+//! password, `connect` makes the connection.
 //!
 //! Settings come in layers, later ones winning, as libpq users expect:
 //! built-in defaults (localhost:5432, the OS user) < the inventory (the database named by
@@ -7,8 +7,10 @@
 //! `PGPORT`, `PGUSER`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGCONNECT_TIMEOUT`) <
 //! `--dsn` < `--connect-timeout`. The password never comes from the command line: it comes from
 //! `--password-file` (a file holding only the password, like a database host's secret file),
-//! else `PGPASSWORD`, else the pgpass file (`PGPASSFILE` or `~/.pgpass`). A `--dsn` holding a
-//! password is refused, since it would be visible in the process list.
+//! else `PGPASSWORD`, else the declared secret of the database connected to (when the user is
+//! its owner), else the pgpass file (`PGPASSFILE` or `~/.pgpass`); `credential::load_password` says why
+//! in that order. A `--dsn` holding a password is refused, since it would be visible in the
+//! process list.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -17,10 +19,9 @@ use std::time::Duration;
 use tokio_postgres::Config;
 use tokio_postgres::config::Host;
 
-use super::{QueryError, dsn, pgpass};
+use super::credential::{DeclaredPassword, PasswordFrom, SecretsFlags};
+use super::{QueryError, dsn};
 use crate::model::Site;
-use crate::password::{PasswordError, PasswordSource};
-use crate::reporter::Reporter;
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,6 +33,9 @@ pub struct Defaults {
     pub user: Option<String>,
     pub database: Option<String>,
     pub table: Option<String>,
+    /// The databases a connection may reach, with their owners and declared secrets: the one
+    /// whose name and owner are the connection's gives the password (see `credential::load_password`).
+    pub passwords: Vec<DeclaredPassword>,
 }
 
 impl Defaults {
@@ -44,6 +48,10 @@ impl Defaults {
             user: db.map(|d| d.owner.clone()),
             database: Some(pipeline.database.clone()),
             table: Some(pipeline.table.clone()),
+            // Every database: `PGDATABASE` or `--dsn dbname=` may name another than the
+            // pipeline's, and its owner's password is then its own secret. Names are unique in
+            // the inventory (`[databases.NAME]`), so the name says which one.
+            passwords: DeclaredPassword::of(&site.databases),
         }
     }
 }
@@ -54,6 +62,8 @@ pub struct Flags {
     pub dsn: Option<String>,
     pub password_file: Option<PathBuf>,
     pub connect_timeout: Option<u64>,
+    /// Where the declared secrets are and who decrypts them; `None`: they are never read.
+    pub secrets: Option<SecretsFlags>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,28 +102,6 @@ impl fmt::Display for SslMode {
             SslMode::VerifyCa => "verify-ca",
             SslMode::VerifyFull => "verify-full",
         })
-    }
-}
-
-/// Which source gave the password; shown by `iac query conninfo` (never the value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordFrom {
-    None,
-    /// `--password-file` or `PGPASSWORD`, read by the crate's one rule (`crate::password`).
-    Source(PasswordSource),
-    /// A line of the pgpass file (`~/.pgpass` or `$PGPASSFILE`), as libpq reads it.
-    PgPass(PathBuf),
-}
-
-impl fmt::Display for PasswordFrom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PasswordFrom::None => f.write_str("none"),
-            PasswordFrom::Source(PasswordSource::File(p)) => write!(f, "--password-file {}", p.display()),
-            PasswordFrom::Source(PasswordSource::Env(var)) => f.write_str(var),
-            PasswordFrom::Source(PasswordSource::Secret { file, .. }) => write!(f, "secret {}", file.display()),
-            PasswordFrom::PgPass(p) => write!(f, "pgpass file {}", p.display()),
-        }
     }
 }
 
@@ -236,58 +224,9 @@ pub fn resolve(defaults: &Defaults, env: &dyn Fn(&str) -> Option<String>, flags:
     Ok(Settings { config, ssl, root_cert, connect_timeout, password_from: PasswordFrom::None })
 }
 
-/// Find the password: `--password-file`, then `PGPASSWORD` (when set and not empty, as libpq
-/// reads it), then the pgpass file. A pgpass file that cannot be used is a warning to
-/// `report`, not an error: the server may not ask for a password at all.
-pub fn load_password(
-    settings: &mut Settings,
-    env: &dyn Fn(&str) -> Option<String>,
-    flags: &Flags,
-    report: &dyn Reporter,
-) -> Result<(), QueryError> {
-    if let Some(path) = &flags.password_file {
-        let source = PasswordSource::File(path.clone());
-        let password = source.read_with(env).map_err(|e| match e {
-            PasswordError::Read { source, .. } => QueryError::Config(format!("cannot read --password-file {}: {source}", path.display())),
-            other => QueryError::Config(format!("--password-file: {other}")),
-        })?;
-        settings.config.password(password);
-        settings.password_from = PasswordFrom::Source(source);
-        return Ok(());
-    }
-    let source = PasswordSource::Env("PGPASSWORD".into());
-    if let Ok(password) = source.read_with(env) {
-        settings.config.password(password);
-        settings.password_from = PasswordFrom::Source(source);
-        return Ok(());
-    }
-    let path = match env("PGPASSFILE").filter(|p| !p.is_empty()) {
-        Some(p) => PathBuf::from(p),
-        None => match env("HOME").filter(|h| !h.is_empty()) {
-            Some(home) => PathBuf::from(home).join(".pgpass"),
-            None => return Ok(()),
-        },
-    };
-    let host = settings.host();
-    let key = pgpass::Key { host: &host, port: settings.port(), database: settings.dbname(), user: settings.user() };
-    match pgpass::lookup(&path, key) {
-        Ok(pgpass::Lookup::Found(pw)) => {
-            settings.config.password(pw);
-            settings.password_from = PasswordFrom::PgPass(path);
-        }
-        Ok(pgpass::Lookup::TooOpen(mode)) => {
-            report.warning(&format!("ignoring password file {}: mode {mode:o} lets others read it (chmod 600)", path.display()))
-        }
-        Ok(pgpass::Lookup::NoMatch | pgpass::Lookup::Missing) => {}
-        Err(e) => report.warning(&format!("cannot read password file {}: {e}", path.display())),
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reporter::Silent;
     use std::collections::HashMap;
 
     fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -302,6 +241,7 @@ mod tests {
             user: Some("kafka".into()),
             database: Some("kafka".into()),
             table: Some("kafka_messages".into()),
+            passwords: Vec::new(),
         }
     }
 
@@ -335,42 +275,5 @@ mod tests {
             assert!(err.contains("must not contain a password"), "{err}");
             assert!(!err.contains("secret"));
         }
-    }
-
-    #[test]
-    fn password_sources_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pw");
-        std::fs::write(&file, "from-file\n").unwrap();
-        let e = env(&[("PGPASSWORD", "from-env")]);
-        let mut s = resolve(&inventory(), &e, &Flags::default()).unwrap();
-        let flags = Flags { password_file: Some(file.clone()), ..Flags::default() };
-        load_password(&mut s, &e, &flags, &Silent).unwrap();
-        assert_eq!(s.config.get_password(), Some(&b"from-file"[..]));
-        assert_eq!(s.password_from.to_string(), format!("--password-file {}", file.display()));
-        let mut s = resolve(&inventory(), &e, &Flags::default()).unwrap();
-        load_password(&mut s, &e, &Flags::default(), &Silent).unwrap();
-        assert_eq!(s.config.get_password(), Some(&b"from-env"[..]));
-        assert_eq!(s.password_from.to_string(), "PGPASSWORD");
-        // An empty PGPASSWORD counts as unset (libpq): on to the pgpass file, here none.
-        let e = env(&[("PGPASSWORD", "")]);
-        let mut s = resolve(&inventory(), &e, &Flags::default()).unwrap();
-        load_password(&mut s, &e, &Flags::default(), &Silent).unwrap();
-        assert_eq!((s.config.get_password(), s.password_from), (None, PasswordFrom::None));
-    }
-
-    #[test]
-    fn a_password_file_is_read_by_the_one_rule() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pw");
-        let flags = Flags { password_file: Some(file.clone()), ..Flags::default() };
-        // One newline goes, as psql's backquotes drop it on the server's side; a \r stays.
-        std::fs::write(&file, "pw\r\n").unwrap();
-        let mut s = resolve(&inventory(), &env(&[]), &Flags::default()).unwrap();
-        load_password(&mut s, &env(&[]), &flags, &Silent).unwrap();
-        assert_eq!(s.config.get_password(), Some(&b"pw\r"[..]));
-        std::fs::write(&file, "\n").unwrap();
-        let err = load_password(&mut s, &env(&[]), &flags, &Silent).unwrap_err().to_string();
-        assert_eq!(err, format!("--password-file: {} is empty", file.display()));
     }
 }

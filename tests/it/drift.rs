@@ -431,8 +431,12 @@ struct Database {
 
 impl Database {
     fn new() -> Option<Self> {
+        Self::with_inventory(&bundled_inventory())
+    }
+
+    fn with_inventory(inventory: &str) -> Option<Self> {
         nft_tools()?;
-        let estate = Estate::new(&bundled_inventory());
+        let estate = Estate::new(inventory);
         estate.host("alkaid", "172.22.0.133", "", &system('a', "alkaid"), &system('a', "alkaid"));
         let site = iac::load_site(&support::bundled_inventory_path()).unwrap();
         let hba = iac::drift::postgres::expected_file(&iac::render::flows(&site), site.host("alkaid").unwrap());
@@ -554,8 +558,8 @@ fn postgres_a_reader_needs_exactly_the_two_grants() {
     assert_eq!(
         Database::postgres_lines(&out),
         ["postgres: ERROR: cannot read pg_hba_file_rules as drift_reader: permission denied (superusers only by default); as a \
-             superuser run `GRANT SELECT ON pg_hba_file_rules TO drift_reader; GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO \
-             drift_reader;` (docs/drift.md)"]
+             superuser run in database postgres `GRANT SELECT ON pg_hba_file_rules TO drift_reader; GRANT EXECUTE ON FUNCTION \
+             pg_hba_file_rules() TO drift_reader;` (docs/drift.md)"]
     );
     assert!(stdout(&out).ends_with("drift: ERROR: 0 of 1 host(s) differ; 1 error(s)\n"), "{}", stdout(&out));
     // No predefined role includes it: pg_read_all_settings (nor pg_monitor) is not enough.
@@ -571,6 +575,74 @@ fn postgres_a_reader_needs_exactly_the_two_grants() {
     let out = db.drift_as("drift_reader", "reader-pw-3x");
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     assert_eq!(Database::postgres_lines(&out), ["postgres: in sync"]);
+}
+
+/// No password typed by hand: the owner's password is the database's declared secret, made by
+/// `iac secrets init` in the flake (FLAKE/secrets) and set on the role as the host's setup unit
+/// sets it; drift connects as the owner (from the inventory) with it, decrypted with the
+/// admin's identity, and names that source, never the value.
+#[test]
+fn postgres_connects_with_the_declared_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("admin.key");
+    let admin = support::new_age_key(&key);
+    let Some(db) = Database::with_inventory(&replace_once(&bundled_inventory(), support::EXAMPLE_ADMIN, &admin)) else { return };
+    let flake = db.estate.flake();
+    let out = iac()
+        .arg("secrets")
+        .arg("init")
+        .arg("--inventory")
+        .arg(flake.join("hosts/inventory.toml"))
+        .arg("--dir")
+        .arg(flake.join("secrets"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = iac()
+        .args(["secrets", "show", "kafka-db", "--inventory"])
+        .arg(flake.join("hosts/inventory.toml"))
+        .arg("--dir")
+        .arg(flake.join("secrets"))
+        .arg("--identity")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let value = String::from_utf8(out.stdout).unwrap();
+    db.server.psql("postgres", &format!("ALTER ROLE kafka PASSWORD '{value}'"));
+    // In the database drift connects to: grants on a catalog view are per database.
+    db.server.psql("kafka", "GRANT SELECT ON pg_hba_file_rules TO kafka");
+    db.server.psql("kafka", "GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO kafka");
+    // The server's address only: user and database are the inventory's (kafka, kafka).
+    let server = [("PGHOST", HOST.to_owned()), ("PGPORT", db.server.port.to_string())];
+    let with_key = [&server[..], &[("IAC_IDENTITY", key.display().to_string())]].concat();
+    let clean = |out: Output| {
+        assert!(!stdout(&out).contains(&value) && !stderr(&out).contains(&value), "the value is in an output");
+        out
+    };
+    let out = clean(db.estate.drift(&["alkaid", "--no-build"], Some(&with_key)));
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(Database::postgres_lines(&out), ["postgres: in sync"]);
+    let file = flake.join("secrets/kafka-db.age");
+    let source = format!(
+        "alkaid: reading PostgreSQL at {HOST}:{} as kafka (password: declared secret kafka-db ({}) with identity {})",
+        db.server.port,
+        file.display(),
+        key.display()
+    );
+    assert!(stderr(&out).contains(&source), "{}", stderr(&out));
+    // Without the identity there is no password (the pgpass file is next, and there is none).
+    let out = clean(db.estate.drift(&["alkaid", "--no-build"], Some(&server)));
+    assert_eq!(code(&out), 1);
+    assert!(Database::postgres_lines(&out)[0].contains("the server asks for a password and none was found"), "{}", stdout(&out));
+    // A key that is not an admin's: the host's error names the file and the key.
+    let stranger = dir.path().join("stranger.key");
+    support::new_age_key(&stranger);
+    let stranger_arg = stranger.display().to_string();
+    let out = clean(db.estate.drift(&["alkaid", "--no-build", "--identity", &stranger_arg], Some(&server)));
+    assert_eq!(code(&out), 1);
+    let line = &Database::postgres_lines(&out)[0];
+    assert!(line.contains(&format!("cannot decrypt {} with {}", file.display(), stranger.display())), "{line}");
 }
 
 // ---------------------------------------------------------------- the cluster

@@ -26,6 +26,7 @@ mod output_churn;
 mod postgres;
 mod query;
 mod query_follow;
+mod query_secret;
 mod query_tls;
 mod render;
 mod secrets;

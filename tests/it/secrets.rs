@@ -13,9 +13,9 @@ use std::process::{Command, Output, Stdio};
 
 use iac::render::secrets::SCRIPT;
 
-use crate::support::{bundled_inventory, code, iac, replace_once, repo, ssh_keygen, stderr, stdout, text, tool};
-
-const EXAMPLE_ADMIN: &str = "age1sr4730t9hmwqf5nlk0tukp9tuekwpjecjjvqxkup7hve7pq4zc0snpe7c6";
+use crate::support::{
+    EXAMPLE_ADMIN, bundled_inventory, code, iac, new_age_key, replace_once, repo, ssh_keygen, stderr, stdout, text, tool,
+};
 
 /// A project: the bundled inventory (edited by `edit`) with the example admin key replaced by
 /// a fresh age key in `admin.key`, and the bundled hosts' hand-kept files.
@@ -73,14 +73,6 @@ impl Project {
     fn bytes(&self, name: &str) -> Vec<u8> {
         fs::read(self.path(&format!("secrets/{name}.age"))).unwrap()
     }
-}
-
-/// A new age identity written to `file`; its recipient.
-fn new_age_key(file: &Path) -> String {
-    use age::secrecy::ExposeSecret;
-    let id = age::x25519::Identity::generate();
-    fs::write(file, format!("# test key\n{}\n", id.to_string().expose_secret())).unwrap();
-    id.to_public().to_string()
 }
 
 /// Debian's `age -d -i IDENTITY FILE`.

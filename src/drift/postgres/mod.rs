@@ -5,12 +5,15 @@
 //! [`crate::query::connect::connect`]): the host's address and the port, owner and name of its
 //! first database from the inventory, overridden as libpq users expect by `PGHOST`, `PGPORT`,
 //! `PGUSER`, `PGDATABASE`, `PGSSLMODE` and `--dsn`; the password from `--password-file`,
-//! `PGPASSWORD` or `~/.pgpass`. The rendered pg_hba admits exactly that connection (a
-//! database's owner from its clients), so it works without a rule of its own.
+//! `PGPASSWORD`, the declared secret of that database (its owner's password, decrypted with the
+//! admin's identity: no value typed by hand) or `~/.pgpass` (`query::credential`). The
+//! rendered pg_hba admits exactly that connection (a database's owner from its clients), so it
+//! works without a rule of its own.
 //!
 //! Privileges: `pg_roles` and `pg_database` are readable by every role, but `pg_hba_file_rules`
 //! is not: PostgreSQL revokes the view and its function from PUBLIC (superusers only, in every
-//! version from 10 to 17). A superuser grants a reading role both, once:
+//! version from 10 to 17). A superuser grants a reading role both, once, in the database drift
+//! connects to (grants on a catalog view live in each database's own catalog):
 //! `GRANT SELECT ON pg_hba_file_rules TO kafka; GRANT EXECUTE ON FUNCTION pg_hba_file_rules()
 //! TO kafka;` (tests/it/drift.rs proves that this is enough). Without them the roles and
 //! databases are still compared and the pg_hba part is an error that says so.
@@ -27,6 +30,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::model::{Host, Site};
 use crate::policy::Flows;
+use crate::query::credential::DeclaredPassword;
 use crate::query::settings::{Defaults, Flags};
 use crate::query::{self, QueryError};
 use crate::render;
@@ -62,24 +66,40 @@ pub fn expected_file(flows: &Flows, host: &Host) -> String {
     s
 }
 
-/// Compare the database server on `host` with the inventory. A failure to connect is the
-/// part's error; a refused read of `pg_hba_file_rules` leaves the roles and databases compared.
-pub async fn check(site: &Site, flows: &Flows, host: &Host, flags: &Flags, report: &dyn Reporter) -> PartReport {
+/// Where the connection for `host` goes by default: its address, and the port, owner and name
+/// of its first database; the password may be the declared secret of any of its databases
+/// (the one the connection's name and user are), so with several database hosts each is read
+/// with its own database's secret.
+pub fn connection_defaults(site: &Site, host: &Host) -> Defaults {
     let databases: Vec<_> = site.databases.iter().filter(|d| d.host == host.name).collect();
     let first = databases.first();
-    let defaults = Defaults {
+    Defaults {
         host: Some(host.address.to_string()),
         port: first.map(|d| d.port),
         user: first.map(|d| d.owner.clone()),
         database: first.map(|d| d.name.clone()),
         table: None,
-    };
+        passwords: DeclaredPassword::of(databases.iter().copied()),
+    }
+}
+
+/// Compare the database server on `host` with the inventory. A failure to connect is the
+/// part's error; a refused read of `pg_hba_file_rules` leaves the roles and databases compared.
+pub async fn check(site: &Site, flows: &Flows, host: &Host, flags: &Flags, report: &dyn Reporter) -> PartReport {
+    let databases: Vec<_> = site.databases.iter().filter(|d| d.host == host.name).collect();
+    let defaults = connection_defaults(site, host);
     let mut settings = match query::settings(&defaults, flags, report) {
         Ok(s) => s,
         Err(e) => return PartReport::failed(e.to_string()),
     };
     settings.config.application_name("iac drift");
-    report.progress(&format!("{}: reading PostgreSQL at {} as {}", host.name, settings.server(), settings.user()));
+    report.progress(&format!(
+        "{}: reading PostgreSQL at {} as {} (password: {})",
+        host.name,
+        settings.server(),
+        settings.user(),
+        settings.password_from
+    ));
     let client = match query::connect::connect(&settings).await {
         Ok(c) => c,
         Err(e) => return PartReport::failed(e.to_string()),
@@ -92,9 +112,10 @@ pub async fn check(site: &Site, flows: &Flows, host: &Host, flags: &Flags, repor
         }
         Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => Some(format!(
             "cannot read pg_hba_file_rules as {user}: permission denied (superusers only by default); as a superuser run \
-             `GRANT SELECT ON pg_hba_file_rules TO {user}; GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO {user};` \
-             (docs/drift.md)",
-            user = settings.user()
+             in database {db} `GRANT SELECT ON pg_hba_file_rules TO {user}; GRANT EXECUTE ON FUNCTION pg_hba_file_rules() TO \
+             {user};` (docs/drift.md)",
+            user = settings.user(),
+            db = settings.dbname()
         )),
         Err(e) => Some(format!("reading pg_hba_file_rules: {}", QueryError::server(&e))),
     };
@@ -177,4 +198,30 @@ async fn live_objects(
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<_, tokio_postgres::Error>>()?;
     Ok((roles, dbs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bundled estate with a second database host: hamal serves `metrics`, owned by
+    /// `grafana`, whose password is the secret `metrics-db`.
+    #[test]
+    fn each_database_host_is_read_with_its_own_databases_secret() {
+        let mut site = crate::load_site(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/hosts/inventory.toml"))).unwrap();
+        let mut metrics = site.database("kafka").unwrap().clone();
+        (metrics.name, metrics.host, metrics.owner, metrics.password) =
+            ("metrics".into(), "hamal".into(), "grafana".into(), "metrics-db".into());
+        site.databases.push(metrics);
+        let for_host = |name: &str| connection_defaults(&site, site.host(name).unwrap());
+        let (alkaid, hamal) = (for_host("alkaid"), for_host("hamal"));
+        assert_eq!((alkaid.user.as_deref(), alkaid.database.as_deref()), (Some("kafka"), Some("kafka")));
+        assert_eq!(alkaid.passwords, [DeclaredPassword { database: "kafka".into(), owner: "kafka".into(), secret: "kafka-db".into() }]);
+        assert_eq!((hamal.user.as_deref(), hamal.database.as_deref()), (Some("grafana"), Some("metrics")));
+        assert_eq!(
+            hamal.passwords,
+            [DeclaredPassword { database: "metrics".into(), owner: "grafana".into(), secret: "metrics-db".into() }]
+        );
+        assert_eq!(hamal.host.as_deref(), Some(site.host("hamal").unwrap().address.to_string().as_str()));
+    }
 }

@@ -110,6 +110,18 @@ pub fn ssh_keygen(dir: &Path, name: &str) -> String {
     public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
+/// The admin key of the bundled inventory (`[admins.example]`), whose private half nobody has:
+/// tests that decrypt replace it with one of their own ([`new_age_key`]).
+pub const EXAMPLE_ADMIN: &str = "age1sr4730t9hmwqf5nlk0tukp9tuekwpjecjjvqxkup7hve7pq4zc0snpe7c6";
+
+/// A new age identity written to `file` (as `age-keygen` writes one); its recipient.
+pub fn new_age_key(file: &Path) -> String {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    std::fs::write(file, format!("# test key\n{}\n", id.to_string().expose_secret())).expect("write key");
+    id.to_public().to_string()
+}
+
 /// The bundled inventory's path.
 pub fn bundled_inventory_path() -> PathBuf {
     repo().join("hosts/inventory.toml")

@@ -68,14 +68,15 @@ impl Db {
     }
 }
 
-/// Remove every libpq variable and point HOME at an empty directory (no ~/.pgpass).
+/// Remove every libpq variable and point HOME at an empty directory (no ~/.pgpass, no default
+/// admin identity), and drop `IAC_INVENTORY` and `IAC_IDENTITY`.
 pub fn clear_pg_env(cmd: &mut Command) -> &mut Command {
     for (k, _) in std::env::vars() {
         if k.starts_with("PG") {
             cmd.env_remove(&k);
         }
     }
-    cmd.env("HOME", "/nonexistent-home-for-tests").env_remove("IAC_INVENTORY")
+    cmd.env("HOME", "/nonexistent-home-for-tests").env_remove("IAC_INVENTORY").env_remove("IAC_IDENTITY")
 }
 
 #[derive(Default)]

@@ -122,11 +122,16 @@ pub fn settings(defaults: &Defaults, flags: &Flags, report: &dyn Reporter) -> Re
 
 /// The number of rows in the pipeline's sink table, connecting as `iac query` would with no
 /// flags (inventory defaults, PG* variables, ~/.pgpass). For `iac pipeline status`.
-pub async fn sink_row_count(site: &crate::model::Site, report: &dyn Reporter) -> Result<i64, QueryError> {
+///
+/// The password as for `iac query`: `PGPASSWORD`, then the database owner's declared secret
+/// (when `secrets` names where they are and with which identity), then the pgpass file.
+pub async fn sink_row_count(
+    site: &crate::model::Site,
+    secrets: Option<credential::SecretsFlags>,
+    report: &dyn Reporter,
+) -> Result<i64, QueryError> {
     let defaults = Defaults::from_site(site);
-    // No declared secret here (`iac pipeline status` has no --identity): as before issue 17's
-    // follow-up, PGPASSWORD or ~/.pgpass.
-    let flags = Flags { dsn: None, password_file: None, connect_timeout: None, secrets: None };
+    let flags = Flags { dsn: None, password_file: None, connect_timeout: None, secrets };
     let settings = settings(&defaults, &flags, report)?;
     let table = defaults.table.clone().ok_or_else(|| QueryError::Config("the inventory has no [pipeline]".into()))?;
     let table = TableName::new(None, table)?;

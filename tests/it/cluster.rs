@@ -1001,6 +1001,75 @@ async fn pipeline_status_shows_kafka_connector_lag_dead_letters_and_rows() {
     assert!(stdout(&out).contains("sink         BAD  kafka_messages: row count unavailable"), "{}", stdout(&out));
 }
 
+/// `iac pipeline status` reads the sink's row count as the database owner with its declared
+/// secret, like `iac query` (no PGPASSWORD, no pgpass file): the inventory's pipeline database
+/// is a fresh database of the real test server, `secrets/kafka-db.age` is written by the real
+/// `iac secrets set` for a fresh admin key, and the owner's role has that password. Without an
+/// identity the count is unavailable; the value is never printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipeline_status_counts_rows_with_the_declared_secret() {
+    use crate::support::pg::{HOST, clear_pg_env};
+    let e = env(Scenario::healthy()).await;
+    let pg = support::pg::PgServer::shared();
+    let db = pg.fresh_database("status_secret");
+    let keys = tempfile::tempdir().unwrap();
+    let admin = support::new_age_key(&keys.path().join("admin.key"));
+    let inventory = replace_once(&bundled_inventory(), support::EXAMPLE_ADMIN, &admin);
+    let inventory = replace_once(
+        &inventory,
+        "[databases.kafka]\nhost = \"alkaid\"\nowner = \"kafka\"\n",
+        &format!("[databases.{}]\nhost = \"alkaid\"\nowner = \"{}\"\n", db.name, db.user),
+    );
+    let inventory = replace_once(&inventory, "database = \"kafka\"\n", &format!("database = \"{}\"\n", db.name));
+    e.render(&inventory);
+    let password = "Status-secret-7f3a9c";
+    let secrets = keys.path().join("secrets");
+    let mut set = support::iac();
+    set.args(["secrets", "set", "kafka-db", "--inventory"])
+        .arg(&e.inventory)
+        .arg("--dir")
+        .arg(&secrets)
+        .stdin(std::process::Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), password.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    pg.psql("postgres", &format!("ALTER ROLE {} PASSWORD '{password}'", db.user));
+    pg.psql(
+        &db.name,
+        &format!("CREATE TABLE kafka_messages (id int); ALTER TABLE kafka_messages OWNER TO {}; INSERT INTO kafka_messages SELECT generate_series(1, 3)", db.user),
+    );
+
+    let status = |identity: Option<&std::path::Path>| {
+        let mut cmd = support::iac();
+        clear_pg_env(&mut cmd)
+            .env("HOME", keys.path())
+            .env("PGHOST", HOST)
+            .env("PGPORT", db.port.to_string())
+            .args(["pipeline", "status", "--inventory"])
+            .arg(&e.inventory)
+            .arg("--kubeconfig")
+            .arg(&e.kubeconfig)
+            .arg("--secrets-dir")
+            .arg(&secrets)
+            .env_remove("KUBECONFIG")
+            .env_remove("IAC_IDENTITY");
+        if let Some(i) = identity {
+            cmd.arg("--identity").arg(i);
+        }
+        cmd
+    };
+    let mut with = status(Some(&keys.path().join("admin.key")));
+    let out = tokio::task::spawn_blocking(move || with.output().unwrap()).await.unwrap();
+    assert!(stdout(&out).contains("sink         ok   3 rows in kafka_messages"), "{}{}", stdout(&out), stderr(&out));
+    assert!(!stdout(&out).contains(password) && !stderr(&out).contains(password));
+
+    let mut without = status(None);
+    let out = tokio::task::spawn_blocking(move || without.output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("sink         BAD  kafka_messages: row count unavailable"), "{}{}", stdout(&out), stderr(&out));
+    assert!(!stdout(&out).contains(password) && !stderr(&out).contains(password));
+}
+
 /// Records in the dead-letter topic fail the status even though the connector runs and the sink
 /// keeps up: today's check was green with every record there.
 #[tokio::test(flavor = "multi_thread")]

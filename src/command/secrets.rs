@@ -19,8 +19,9 @@ pub struct SecretsArgs {
     /// The inventory file.
     #[arg(long, default_value = DEFAULT_INVENTORY, env = "IAC_INVENTORY", global = true)]
     pub inventory: PathBuf,
-    /// The directory of the encrypted secrets (secrets/NAME.age).
-    #[arg(long, default_value = secrets::DEFAULT_DIR, global = true)]
+    /// The directory of the encrypted secrets (secrets/NAME.age); `--secrets-dir` as in apply,
+    /// query, drift and pipeline status.
+    #[arg(long, visible_alias = "secrets-dir", default_value = secrets::DEFAULT_DIR, global = true)]
     pub dir: PathBuf,
     #[command(subcommand)]
     pub command: SecretsCommand,

@@ -837,7 +837,7 @@ async fn apply_takes_the_password_from_the_declared_secret() {
     let mut set = support::iac();
     set.args(["secrets", "set", "kafka-db", "--inventory"])
         .arg(&e.inventory)
-        .arg("--dir")
+        .arg("--secrets-dir")
         .arg(&secrets)
         .stdin(std::process::Stdio::piped());
     let mut child = set.spawn().unwrap();
@@ -1027,7 +1027,7 @@ async fn pipeline_status_counts_rows_with_the_declared_secret() {
     let mut set = support::iac();
     set.args(["secrets", "set", "kafka-db", "--inventory"])
         .arg(&e.inventory)
-        .arg("--dir")
+        .arg("--secrets-dir")
         .arg(&secrets)
         .stdin(std::process::Stdio::piped());
     let mut child = set.spawn().unwrap();

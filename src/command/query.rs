@@ -217,7 +217,7 @@ async fn follow_command(settings: &Settings, table: &TableName, database: &str, 
     };
     let (client, end) = connected;
     let filter = filter(&m.since);
-    let options = follow::Options { filter: &filter, latest: m.latest, interval: m.interval, format };
+    let options = follow::Options { filter: &filter, report: &TERMINAL, latest: m.latest, interval: m.interval, format };
     let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     follow::follow(&client, end, &settings.server(), table, database, &options, &mut shutdown, &mut out).await?;
     out.flush().map_err(QueryError::Output)

@@ -33,6 +33,7 @@ use super::messages::{Filter, Param, prepare_filter, since_condition};
 use super::order::{Key, Order, POLL_BATCH, Use};
 use super::relation::{self, TableName};
 use super::{QueryError, describe};
+use crate::reporter::Reporter;
 
 /// `--interval`: a friendly duration as jiff reads it (`1s`, `500ms`, `2m`, `1.5s`; jiff's
 /// `SignedDuration: FromStr`, ISO 8601 or its "friendly" format), or plain seconds (`0.5`).
@@ -85,6 +86,8 @@ impl Shutdown {
 
 pub struct Options<'a> {
     pub filter: &'a Filter,
+    /// Where the note that `--follow` waits for its table goes (stderr for people).
+    pub report: &'a dyn Reporter,
     /// Start with the newest N rows instead of all of them.
     pub latest: Option<u64>,
     pub interval: Duration,
@@ -105,7 +108,14 @@ pub async fn follow(
     out: impl Write,
 ) -> Result<u64, QueryError> {
     check_format(options.format)?;
-    let oid = relation::oid(client, table, database).await?;
+    let waited = tokio::select! {
+        r = wait_for_table(client, table, database, options) => r,
+        () = shutdown.wait() => return Ok(0),
+    };
+    let oid = match waited {
+        Ok(oid) => oid,
+        Err(e) => return Err(lost_or_server(&e, client, &mut end, server).await),
+    };
     let columns = relation::columns(client, table).await?;
     let key = relation::primary_key(client, oid).await?;
     let order = Order::resolve(&columns, options.filter.time_column.as_deref(), &key, table)?;
@@ -132,6 +142,26 @@ pub async fn follow(
     }
     state.writer.finish(state.rows).map_err(QueryError::Output)?;
     Ok(state.rows)
+}
+
+/// The table's OID, once it exists. The JDBC sink creates its table with the first record it
+/// writes (`schema.evolution = basic`, `src/render/k8s/connector.rs`), so a `--follow` started
+/// right after a deploy finds none yet: like `tail -F`, it waits, checking every `--interval`,
+/// and says so once.
+async fn wait_for_table(client: &Client, table: &TableName, database: &str, options: &Options<'_>) -> Result<u32, tokio_postgres::Error> {
+    let mut told = false;
+    loop {
+        if let Some(oid) = relation::oid_if_exists(client, table).await? {
+            return Ok(oid);
+        }
+        if !told {
+            options
+                .report
+                .progress(&format!("waiting for table {table} in database \"{database}\" (the sink creates it with its first record)"));
+            told = true;
+        }
+        tokio::time::sleep(options.interval).await;
+    }
 }
 
 /// Turn off JIT compilation for this session. The poll's estimate (up to [`POLL_BATCH`] rows

@@ -45,10 +45,16 @@ impl fmt::Display for TableName {
 
 /// The table's OID, or `TableMissing` naming it. Views and other relations work too.
 pub async fn oid(client: &Client, table: &TableName, database: &str) -> Result<u32, QueryError> {
-    let row = client.query_one("SELECT to_regclass($1)::oid", &[&table.sql()]).await.map_err(|e| QueryError::server(&e))?;
-    row.try_get::<_, Option<u32>>(0)
+    oid_if_exists(client, table)
+        .await
         .map_err(|e| QueryError::server(&e))?
         .ok_or_else(|| QueryError::TableMissing { table: table.to_string(), database: database.into() })
+}
+
+/// The table's OID, `None` while it does not exist (`--follow` waits for it); the server's
+/// error as it is, so a caller can tell a lost connection from a refused query.
+pub async fn oid_if_exists(client: &Client, table: &TableName) -> Result<Option<u32>, tokio_postgres::Error> {
+    client.query_one("SELECT to_regclass($1)::oid", &[&table.sql()]).await?.try_get::<_, Option<u32>>(0)
 }
 
 /// The columns as a `SELECT *` would return them, with how each is decoded.

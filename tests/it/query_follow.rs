@@ -294,6 +294,43 @@ fn follow_as_a_table_applies_since_to_new_rows_and_ends_with_the_count() {
     assert_eq!(rest, vec!["(2 rows)".to_string()]);
 }
 
+/// `--follow` started before the sink has created its table (it does with its first record)
+/// waits for it instead of failing with "does not exist", says so once on stderr, then prints
+/// the rows as they land; SIGINT while it waits ends it with exit 0 and no output.
+#[test]
+fn follow_waits_for_a_table_the_sink_has_not_created_yet() {
+    let pg = PgServer::shared();
+    let db = pg.fresh_database("follow_wait");
+    let mut f = Follower::spawn(iac_query(&db, &["messages", "--follow", "--format", "jsonl", "--interval", "100ms"]));
+    // Several polls find no table.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(f.child.try_wait().expect("try_wait").is_none(), "iac ended instead of waiting");
+    pg.psql(
+        &db.name,
+        &format!(
+            "{SINK_TABLE}; ALTER TABLE kafka_messages OWNER TO {}; {}",
+            db.user,
+            sink_rows(&[(0, 0, 1, "00:00:01"), (0, 1, 2, "00:00:02")])
+        ),
+    );
+    assert_eq!(f.ids(2), vec![1, 2]);
+    pg.psql(&db.name, &sink_rows(&[(0, 2, 3, "00:00:03")]));
+    assert_eq!(f.ids(1), vec![3]);
+    f.signal(libc::SIGINT);
+    let (status, rest, err) = f.wait();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(err.matches("waiting for table").count(), 1, "said once: {err}");
+
+    let empty = pg.fresh_database("follow_wait_stop");
+    let mut f = Follower::spawn(iac_query(&empty, &["messages", "--follow", "--format", "jsonl", "--interval", "100ms"]));
+    std::thread::sleep(Duration::from_millis(400));
+    f.signal(libc::SIGINT);
+    let (status, rest, err) = f.wait();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
 #[test]
 fn follow_refuses_a_json_array() {
     let pg = PgServer::shared();

@@ -225,6 +225,10 @@ fn sequence(
         return Err(failed(Action::Check, format!("unreachable over SSH ({})", last_line(&out.stderr)), report(&preflight, &out)));
     }
     if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Some(refusal) = remote::sudo_refusal(&stderr).filter(|_| host.ssh_user != "root") {
+            return Err(failed(Action::Check, remote::sudo_refused(&host.ssh_user, &host.name, refusal), report(&preflight, &out)));
+        }
         return Err(failed(
             Action::Check,
             format!("the preflight on the host failed ({})", last_line(&out.stderr)),

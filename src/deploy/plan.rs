@@ -346,7 +346,7 @@ impl Plan {
             host,
             true,
             &[
-                "systemd-run",
+                remote::SYSTEMD_RUN,
                 &unit,
                 "--description=iac deploy: switch, then wait for the confirmation",
                 "--service-type=exec",
@@ -472,6 +472,27 @@ mod tests {
         assert!(!p.confirm(&host("root")).unwrap().display().contains("sudo"));
     }
 
+    /// Through `sudo -n`, every command is named by its absolute path: sudo looks a bare name up
+    /// in its `secure_path` (sudoers(5)), which need not hold the system's tools.
+    #[test]
+    fn nothing_after_sudo_is_looked_up_in_sudos_path() {
+        let p = plan();
+        let h = host("deploy");
+        let sys = StorePath::parse(SYS).unwrap();
+        let file = PushedFile { path: "/s/a".into(), owner: "root".into(), group: "root".into(), mode: 0o400, len: 1 };
+        for cmd in [
+            p.preflight(&h, &["/s"]).unwrap(),
+            p.push_secrets(&h, &[file]).unwrap(),
+            p.activate(&h, &sys, &sys).unwrap(),
+            p.wait(&h, Duration::from_secs(1), false).unwrap(),
+            p.confirm(&h).unwrap(),
+        ] {
+            let remote: Vec<String> = cmd.args[cmd.remote_at.unwrap()..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            assert_eq!(remote[..3], ["sudo", "-n", "--"], "{}", cmd.show());
+            assert!(remote[3].starts_with('/'), "{}", cmd.show());
+        }
+    }
+
     #[test]
     fn remote_words_are_quoted_for_the_remote_shell() {
         let p = plan();
@@ -591,7 +612,7 @@ mod tests {
         let dest = cmd.args.iter().position(|a| a == "root@172.22.0.134").unwrap();
         let words =
             shlex::split(&cmd.args[dest + 1..].iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")).unwrap();
-        assert_eq!(words[0], "systemd-run");
+        assert_eq!(words[0], "/run/current-system/sw/bin/systemd-run");
         assert_eq!(words[1], "--unit=iac-deploy");
         let script = words.iter().position(|w| w == "-c").unwrap() + 1;
         assert_eq!(words[script], remote::GUARD);

@@ -17,6 +17,21 @@ pub const STATE_ROOT: &str = "/run/iac-deploy";
 pub const SYSTEM_PROFILE: &str = "/nix/var/nix/profiles/system";
 pub const CURRENT_SYSTEM: &str = "/run/current-system";
 
+/// `systemd-run`, by its absolute path on NixOS (systemd is in every system's `sw/bin`). Every
+/// command iac runs as root names its program absolutely (`/bin/sh`, this), and each script
+/// puts the system's `sw/bin` first on its own PATH ([`SYSTEM_PATH`]): for a non-root
+/// `ssh_user` they run through `sudo -n`, whose `env_reset` replaces the login's environment
+/// and whose `secure_path`, when the sudoers sets one, is the PATH sudo looks the command up in
+/// and passes on (sudoers(5), "secure_path"; Debian's default sudoers sets it to
+/// `/usr/local/sbin:...:/bin`, without `/run/current-system/sw/bin`). Found by
+/// tests/it/deploy_e2e.rs, case 8: with such a sudoers, `sudo -n -- systemd-run` ran another
+/// systemd-run than the system's, and the switch never started.
+pub const SYSTEMD_RUN: &str = "/run/current-system/sw/bin/systemd-run";
+
+/// The first line of every script iac runs as root over SSH: the running system's tools first,
+/// whatever PATH sudo or the login left (see [`SYSTEMD_RUN`]).
+pub const SYSTEM_PATH: &str = "PATH=\"/run/current-system/sw/bin:${PATH:-/usr/bin:/bin}\"; export PATH\n";
+
 /// Runs in the `iac-deploy` unit, detached from any SSH session.
 ///
 /// `iac-activate PROFILE CURRENT NEW PREV STATE TIMEOUT GUARD`: refuse unless the host still
@@ -80,7 +95,8 @@ if [ "$guard" = 1 ]; then say confirmed; else say done; fi
 /// `iac-wait STATE LIMIT THROUGH UNIT`: print the status once it is settled. Waits while the
 /// switch or a rollback runs, and also through `switched` when THROUGH is 1. Gives up after
 /// LIMIT seconds, or when the unit is gone without a settled status (`abandoned`).
-pub const WAIT: &str = r#"set -u
+pub const WAIT: &str = r#"PATH="/run/current-system/sw/bin:${PATH:-/usr/bin:/bin}"; export PATH
+set -u
 state=$1 limit=$2 through=$3 unit=$4
 settled() {
   case "$1" in
@@ -109,7 +125,8 @@ printf '%s\n' "${s:-missing}"
 /// answers with (`confirmed`, or `rolled-back` when it came too late or the new system could
 /// not become the boot default), waiting up to 120 s while the guard is still at work
 /// (installing a boot loader, or rolling back, takes a while).
-pub const CONFIRM: &str = r#"set -u
+pub const CONFIRM: &str = r#"PATH="/run/current-system/sw/bin:${PATH:-/usr/bin:/bin}"; export PATH
+set -u
 state=$1
 if [ ! -d "$state" ]; then
   echo missing
@@ -153,7 +170,8 @@ pub const SSH_CONNECTION_WORD: &str = "\"$SSH_CONNECTION\"";
 /// 0751 when the secret is written); `not-a-directory` or `unsafe-directory` otherwise, since
 /// whoever can write there could swap a secret's file. Exits 0 whatever it found: a non-zero
 /// exit is the shell's or sudo's own failure.
-pub const PREFLIGHT: &str = r#"set -u
+pub const PREFLIGHT: &str = r#"PATH="/run/current-system/sw/bin:${PATH:-/usr/bin:/bin}"; export PATH
+set -u
 conn=$1 pubfile=$2 want=$3
 shift 3
 printf 'ssh-connection: %s\n' "$conn"
@@ -207,7 +225,8 @@ pub fn ssh_connection(output: &str) -> Option<&str> {
 /// must be owned by root and writable by root only), owner and mode set, renamed over DEST.
 /// One line per secret, `ok: DEST`, `unsafe-directory: DEST` or `failed: DEST`; exits 1 when
 /// any failed. `dd bs=1` reads exactly LENGTH bytes of the pipe (POSIX has no `head -c`).
-pub const PUSH: &str = r#"set -u
+pub const PUSH: &str = r#"PATH="/run/current-system/sw/bin:${PATH:-/usr/bin:/bin}"; export PATH
+set -u
 umask 077
 failed=0
 while [ "$#" -ge 5 ]; do
@@ -236,6 +255,24 @@ while [ "$#" -ge 5 ]; do
 done
 exit "$failed"
 "#;
+
+/// sudo's own refusal in the standard error of a command run through `sudo -n`: the first line
+/// sudo wrote, which it prefixes with its name (`sudo: a password is required`, `sudo: deploy
+/// is not in the sudoers file`). `-n` makes sudo fail at once where it would prompt (sudo(8),
+/// "-n, --non-interactive: ... If a password is required for the command to run, sudo will
+/// display an error message and exit"), so a policy that wants a password fails the first root
+/// step, the preflight, instead of hanging (tests/it/deploy_e2e.rs, case 10).
+pub fn sudo_refusal(stderr: &str) -> Option<&str> {
+    stderr.lines().map(str::trim).find(|l| l.starts_with("sudo: ") || l.starts_with("sudo-rs: "))
+}
+
+/// What to tell about a [`sudo_refusal`] of `user` on `host`.
+pub fn sudo_refused(user: &str, host: &str, refusal: &str) -> String {
+    format!(
+        "sudo -n refused {user} on {host} ({refusal}): iac runs its root steps with `sudo -n`, which never asks for a password; \
+         give {user} password-less sudo (NOPASSWD)"
+    )
+}
 
 /// What a target's status line says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +334,29 @@ mod tests {
         assert_eq!(Status::parse("rolled-back: no confirmation within 30s"), Status::RolledBack("no confirmation within 30s".into()));
         assert_eq!(Status::parse("sudo: a password is required"), Status::Unknown("sudo: a password is required".into()));
         assert_eq!(Status::parse("committing"), Status::Committing);
+    }
+
+    #[test]
+    fn sudo_refusals_are_told_apart_from_the_commands_own_failures() {
+        assert_eq!(sudo_refusal("sudo: a password is required\n"), Some("sudo: a password is required"));
+        assert_eq!(
+            sudo_refusal("warning: x\nsudo: deploy is not in the sudoers file.\n"),
+            Some("sudo: deploy is not in the sudoers file.")
+        );
+        assert_eq!(sudo_refusal("find: '/x': Permission denied\n"), None);
+        assert_eq!(sudo_refusal(""), None);
+        assert!(sudo_refused("deploy", "alpha", "sudo: a password is required").starts_with("sudo -n refused deploy on alpha ("));
+    }
+
+    /// Nothing iac runs as root depends on the PATH sudo leaves: each script puts the system's
+    /// tools first itself.
+    #[test]
+    fn every_root_script_sets_its_own_path() {
+        for script in [PREFLIGHT, PUSH, WAIT, CONFIRM] {
+            assert!(script.starts_with(SYSTEM_PATH), "{script}");
+        }
+        assert!(GUARD.contains("PATH=\"$new/sw/bin:/run/current-system/sw/bin:"));
+        assert!(SYSTEMD_RUN.starts_with('/'));
     }
 
     #[test]

@@ -48,7 +48,10 @@ pub fn read(plan: &Plan, host: &Host) -> Result<HostState, String> {
         Some(0) => parse(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| format!("unexpected answer from the host ({last})")),
         // ssh's own status: it could not connect or lost the connection.
         Some(255) => Err(format!("unreachable over SSH ({last})")),
-        Some(code) => Err(format!("the read on the host failed with exit {code} ({last})")),
+        Some(code) => match crate::deploy::remote::sudo_refusal(&stderr).filter(|_| host.ssh_user != "root") {
+            Some(refusal) => Err(crate::deploy::remote::sudo_refused(&host.ssh_user, &host.name, refusal)),
+            None => Err(format!("the read on the host failed with exit {code} ({last})")),
+        },
         None => Err("ssh was killed by a signal".into()),
     }
 }

@@ -102,7 +102,7 @@ case "$remote" in
     line=${line//\/etc\/ssh\/ssh_host_ed25519_key.pub/$sim/host_key.pub}
     sh -c "${line#sudo -n -- }" | sed "s|$sim/host_key.pub|/etc/ssh/ssh_host_ed25519_key.pub|"
     exit "${PIPESTATUS[0]}" ;;
-  *" systemd-run "*)
+  *"/systemd-run "*)
     nth_after iac-activate 7 "$@" > "$sim/guard"
     nth_after iac-activate 3 "$@" > "$sim/activated" ;;
   *" iac-wait "*)
@@ -286,7 +286,7 @@ fn ssh(host: &str, remote: &[&str]) -> Vec<String> {
     .map(String::from)
     .to_vec();
     v.push(format!("{user}@{addr}"));
-    if user != "root" && ["systemd-run", "/bin/sh"].contains(&remote[0]) {
+    if user != "root" && [remote::SYSTEMD_RUN, "/bin/sh"].contains(&remote[0]) {
         v.extend(["sudo", "-n", "--"].map(String::from));
     }
     v.extend(remote.iter().map(|w| quote(w).unwrap().into_owned()));
@@ -354,7 +354,7 @@ fn activate(host: &str, guard: &str) -> Vec<String> {
     ssh(
         host,
         &[
-            "systemd-run",
+            remote::SYSTEMD_RUN,
             "--unit=iac-deploy",
             "--description=iac deploy: switch, then wait for the confirmation",
             "--service-type=exec",
@@ -641,7 +641,7 @@ fn dry_run_prints_every_command_and_runs_none() {
     assert!(text.contains("copy --substitute-on-destination --to ssh://root@10.9.0.2 $NEW\n"), "{text}");
     assert!(text.contains(" $NEW $PREV /run/iac-deploy/"), "{text}");
     assert!(text.contains("-p 22 -- root@10.9.0.2 /bin/sh -c <script> iac-confirm /run/iac-deploy/"), "{text}");
-    assert!(text.contains("-p 2222 -- deploy@10.9.0.1 sudo -n -- systemd-run --unit=iac-deploy"), "{text}");
+    assert!(text.contains("-p 2222 -- deploy@10.9.0.1 sudo -n -- /run/current-system/sw/bin/systemd-run --unit=iac-deploy"), "{text}");
     assert!(
         text.contains(remote::PREFLIGHT) && text.contains(remote::GUARD) && text.contains(remote::WAIT) && text.contains(remote::CONFIRM),
         "scripts printed"
@@ -1016,7 +1016,10 @@ fn a_failing_sudo_fails_the_preflight_with_its_message() {
     let (out, _) = env.deploy(&["alpha"], 0);
     assert_eq!(code(&out), 1);
     assert!(
-        stdout(&out).contains("alpha  check   FAILED: the preflight on the host failed (sudo: a password is required)"),
+        stdout(&out).contains(
+            "alpha  check   FAILED: sudo -n refused deploy on alpha (sudo: a password is required): iac runs its root steps with \
+             `sudo -n`, which never asks for a password; give deploy password-less sudo (NOPASSWD)"
+        ),
         "{}",
         stdout(&out)
     );

@@ -12,7 +12,8 @@
 //!
 //! What cannot run here is a small stand-in, listed in docs/deploy.md with what each replaces
 //! (tests/deploy_standins/): `nix build`/`nix copy` on the deployer; `switch-to-configuration`,
-//! `nix-env`, `nix-store`, `systemd-run` and `systemctl` on the targets. Everything else is
+//! `nix-env`, `nix-store`, `systemd-run`, `systemctl` and (for a login user other than root,
+//! cases 8 to 10) `nix-daemon` on the targets. Everything else is
 //! real: the binary, its preflight (render check, `nft -c`, the Nix evaluation), the on-target
 //! scripts exactly as the unit runs them, the rulesets `iac render` wrote, loaded by the real
 //! `nft` in the target's namespace. Each target runs in a root of its own (a tmpfs with the
@@ -170,14 +171,17 @@ fn cmdline(pid: u32) -> Vec<String> {
 }
 
 /// Builds a target's root: a tmpfs with every top-level directory of this machine bound in,
-/// except the target's own `/nix`, `/run`, `/var`, `/boot` and `/root`; then waits there.
+/// except the target's own `/nix`, `/run`, `/var`, `/boot`, `/root` and those named after the
+/// first argument (`etc home` for a target with a login user of its own); then waits there.
 const TARGET_ROOT: &str = r#"set -eu
 t=$1
+shift
+own="nix run var boot root $*"
 r=$t/mnt
 mount -t tmpfs iac-e2e-target "$r"
 for d in /*; do
   n=${d#/}
-  case $n in nix | run | var | boot | root) continue ;; esac
+  case " $own " in *" $n "*) continue ;; esac
   if [ -L "$d" ]; then
     ln -s "$(readlink "$d")" "$r/$n"
   elif [ -d "$d" ]; then
@@ -185,7 +189,7 @@ for d in /*; do
     mount --rbind "$d" "$r/$n"
   fi
 done
-for n in nix run var boot root; do
+for n in $own; do
   mkdir "$r/$n"
   mount --bind "$t/$n" "$r/$n"
 done
@@ -204,13 +208,41 @@ ip link set br0 up
 exec sleep infinity
 "#;
 
+/// Who iac logs in as on the lab's targets (`hosts.X.ssh_user`).
+#[derive(Debug, Clone, Copy)]
+struct Login {
+    user: &'static str,
+    /// For a user other than root, the target's sudoers grants it `ALL` with `NOPASSWD:`, or
+    /// without (sudo then wants a password, which `sudo -n` never asks for).
+    nopasswd: bool,
+}
+
+/// As root, with root's key (the cases 1 to 7).
+const ROOT: Login = Login { user: "root", nopasswd: true };
+/// As the wheel user `deploy` with password-less sudo, as many NixOS estates deploy.
+const DEPLOY: Login = Login { user: "deploy", nopasswd: true };
+/// Its uid and gid in the target's own /etc.
+const DEPLOY_ID: u32 = 4242;
+
+/// The target's /etc/sudoers: Debian 12's defaults (`env_reset`, `secure_path` without
+/// NixOS's /run/current-system/sw/bin, `use_pty`), a log file the test reads (one line per
+/// command, unwrapped), and the drop-in directory. NixOS's own sudoers sets no secure_path;
+/// this stricter one proves that nothing iac runs through sudo depends on sudo's PATH.
+const SUDOERS: &str = "Defaults env_reset\nDefaults mail_badpass\n\
+Defaults secure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\nDefaults use_pty\n\
+Defaults logfile=/var/log/sudo.log\nDefaults loglinelen=0\nroot ALL=(ALL:ALL) ALL\n@includedir /etc/sudoers.d\n";
+
 struct Target {
     name: String,
+    /// The SSH user iac logs in as.
+    user: &'static str,
     address: String,
     /// The target's own `/nix`, `/run`, `/var`, `/boot`, `/root`, its sshd's files.
     dir: PathBuf,
     holder: Child,
     sshd: Child,
+    /// The nix-daemon stand-in of a target whose login user is not root.
+    daemon: Option<Child>,
 }
 
 impl Target {
@@ -264,8 +296,13 @@ impl Target {
 
     /// SSH logins sshd accepted from the deployer, one per connection.
     fn logins(&self) -> Vec<String> {
-        let accepted = format!("Accepted publickey for root from {DEPLOYER} port ");
+        let accepted = format!("Accepted publickey for {} from {DEPLOYER} port ", self.user);
         self.sshd_log().lines().filter_map(|l| l.strip_prefix(&accepted)?.split_whitespace().next().map(String::from)).collect()
+    }
+
+    /// What sudo logged on the target: one line per command it ran (or refused).
+    fn sudo_log(&self) -> String {
+        fs::read_to_string(self.dir.join("var/log/sudo.log")).unwrap_or_default()
     }
 
     /// The guard's output, as the journal would hold it.
@@ -282,11 +319,12 @@ impl Target {
     /// Everything the lab knows about this target, for failure messages.
     fn state(&self) -> String {
         format!(
-            "--- {} standins.log:\n{}\n--- journal:\n{}\n--- sshd.log:\n{}",
+            "--- {} standins.log:\n{}\n--- journal:\n{}\n--- sshd.log:\n{}\n--- sudo.log:\n{}",
             self.name,
             self.calls().join("\n"),
             self.journal(),
-            self.sshd_log()
+            self.sshd_log(),
+            self.sudo_log()
         )
     }
 }
@@ -329,6 +367,7 @@ struct Lab {
     dir: tempfile::TempDir,
     deployer: Child,
     targets: Vec<Target>,
+    login: Login,
 }
 
 impl Lab {
@@ -336,7 +375,19 @@ impl Lab {
     /// deployer; `ssh_config` goes first in the user's `~/.ssh/config`. `None` when a lab cannot
     /// run here (see `lab_possible`).
     fn new(hosts: &[&str], ssh_config: &str) -> Option<Self> {
+        Self::with_login(hosts, ssh_config, ROOT)
+    }
+
+    /// As [`Lab::new`], logging in as `login.user`: for a user other than root each target has
+    /// an /etc of its own (a copy of this machine's) with that user in its password database,
+    /// its key in `~USER/.ssh/authorized_keys` and nowhere else (sshd refuses root), the real
+    /// `sudo` with [`SUDOERS`] and a drop-in for the user, `trusted-users = root USER` in
+    /// `/etc/nix/nix.conf`, and the nix-daemon stand-in.
+    fn with_login(hosts: &[&str], ssh_config: &str, login: Login) -> Option<Self> {
         if !lab_possible() {
+            return None;
+        }
+        if login.user != "root" && support::tool("sudo").is_none() {
             return None;
         }
         let dir = tempfile::Builder::new().prefix("iac-e2e-").tempdir().expect("tempdir");
@@ -350,9 +401,10 @@ impl Lab {
         fs::write(
             root.join("home/.ssh/config"),
             format!(
-                "{ssh_config}\nHost *\n    User root\n    IdentityFile ~/.ssh/id_ed25519\n    IdentitiesOnly yes\n    \
+                "{ssh_config}\nHost *\n    User {}\n    IdentityFile ~/.ssh/id_ed25519\n    IdentitiesOnly yes\n    \
                  UserKnownHostsFile ~/.ssh/known_hosts\n    GlobalKnownHostsFile /dev/null\n    StrictHostKeyChecking yes\n    \
-                 GSSAPIAuthentication no\n"
+                 GSSAPIAuthentication no\n",
+                login.user
             ),
         )
         .unwrap();
@@ -362,10 +414,10 @@ impl Lab {
         deployer.args(["--net", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", DEPLOYER_NS, "deployer"]);
         deployer.arg(root.join("home")).arg(&ready);
         let deployer = held(deployer);
-        let mut lab = Lab { dir, deployer, targets: Vec::new() };
+        let mut lab = Lab { dir, deployer, targets: Vec::new(), login };
         wait_for("the deployer namespace", Duration::from_secs(10), || ready.exists());
 
-        lab.render(&inventory(hosts, ADMIN, 1));
+        lab.render(&lab.inventory(hosts, ADMIN, 1));
         let mut known = String::new();
         for (i, name) in hosts.iter().enumerate() {
             let target = lab.start_target(name, &address(i));
@@ -381,6 +433,12 @@ impl Lab {
         self.dir.path().join(rel)
     }
 
+    /// [`inventory`], with `ssh_user` set for every host when the lab logs in as another user.
+    fn inventory(&self, hosts: &[&str], admin: &str, generation: u32) -> String {
+        let s = inventory(hosts, admin, generation);
+        if self.login.user == "root" { s } else { s.replace("roles = []\n", &format!("roles = []\nssh_user = \"{}\"\n", self.login.user)) }
+    }
+
     fn target(&self, name: &str) -> &Target {
         self.targets.iter().find(|t| t.name == name).expect("a target of this lab")
     }
@@ -392,8 +450,16 @@ impl Lab {
         for d in ["mnt", "nix/store", "nix/var/nix/profiles", "run/sshd", "var/log", "var/lib", "boot", "root"] {
             fs::create_dir_all(dir.join(d)).unwrap();
         }
+        let user = self.login.user;
+        if user != "root" {
+            ok(Command::new("cp").arg("-a").arg("/etc").arg(&dir));
+            fs::create_dir_all(dir.join("home")).unwrap();
+        }
         let mut holder = Command::new("unshare");
         holder.args(["--net", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", TARGET_ROOT, "target"]).arg(&dir);
+        if user != "root" {
+            holder.args(["etc", "home"]);
+        }
         let holder = held(holder);
         let pid = holder.id();
         let mnt = dir.join("mnt");
@@ -420,13 +486,20 @@ impl Lab {
         fs::remove_file(dir.join("var/log/standins.log")).unwrap();
 
         ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(dir.join("ssh_host_ed25519_key")));
-        fs::copy(self.path("home/.ssh/id_ed25519.pub"), dir.join("authorized_keys")).unwrap();
+        // Root logs in with the key in a file of the test's; another user with the key in its
+        // own home, and root not at all.
+        let (keys, root_login, daemon) = if user == "root" {
+            fs::copy(self.path("home/.ssh/id_ed25519.pub"), dir.join("authorized_keys")).unwrap();
+            (dir.join("authorized_keys").display().to_string(), "prohibit-password", None)
+        } else {
+            (".ssh/authorized_keys".to_string(), "no", Some(self.add_user(&dir, pid)))
+        };
         let config = dir.join("sshd_config");
         fs::write(
             &config,
             format!(
-                "ListenAddress {address}:22\nHostKey {d}/ssh_host_ed25519_key\nAuthorizedKeysFile {d}/authorized_keys\nPidFile none\n\
-                 UsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                "ListenAddress {address}:22\nHostKey {d}/ssh_host_ed25519_key\nAuthorizedKeysFile {keys}\nPidFile none\n\
+                 UsePAM no\nPermitRootLogin {root_login}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  # The test's directories are under /tmp, which StrictModes would refuse.\nStrictModes no\n\
                  LogLevel VERBOSE\nPrintMotd no\nPrintLastLog no\nUseDNS no\n\
                  # As on NixOS, the system's software is found through /run/current-system.\n\
@@ -440,10 +513,50 @@ impl Lab {
         let mut sshd = nsenter(pid, &["--net", "--mount", "--root", "--wd"]);
         sshd.arg(sshd_bin).arg("-D").arg("-e").arg("-f").arg(&config).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let sshd = held(sshd);
-        let target = Target { name: name.to_string(), address: address.to_string(), dir, holder, sshd };
+        let target = Target { name: name.to_string(), user, address: address.to_string(), dir, holder, sshd, daemon };
         let listening = format!("Server listening on {address} port 22.");
         wait_for("sshd to listen", Duration::from_secs(10), || target.sshd_log().contains(&listening));
         target
+    }
+
+    /// The login user of [`Lab::with_login`] in the target's own /etc (`dir/etc`, a copy of
+    /// this machine's), with its key, its sudo rule and Nix's trust; then the nix-daemon
+    /// stand-in, as root in the target's namespaces (`pid`).
+    fn add_user(&self, dir: &std::path::Path, pid: u32) -> Child {
+        let (user, id) = (self.login.user, DEPLOY_ID);
+        let etc = dir.join("etc");
+        let append = |file: &str, line: String| {
+            let mut text = fs::read_to_string(etc.join(file)).unwrap_or_default();
+            text.push_str(&line);
+            fs::write(etc.join(file), text).unwrap();
+        };
+        let shell = if std::path::Path::new("/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" };
+        append("passwd", format!("{user}:x:{id}:{id}:iac deploy user:/home/{user}:{shell}\n"));
+        append("group", format!("{user}:x:{id}:\nwheel:x:{}:{user}\n", id + 1));
+        // `*`: no password to log in with, and not locked (sshd refuses a `!` account).
+        append("shadow", format!("{user}:*:19000:0:99999:7:::\n"));
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::remove_dir_all(etc.join("sudoers.d"));
+        fs::create_dir_all(etc.join("sudoers.d")).unwrap();
+        fs::write(etc.join("sudoers"), SUDOERS).unwrap();
+        let rule = if self.login.nopasswd { format!("{user} ALL=(ALL) NOPASSWD: ALL\n") } else { format!("{user} ALL=(ALL) ALL\n") };
+        fs::write(etc.join("sudoers.d/iac-deploy"), rule).unwrap();
+        for f in ["sudoers", "sudoers.d/iac-deploy"] {
+            fs::set_permissions(etc.join(f), fs::Permissions::from_mode(0o440)).unwrap();
+        }
+        fs::create_dir_all(etc.join("nix")).unwrap();
+        fs::write(etc.join("nix/nix.conf"), format!("trusted-users = root {user}\n")).unwrap();
+        let ssh = dir.join(format!("home/{user}/.ssh"));
+        fs::create_dir_all(&ssh).unwrap();
+        fs::copy(self.path("home/.ssh/id_ed25519.pub"), ssh.join("authorized_keys")).unwrap();
+        ok(Command::new("chown").arg("-R").arg(format!("{id}:{id}")).arg(dir.join(format!("home/{user}"))));
+        fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).unwrap();
+        // The stand-ins log from whichever user runs them.
+        fs::write(dir.join("var/log/standins.log"), "").unwrap();
+        fs::set_permissions(dir.join("var/log/standins.log"), fs::Permissions::from_mode(0o666)).unwrap();
+        let mut daemon = nsenter(pid, &["--net", "--mount", "--root", "--wd"]);
+        daemon.arg(standins().join("target/nix-daemon")).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        held(daemon)
     }
 
     /// Write the flake's inventory and render it with the real `iac render`.
@@ -564,6 +677,10 @@ impl Drop for Lab {
             }
             let _ = target.sshd.kill();
             let _ = target.sshd.wait();
+            if let Some(daemon) = &mut target.daemon {
+                let _ = daemon.kill();
+                let _ = daemon.wait();
+            }
             let _ = target.holder.kill();
             let _ = target.holder.wait();
         }
@@ -978,6 +1095,202 @@ fn a_pushed_secret_reaches_the_target_over_real_ssh() {
     println!("case 7: a pushed secret reached the target in {:.2} s", run.took.as_secs_f64());
 }
 
+// ---- 8-10. a non-root ssh_user with sudo ----------------------------------------------------
+
+/// An admin age key in the lab (written to `admin.key`) and a secret `app-token` for `alpha`,
+/// owned by `owner:group` with mode 0440; returns the inventory's extra text.
+fn pushed_secret(lab: &Lab, owner: &str, group: &str) -> String {
+    let admin = {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        fs::write(lab.path("admin.key"), id.to_string().expose_secret()).unwrap();
+        id.to_public().to_string()
+    };
+    format!(
+        "\n[admins.lab]\nkey = \"{admin}\"\n\n[secrets.app-token]\nkind = \"password\"\n\
+         hosts = [{{ host = \"alpha\", owner = \"{owner}\", group = \"{group}\", mode = \"0440\" }}]\n"
+    )
+}
+
+/// The commands sudo ran on the target, as its log names them (`COMMAND=...`).
+fn sudo_commands(log: &str) -> Vec<String> {
+    log.lines().filter_map(|l| l.split_once(" ; COMMAND=").map(|(_, c)| c.to_string())).collect()
+}
+
+/// `hosts.alpha.ssh_user = "deploy"`, password-less sudo, root login refused by sshd: a good
+/// generation with a pushed secret is switched and confirmed over a new connection, every root
+/// step through the real sudo (Debian's `env_reset` and `secure_path`); the closure reaches the
+/// store through the daemon because `deploy` is a trusted user; then `iac drift` over the same
+/// login finds the firewall and the generation in sync.
+#[test]
+fn as_a_sudo_user_a_good_generation_and_a_pushed_secret_are_confirmed_and_drift_is_in_sync() {
+    let Some(lab) = Lab::with_login(&["alpha"], "", DEPLOY) else { return };
+    let t = lab.target("alpha");
+    let gen1 = t.current();
+    let secrets = pushed_secret(&lab, "deploy", "wheel");
+    lab.render(&(lab.inventory(&["alpha"], ADMIN, 2) + &secrets));
+    let flake = lab.path("flake");
+    let inventory = flake.join("hosts/inventory.toml");
+    ok(Command::new(IAC).args(["secrets", "init", "--inventory"]).arg(&inventory).arg("--dir").arg(flake.join("secrets")));
+    let value = ok(Command::new(IAC)
+        .args(["secrets", "show", "app-token", "--inventory"])
+        .arg(&inventory)
+        .arg("--dir")
+        .arg(flake.join("secrets"))
+        .arg("--identity")
+        .arg(lab.path("admin.key")));
+    assert_eq!(value.len(), 32);
+    let gen2 = lab.build("alpha");
+    assert_ne!(gen1, gen2);
+    // The activation takes a second: iac's wait, run through sudo, asks `systemctl is-active`
+    // while it runs (the system's stand-in, not this machine's systemctl on sudo's PATH).
+    t.slow_activation(1);
+
+    let identity = lab.path("admin.key").display().to_string();
+    let run = lab.deploy(&["alpha", "--identity", &identity]);
+    let state = lab.state(&run);
+    assert_eq!(run.code(), 0, "{state}");
+    assert!(run.row("alpha").starts_with("alpha switch ok: switched, confirmed "), "{state}");
+    assert_eq!(t.current(), gen2, "{state}");
+    assert_eq!(t.profile(), gen2);
+    assert_eq!(t.boots(), gen2);
+    assert_eq!(t.ruleset(), lab.expected_ruleset("alpha"));
+    // As case 1, with the daemon between `nix-store --serve --write` (run as deploy) and the
+    // store: it admitted the unsigned closure because deploy is a trusted user.
+    let mut expected = confirmed_switch(&gen2, &gen1);
+    let name = gen2.strip_prefix("/nix/store/").unwrap();
+    expected.insert(1, format!("nix-daemon added {name} for deploy (a trusted user)"));
+    assert_eq!(normalise_run(t.calls()), expected, "{state}");
+    assert!(t.journal().contains("iac-activate: confirmed"), "{state}");
+
+    // The secret, written through sudo: its value, its owner and group (only root may chown),
+    // its mode.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let file = t.dir.join("var/lib/secrets/app-token");
+    assert_eq!(fs::read_to_string(&file).unwrap(), value, "{state}");
+    let meta = fs::metadata(&file).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777), (DEPLOY_ID, DEPLOY_ID + 1, 0o440));
+
+    // Seven logins, all as deploy (sshd refuses root); every root step went through sudo, as
+    // root, each its own command line: preflight, push, systemd-run, wait, confirm.
+    assert_eq!(t.logins().len(), 7, "{state}");
+    assert!(!t.sshd_log().contains("Accepted publickey for root"), "{state}");
+    let commands = sudo_commands(&t.sudo_log());
+    let steps = ["iac-preflight", "iac-push-secrets", "--unit=iac-deploy", "iac-wait", "iac-confirm"];
+    assert_eq!(commands.len(), steps.len(), "{state}");
+    for (command, step) in commands.iter().zip(steps) {
+        assert!(command.contains(step), "{command} is not the {step} step: {state}");
+    }
+    assert!(t.sudo_log().lines().all(|l| l.contains(" : deploy : ") && l.contains(" ; USER=root ; ")), "{state}");
+    for text in [run.stdout(), run.stderr(), t.sshd_log(), t.journal(), t.sudo_log(), t.calls().join("\n")] {
+        assert!(!text.contains(&value), "the value in an output or log:\n{text}");
+    }
+
+    // iac drift over the same login: `nft -j list ruleset` needs CAP_NET_ADMIN, so through sudo.
+    let start = Instant::now();
+    let drift = lab
+        .deployer(IAC)
+        .args(["drift", "alpha", "--connect-timeout", &CONNECT_TIMEOUT.to_string(), "--flake"])
+        .arg(&flake)
+        .output()
+        .expect("run iac drift");
+    let drift_took = start.elapsed();
+    let report = text(&drift.stdout);
+    assert_eq!(support::code(&drift), 0, "{report}{}\n{state}", text(&drift.stderr));
+    assert!(report.contains("firewall: in sync\n"), "{report}");
+    assert!(report.contains(&format!("generation: in sync ({gen2})")), "{report}");
+    let commands = sudo_commands(&t.sudo_log());
+    assert_eq!(commands.len(), steps.len() + 1, "{}", t.sudo_log());
+    assert!(commands[steps.len()].contains("iac-drift /run/current-system"), "{}", t.sudo_log());
+    println!(
+        "case 8: as deploy with sudo, a good generation and a pushed secret switched and confirmed in {:.2} s; iac drift in sync in {:.2} s",
+        run.took.as_secs_f64(),
+        drift_took.as_secs_f64()
+    );
+}
+
+/// The same login, a generation that cuts SSH from the deployer: the preflight read
+/// `$SSH_CONNECTION` through the non-root login (expanded by deploy's shell, before sudo),
+/// `--allow-lockout` deploys it anyway, the guard started through sudo rolls it back by itself.
+#[test]
+fn as_a_sudo_user_a_generation_that_cuts_ssh_rolls_back_by_itself() {
+    let Some(lab) = Lab::with_login(&["alpha"], "", DEPLOY) else { return };
+    let t = lab.target("alpha");
+    let gen1 = t.current();
+    let ruleset1 = t.ruleset();
+    lab.render(&lab.inventory(&["alpha"], ADMIN_ELSEWHERE, 1));
+    let gen2 = lab.build("alpha");
+    assert_ne!(gen1, gen2);
+
+    let run = lab.deploy(&["alpha", "--allow-lockout"]);
+    let state = lab.state(&run);
+    assert!(
+        run.stdout().contains(&format!("warning: --allow-lockout: the new firewall of alpha does not admit SSH from {DEPLOYER} ")),
+        "{state}"
+    );
+    assert_eq!(run.code(), 3, "{state}");
+    assert!(run.row("alpha").starts_with(&format!("alpha switch ROLLED BACK: no confirmation within {CONFIRM_TIMEOUT}s ")), "{state}");
+    assert_eq!(t.current(), gen1, "{state}");
+    assert_eq!(t.profile(), gen1);
+    assert_eq!(t.boots(), gen1);
+    assert_eq!(t.ruleset(), ruleset1);
+    assert!(t.when(&gen2, "test end").is_some(), "it did switch: {state}");
+    assert!(t.journal().contains(&format!("iac-activate: rolled-back: no confirmation within {CONFIRM_TIMEOUT}s")), "{state}");
+    // The guard was started through sudo, as root.
+    assert!(sudo_commands(&t.sudo_log()).iter().any(|c| c.contains("systemd-run --unit=iac-deploy")), "{state}");
+    // SSH answers again, as deploy, on the old system.
+    let again = lab.ssh(&[], "alpha", "readlink -f /run/current-system");
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stdout).trim(), gen1);
+    let switched = t.when(&gen2, "test end").unwrap();
+    let rolled_back = t.when(&gen1, "test end").expect("rolled back");
+    println!(
+        "case 9: as deploy with sudo, a generation that cuts SSH rolled back {:.2} s after its switch (timeout {CONFIRM_TIMEOUT} s); \
+         iac exited 3 after {:.2} s",
+        rolled_back - switched,
+        run.took.as_secs_f64()
+    );
+}
+
+/// sudo wants a password (no NOPASSWD): `sudo -n` refuses at once instead of prompting, and
+/// the host fails in its preflight, naming sudo, before anything is built; `iac drift` says
+/// the same.
+#[test]
+fn as_a_user_whose_sudo_wants_a_password_the_preflight_fails_at_once_naming_sudo() {
+    let Some(lab) = Lab::with_login(&["alpha"], "", Login { user: "deploy", nopasswd: false }) else { return };
+    let t = lab.target("alpha");
+    let gen1 = t.current();
+    lab.render(&lab.inventory(&["alpha"], ADMIN, 2));
+
+    let run = lab.deploy(&["alpha"]);
+    let state = lab.state(&run);
+    assert_eq!(run.code(), 1, "{state}");
+    let seconds = run.host_seconds("alpha");
+    assert_eq!(
+        run.row("alpha"),
+        format!(
+            "alpha check FAILED: sudo -n refused deploy on alpha (sudo: a password is required): iac runs its root steps with \
+             `sudo -n`, which never asks for a password; give deploy password-less sudo (NOPASSWD) {seconds:.1}s"
+        ),
+        "{state}"
+    );
+    assert!(lab.nix_calls().is_empty(), "nothing was built: {:?}", lab.nix_calls());
+    assert!(t.calls().is_empty(), "nothing ran on the host: {state}");
+    assert_eq!(t.logins().len(), 1, "{state}");
+    assert_eq!(t.current(), gen1);
+    // Fails as fast as a login: no prompt waited for (sudo's own prompt timeout is minutes).
+    assert!(run.took < Duration::from_secs(5), "took {:?}: {state}", run.took);
+
+    let drift = lab.deployer(IAC).args(["drift", "alpha", "--no-build", "--flake"]).arg(lab.path("flake")).output().expect("run iac drift");
+    let report = text(&drift.stdout);
+    assert_eq!(support::code(&drift), 1, "{report}");
+    assert!(report.contains("ERROR: sudo -n refused deploy on alpha (sudo: a password is required)"), "{report}{}", text(&drift.stderr));
+    println!(
+        "case 10: sudo wanting a password failed the preflight in {:.2} s (the host's own time {seconds:.1} s), iac exit 1",
+        run.took.as_secs_f64()
+    );
+}
+
 #[test]
 fn the_stand_ins_are_listed_in_docs_deploy_md() {
     let doc = fs::read_to_string(repo().join("docs/deploy.md")).unwrap();
@@ -989,5 +1302,5 @@ fn the_stand_ins_are_listed_in_docs_deploy_md() {
             listed += 1;
         }
     }
-    assert_eq!(listed, 6);
+    assert_eq!(listed, 7);
 }

@@ -816,14 +816,8 @@ fn a_generation_that_cuts_ssh_is_refused_in_the_preflight_and_rolls_back_by_itse
         )),
         "{state}"
     );
-    assert_eq!(run.code(), 3, "{state}");
-    assert!(run.row("alpha").starts_with(&format!("alpha switch ROLLED BACK: no confirmation within {CONFIRM_TIMEOUT}s ")), "{state}");
-
     // Back on generation 1, with its ruleset; the profile and the boot entry never moved.
-    assert_eq!(t.current(), gen1, "{state}");
-    assert_eq!(t.profile(), gen1);
-    assert_eq!(t.boots(), gen1);
-    assert_eq!(t.ruleset(), ruleset1);
+    assert_rolled_back(&run, t, &gen1, &ruleset1, &state);
     let calls = normalise_run(t.calls());
     assert_eq!(
         calls[2..],
@@ -1209,6 +1203,17 @@ fn as_a_sudo_user_a_good_generation_and_a_pushed_secret_are_confirmed_and_drift_
     );
 }
 
+/// `alpha` was not confirmed and rolled itself back: exit 3, its row says why, and it runs
+/// `generation` with `ruleset` again, its profile and boot entry never moved.
+fn assert_rolled_back(run: &Run, t: &Target, generation: &str, ruleset: &str, state: &str) {
+    assert_eq!(run.code(), 3, "{state}");
+    assert!(run.row("alpha").starts_with(&format!("alpha switch ROLLED BACK: no confirmation within {CONFIRM_TIMEOUT}s ")), "{state}");
+    assert_eq!(t.current(), generation, "{state}");
+    assert_eq!(t.profile(), generation);
+    assert_eq!(t.boots(), generation);
+    assert_eq!(t.ruleset(), ruleset);
+}
+
 /// The same login, a generation that cuts SSH from the deployer: the preflight read
 /// `$SSH_CONNECTION` through the non-root login (expanded by deploy's shell, before sudo),
 /// `--allow-lockout` deploys it anyway, the guard started through sudo rolls it back by itself.
@@ -1228,12 +1233,7 @@ fn as_a_sudo_user_a_generation_that_cuts_ssh_rolls_back_by_itself() {
         run.stdout().contains(&format!("warning: --allow-lockout: the new firewall of alpha does not admit SSH from {DEPLOYER} ")),
         "{state}"
     );
-    assert_eq!(run.code(), 3, "{state}");
-    assert!(run.row("alpha").starts_with(&format!("alpha switch ROLLED BACK: no confirmation within {CONFIRM_TIMEOUT}s ")), "{state}");
-    assert_eq!(t.current(), gen1, "{state}");
-    assert_eq!(t.profile(), gen1);
-    assert_eq!(t.boots(), gen1);
-    assert_eq!(t.ruleset(), ruleset1);
+    assert_rolled_back(&run, t, &gen1, &ruleset1, &state);
     assert!(t.when(&gen2, "test end").is_some(), "it did switch: {state}");
     assert!(t.journal().contains(&format!("iac-activate: rolled-back: no confirmation within {CONFIRM_TIMEOUT}s")), "{state}");
     // The guard was started through sudo, as root.

@@ -19,7 +19,10 @@ const WAIT: Duration = Duration::from_secs(15);
 /// The sink table as the Aiven JDBC sink creates it with `pk.mode=kafka` for the demo
 /// producer's schema (id int32, message string, created_at Timestamp): its PostgreSQL dialect
 /// maps STRING to TEXT, INT32 to INT, INT64 to BIGINT and Timestamp to TIMESTAMP
-/// (`PostgreSqlDatabaseDialect.getSqlType`), and the key is the Kafka coordinates.
+/// (`PostgreSqlDatabaseDialect.getSqlType`), and the key is the Kafka coordinates. The Debezium
+/// JDBC sink the pipeline now runs (`primary.key.mode=kafka`) keys its table by the same three
+/// columns in the same order (`render::k8s::connector::KAFKA_PK_COLUMNS`), which is what
+/// `--follow` depends on.
 const SINK_TABLE: &str = "CREATE TABLE kafka_messages (
     __connect_topic TEXT NOT NULL, __connect_partition INT NOT NULL, __connect_offset BIGINT NOT NULL,
     id INT NOT NULL, message TEXT NOT NULL, created_at TIMESTAMP NOT NULL,

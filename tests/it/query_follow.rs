@@ -28,6 +28,15 @@ const SINK_TABLE: &str = "CREATE TABLE kafka_messages (
     id INT NOT NULL, message TEXT NOT NULL, created_at TIMESTAMP NOT NULL,
     PRIMARY KEY (__connect_topic, __connect_partition, __connect_offset))";
 
+/// The connector iac renders keys its table by exactly the columns `--follow` recognises as the
+/// Kafka coordinates, in that order, and this file's table is keyed the same way: a change to
+/// the rendered key cannot leave `--follow` on its slow path unnoticed.
+#[test]
+fn the_rendered_sink_key_is_what_follow_recognises() {
+    assert_eq!(iac::render::k8s::KAFKA_PK_COLUMNS, iac::query::order::KAFKA_COORDINATES);
+    assert!(SINK_TABLE.contains(&format!("PRIMARY KEY ({})", iac::render::k8s::KAFKA_PK_COLUMNS.join(", "))), "{SINK_TABLE}");
+}
+
 /// Rows written the way the sink writes them with `insert.mode=upsert`
 /// (`INSERT ... ON CONFLICT (key) DO UPDATE SET` every other column): (partition, offset, id,
 /// time of day on 2026-01-01).

@@ -98,6 +98,8 @@ rejects! {
     network_name_not_a_label: "[networks.lan]" => "[networks.LAN]", "networks.LAN", at "LAN", "network name";
     cidr_with_host_bits: r#"cidr = "172.22.0.0/24""# => r#"cidr = "172.22.0.7/24""#, "networks.lan.cidr", at "\"172.22.0.7/24\"", "host bits";
     network_cidr_ipv6: r#"cidr = "172.22.0.0/24""# => r#"cidr = "fd00:22::/64""#, "networks.lan.cidr", at "\"fd00:22::/64\"", "`fd00:22::/64` is IPv6; iac supports IPv4 networks only";
+    // `dmz` sorts before `lan` but stands after it: the one later in the file is reported.
+    networks_overlap: "[access]" => "[networks.dmz]\ncidr = \"172.22.0.128/25\"\n\n[access]", "networks.dmz.cidr", at "\"172.22.0.128/25\"", "172.22.0.128/25 overlaps networks.lan.cidr (172.22.0.0/24)";
 
     // [access], [dns]
     no_admin_network_cuts_ssh: r#"admin = ["172.22.0.0/24"]"# => "admin = []", "access.admin", at "[]", "SSH, the deploy path, would be closed";
@@ -233,6 +235,17 @@ fn without_cluster() -> String {
     let good = bundled_inventory();
     let (start, end) = (good.find("[cluster]").unwrap(), good.find("[hosts.alphard]").unwrap());
     format!("{}{}", &good[..start], &good[end..])
+}
+
+/// k3s roles need the pod and service CIDRs and the token of a `[cluster]`: reported at each
+/// k3s host's roles (it was reported at the `hosts` of `[hosts.alphard]`, key `cluster`).
+#[test]
+fn k3s_roles_without_a_cluster() {
+    let bad = without_cluster();
+    let from = bad.find("[hosts.alphard]").unwrap();
+    assert_rejected_text(&bad, from, "hosts.alphard.roles", "[\"k3s-server\"]", "role `k3s-server` needs a [cluster] section");
+    let from = bad.find("[hosts.hamal]").unwrap();
+    assert_rejected_text(&bad, from, "hosts.hamal.roles", "[\"k3s-agent\"]", "role `k3s-agent` needs a [cluster] section");
 }
 
 #[test]

@@ -207,6 +207,9 @@ rejects! {
     consumer_group_not_a_group: KAFKA_DB_PATH => "path = \"/s/pw\", group = \"wheel users\" }]", "secrets.kafka-db.hosts[0].group", at "\"wheel users\"", "not a user name";
     consumer_mode_not_octal: KAFKA_DB_PATH => "path = \"/s/pw\", mode = \"rw-r\" }]", "secrets.kafka-db.hosts[0].mode", at "\"rw-r\"", "not a file mode";
     consumer_mode_the_owner_cannot_read: KAFKA_DB_PATH => "path = \"/s/pw\", mode = \"0200\" }]", "secrets.kafka-db.hosts[0].mode", at "\"0200\"", "0200 does not let the owner read it";
+    // `grafana-admin` (sorted before `k3s-token`) puts its file where hamal, a k3s node, reads
+    // the token by default: reported at the secret hamal reads without a path of its own.
+    implied_consumer_path_taken: "[secrets.k3s-token]" => "[secrets.grafana-admin]\nkind = \"opaque\"\nhosts = [{ host = \"hamal\", path = \"/var/lib/secrets/k3s-token\" }]\n\n[secrets.k3s-token]", "secrets.k3s-token", at "k3s-token]", "`hamal` reads this secret at its default path /var/lib/secrets/k3s-token, which is already where secret `grafana-admin` goes";
     kubernetes_consumer_takes_the_pipelines_secret: KAFKA_DB_HOSTS => "kubernetes = [{ secret = \"pipeline-postgres\", key = \"password\" }]", "secrets.kafka-db.kubernetes[0].secret", at "\"pipeline-postgres\"", "the pipeline's own Secret";
     kubernetes_consumer_key_invalid: KAFKA_DB_HOSTS => "kubernetes = [{ secret = \"grafana\", key = \"pass word\" }]", "secrets.kafka-db.kubernetes[0].key", at "\"pass word\"", "not a Kubernetes Secret key";
     kubernetes_consumer_secret_not_a_name: KAFKA_DB_HOSTS => "kubernetes = [{ secret = \"Grafana Admin\", key = \"password\" }]", "secrets.kafka-db.kubernetes[0].secret", at "\"Grafana Admin\"", "DNS-1123 subdomain";

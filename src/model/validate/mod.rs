@@ -320,8 +320,11 @@ impl Validator<'_> {
                 if let Some(other) = seen.insert(addr, name.clone()) {
                     self.error(h.address.span(), format!("{key}.address"), format!("{addr} is already the address of host `{other}`"));
                 }
+                // An address no host can have is reported as that alone, not also as outside
+                // every network.
                 match networks.iter().find(|n| n.cidr.contains(&addr)) {
                     Some(n) => network = n.name.clone(),
+                    None if unusable_address(addr).is_some() => {}
                     None => self.error(h.address.span(), format!("{key}.address"), format!("{addr} is outside every declared network")),
                 }
                 let own = networks.iter().find(|n| n.cidr.contains(&addr) && n.cidr.prefix_len() < 31);

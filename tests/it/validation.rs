@@ -376,3 +376,16 @@ fn every_error_is_reported_at_once() {
     assert!(stderr.contains("hosts.hamal.address") && stderr.contains("pipeline.database"), "{stderr}");
     assert!(!dir.path().join("generated").exists(), "nothing may be written on error");
 }
+
+/// An address no host can have is one error: not also "outside every declared network".
+#[test]
+fn unusable_address_is_one_error() {
+    let bad = replace_once(&bundled_inventory(), r#"address = "172.22.0.133""#, r#"address = "224.0.0.251""#);
+    let dir = project_with(&bad);
+    let out = run_iac(dir.path(), &["render"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains(": hosts.alkaid.address: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("a multicast address"), "{stderr}");
+}

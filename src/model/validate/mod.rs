@@ -276,7 +276,8 @@ impl Validator<'_> {
     }
 
     /// Declared networks, the pod CIDR and the service CIDR must be disjoint: an overlap makes
-    /// routing ambiguous and the firewall sets meaningless.
+    /// routing ambiguous and the firewall sets meaningless. Of two that overlap, the one later in
+    /// the file is reported (the networks map is ordered by name, not by where they stand).
     fn no_overlaps(&mut self, file: &InventoryFile, networks: &[Network], cluster: Option<&Cluster>) {
         let mut named: Vec<(String, Ipv4Net, Range<usize>)> = networks
             .iter()
@@ -289,6 +290,7 @@ impl Validator<'_> {
             named.push(("cluster.pod_cidr".into(), c.pod_cidr, cs.get_ref().pod_cidr.span()));
             named.push(("cluster.service_cidr".into(), c.service_cidr, cs.get_ref().service_cidr.span()));
         }
+        named.sort_by_key(|(_, _, span)| span.start);
         for (i, (ka, a, _)) in named.iter().enumerate() {
             for (kb, b, span) in &named[i + 1..] {
                 if overlaps(*a, *b) {
@@ -318,8 +320,11 @@ impl Validator<'_> {
                 if let Some(other) = seen.insert(addr, name.clone()) {
                     self.error(h.address.span(), format!("{key}.address"), format!("{addr} is already the address of host `{other}`"));
                 }
+                // An address no host can have is reported as that alone, not also as outside
+                // every network.
                 match networks.iter().find(|n| n.cidr.contains(&addr)) {
                     Some(n) => network = n.name.clone(),
+                    None if unusable_address(addr).is_some() => {}
                     None => self.error(h.address.span(), format!("{key}.address"), format!("{addr} is outside every declared network")),
                 }
                 let own = networks.iter().find(|n| n.cidr.contains(&addr) && n.cidr.prefix_len() < 31);
@@ -470,7 +475,16 @@ impl Validator<'_> {
             self.error(span, "cluster", "the [cluster] has no host with role `k3s-server`");
         }
         if any_k3s && !has_cluster {
-            self.error(file.hosts.span(), "cluster", "hosts have k3s roles but there is no [cluster] section");
+            // Reported at each k3s host's own roles: that is what needs the section.
+            for h in hosts.iter().filter(|h| h.is_k3s_node()) {
+                let span = file.hosts.get_ref().get(&h.name).map_or(0..0, |s| s.roles.span());
+                let role = if h.has(Role::K3sServer) { "k3s-server" } else { "k3s-agent" };
+                self.error(
+                    span,
+                    format!("hosts.{}.roles", h.name),
+                    format!("role `{role}` needs a [cluster] section (pod and service CIDRs, the token), and there is none"),
+                );
+            }
         }
     }
 

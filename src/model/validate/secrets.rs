@@ -127,7 +127,16 @@ impl Validator<'_> {
                 }
                 let path = default_path(name, Delivery::of(host));
                 if let Some(other) = paths.insert((host.name.clone(), path.clone()), name.clone()) {
-                    self.error(name_span.clone(), &key, format!("{path} on {} is already where secret `{other}` goes", host.name));
+                    // No path was written for this reader: say where it comes from and the way out.
+                    self.error(
+                        name_span.clone(),
+                        &key,
+                        format!(
+                            "`{}` reads this secret at its default path {path}, which is already where secret `{other}` goes; \
+                             list `{}` in this secret's `hosts` with another `path`",
+                            host.name, host.name
+                        ),
+                    );
                 }
                 consumers.push(SecretConsumer { host: host.name.clone(), path, owner: "root".into(), group: "root".into(), mode: 0o400 });
             }

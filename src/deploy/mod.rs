@@ -14,7 +14,8 @@
 //!    `systemd-run` on the target, wait for it to activate the new system
 //!    (`switch-to-configuration test`), confirm over a new SSH connection, after which the
 //!    target makes it the boot default; an unconfirmed switch is rolled back by the target
-//!    itself, and a reboot before the confirmation boots the previous system;
+//!    itself, and a reboot before the confirmation boots the previous system; once confirmed
+//!    (or up to date), remove the secret files iac pushed earlier that the host no longer reads;
 //! 3. a summary table, and an exit code that says whether every host made it.
 //!
 //! `plan` builds every command (pure); `host` runs one host's sequence; `progress` is what a
@@ -366,6 +367,13 @@ fn dry_run(
             s.push_str(&format!("{}    # a new connection\n", plan.confirm(host)?.show()));
             s.push_str(&format!("# only when the confirmation fails:\n{}\n", plan.wait(host, plan.settle_limit(), true)?.show()));
         }
+        let pushed_paths: Vec<&str> = pushed.iter().map(|f| f.path.as_str()).collect();
+        let kept: Vec<&str> = files.iter().filter(|f| f.delivery != Delivery::Push).map(|f| f.path.as_str()).collect();
+        s.push_str(&format!(
+            "{}    # once confirmed (or up to date): remove the files {} lists that the host no longer reads\n",
+            plan.prune_secrets(host, &pushed_paths, &kept)?.show(),
+            remote::PUSHED_RECORD
+        ));
     }
     for (name, script) in [
         ("iac-preflight", remote::PREFLIGHT),
@@ -373,6 +381,7 @@ fn dry_run(
         ("iac-activate", remote::GUARD),
         ("iac-wait", remote::WAIT),
         ("iac-confirm", remote::CONFIRM),
+        ("iac-prune-secrets", remote::PRUNE),
     ] {
         s.push_str(&format!("\n# <script> of `sh -c <script> {name} ...`:\n{script}"));
     }

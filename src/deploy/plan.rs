@@ -482,7 +482,9 @@ mod tests {
         assert!(p.confirm(&host("deploy")).unwrap().display().starts_with(&format!("{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c ")));
         assert_eq!(
             p.prune_secrets(&host("root"), &["/s/a", "/s/b"], &["/run/secrets/c"]).unwrap().show(),
-            format!("{SSH} root@172.22.0.134 /bin/sh -c <script> iac-prune-secrets /var/lib/iac/pushed-secrets /s/a /s/b -- /run/secrets/c")
+            format!(
+                "{SSH} root@172.22.0.134 /bin/sh -c <script> iac-prune-secrets /var/lib/iac/pushed-secrets /s/a /s/b -- /run/secrets/c"
+            )
         );
         assert!(p.confirm(&host("root")).unwrap().display().ends_with(&format!(" iac-confirm {state}")));
         assert!(!p.confirm(&host("root")).unwrap().display().contains("sudo"));

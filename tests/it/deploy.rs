@@ -894,8 +894,7 @@ impl Estate {
 }
 
 fn push(host: &str, files: &[(&str, &str, &str, &str, usize)]) -> Vec<String> {
-    let mut words: Vec<String> =
-        ["/bin/sh", "-c", remote::PUSH, "iac-push-secrets", remote::PUSHED_RECORD].map(String::from).to_vec();
+    let mut words: Vec<String> = ["/bin/sh", "-c", remote::PUSH, "iac-push-secrets", remote::PUSHED_RECORD].map(String::from).to_vec();
     for (path, owner, group, mode, len) in files {
         words.extend([path.to_string(), owner.to_string(), group.to_string(), mode.to_string(), len.to_string()]);
     }

@@ -18,7 +18,8 @@
 //!    (or up to date), remove the secret files iac pushed earlier that the host no longer reads;
 //! 3. a summary table, and an exit code that says whether every host made it.
 //!
-//! `plan` builds every command (pure); `host` runs one host's sequence; `progress` is what a
+//! `plan` builds every command (pure); `remote` and `push` are the scripts that run on a host;
+//! `host` runs one host's sequence; `progress` is what a
 //! run shows (a [`progress::View`] the command layer implements) and the summary table. The
 //! command layer (`iac deploy`) loads the inventory, calls [`prepare`], then prints
 //! [`Prepared::dry_run`] or calls [`Prepared::run`], and turns the [`Verdict`] into the exit
@@ -29,6 +30,7 @@ pub mod lockout;
 pub mod plan;
 mod preflight;
 pub mod progress;
+mod push;
 pub mod remote;
 pub mod store_path;
 

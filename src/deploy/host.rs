@@ -78,8 +78,11 @@ pub struct Outcome {
     /// For people: the command that failed and what it said.
     pub detail: String,
     /// For people: what the host went on despite (`--allow-lockout`, an SSH path iac could
-    /// not judge).
+    /// not judge, a stale secret file it could not remove).
     pub warnings: Vec<String>,
+    /// The stale secret files removed from the host after its new system was confirmed
+    /// (paths only).
+    pub removed: Vec<String>,
 }
 
 /// What a host's run reports while it goes.
@@ -155,6 +158,7 @@ pub(super) fn run_all(
                 elapsed: Duration::ZERO,
                 detail: String::new(),
                 warnings: Vec::new(),
+                removed: Vec::new(),
             })
         })
         .collect()
@@ -200,10 +204,61 @@ pub(super) fn deploy(
         }
         progress(p);
     };
-    let stop = match sequence(plan, site, host, values, lockout, &keep) {
-        Ok(s) | Err(s) => s,
+    let (stop, removed) = match sequence(plan, site, host, values, lockout, &keep) {
+        // Only now, with the new system confirmed (or none needed), may the old files go.
+        Ok(s) => {
+            let removed = prune(plan, site, host, &keep);
+            (s, removed)
+        }
+        Err(s) => (s, Vec::new()),
     };
-    Outcome { action: stop.action, result: stop.result, elapsed: start.elapsed(), detail: stop.detail, warnings: warnings.into_inner() }
+    Outcome {
+        action: stop.action,
+        result: stop.result,
+        elapsed: start.elapsed(),
+        detail: stop.detail,
+        warnings: warnings.into_inner(),
+        removed,
+    }
+}
+
+/// Remove the secret files iac pushed to `host` earlier that it no longer reads
+/// (`remote::PRUNE`), once its new system is confirmed: not before, since a rollback may bring
+/// back a system that reads them. Every host gets it, also one that now reads no pushed secret
+/// (it may have been given a host key, or lost its last consumer). What could not be removed is
+/// a warning, not a failure: the host runs its confirmed system, and the record keeps such a
+/// file for the next deploy. The removed paths, in the record's order.
+fn prune(plan: &Plan, site: &Site, host: &Host, progress: &dyn Fn(Progress<'_>)) -> Vec<String> {
+    let files = site.secret_files(host);
+    let pushed: Vec<&str> = files.iter().filter(|f| f.delivery == Delivery::Push).map(|f| f.path.as_str()).collect();
+    let kept: Vec<&str> = files.iter().filter(|f| f.delivery != Delivery::Push).map(|f| f.path.as_str()).collect();
+    progress(Progress::Step("removing the secret files it no longer reads"));
+    let warn = |w: String| progress(Progress::Warning(&w));
+    let cmd = match plan.prune_secrets(host, &pushed, &kept) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            warn(format!("stale secret files not removed: {e}"));
+            return Vec::new();
+        }
+    };
+    let out = match exec(&cmd) {
+        Ok(out) => out,
+        Err(e) => {
+            warn(format!("stale secret files not removed: {e}"));
+            return Vec::new();
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (removed, other) = remote::pruned(&text);
+    for path in &removed {
+        progress(Progress::Step(&format!("removed the stale secret file {path}")));
+    }
+    if !out.status.success() || !other.is_empty() {
+        let said = if other.is_empty() { last_line(&out.stderr) } else { other.join("; ") };
+        let again = if out.status.success() { "" } else { "; the next deploy tries again" };
+        warn(format!("stale secret files: {said}{again}"));
+    }
+    removed.into_iter().map(String::from).collect()
 }
 
 fn sequence(
@@ -495,7 +550,7 @@ fn push(plan: &Plan, host: &Host, files: &[&SecretFile], values: &Values) -> Res
             report(&cmd, &out),
         ));
     }
-    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let paths: Vec<&str> = std::iter::once(remote::PUSHED_RECORD).chain(files.iter().map(|f| f.path.as_str())).collect();
     let problems = remote::preflight_problems(&String::from_utf8_lossy(&out.stdout), &paths);
     if !out.status.success() || !problems.is_empty() {
         let list = problems.iter().map(|(what, path)| format!("{what}: {path}")).collect::<Vec<_>>().join("; ");

@@ -14,10 +14,12 @@
 //!    `systemd-run` on the target, wait for it to activate the new system
 //!    (`switch-to-configuration test`), confirm over a new SSH connection, after which the
 //!    target makes it the boot default; an unconfirmed switch is rolled back by the target
-//!    itself, and a reboot before the confirmation boots the previous system;
+//!    itself, and a reboot before the confirmation boots the previous system; once confirmed
+//!    (or up to date), remove the secret files iac pushed earlier that the host no longer reads;
 //! 3. a summary table, and an exit code that says whether every host made it.
 //!
-//! `plan` builds every command (pure); `host` runs one host's sequence; `progress` is what a
+//! `plan` builds every command (pure); `remote` and `push` are the scripts that run on a host;
+//! `host` runs one host's sequence; `progress` is what a
 //! run shows (a [`progress::View`] the command layer implements) and the summary table. The
 //! command layer (`iac deploy`) loads the inventory, calls [`prepare`], then prints
 //! [`Prepared::dry_run`] or calls [`Prepared::run`], and turns the [`Verdict`] into the exit
@@ -28,6 +30,7 @@ pub mod lockout;
 pub mod plan;
 mod preflight;
 pub mod progress;
+mod push;
 pub mod remote;
 pub mod store_path;
 
@@ -366,6 +369,13 @@ fn dry_run(
             s.push_str(&format!("{}    # a new connection\n", plan.confirm(host)?.show()));
             s.push_str(&format!("# only when the confirmation fails:\n{}\n", plan.wait(host, plan.settle_limit(), true)?.show()));
         }
+        let pushed_paths: Vec<&str> = pushed.iter().map(|f| f.path.as_str()).collect();
+        let kept: Vec<&str> = files.iter().filter(|f| f.delivery != Delivery::Push).map(|f| f.path.as_str()).collect();
+        s.push_str(&format!(
+            "{}    # once confirmed (or up to date): remove the files {} lists that the host no longer reads\n",
+            plan.prune_secrets(host, &pushed_paths, &kept)?.show(),
+            remote::PUSHED_RECORD
+        ));
     }
     for (name, script) in [
         ("iac-preflight", remote::PREFLIGHT),
@@ -373,6 +383,7 @@ fn dry_run(
         ("iac-activate", remote::GUARD),
         ("iac-wait", remote::WAIT),
         ("iac-confirm", remote::CONFIRM),
+        ("iac-prune-secrets", remote::PRUNE),
     ] {
         s.push_str(&format!("\n# <script> of `sh -c <script> {name} ...`:\n{script}"));
     }

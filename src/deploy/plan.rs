@@ -237,16 +237,27 @@ impl Plan {
         self.ssh_words(host, true, &words)
     }
 
-    /// Write the host's pushed secrets (a host without a host key), as root: each file's
-    /// path, owner, group, mode and length are arguments of the fixed script, the values its
-    /// standard input, in that order (`remote::PUSH`).
+    /// Write the host's pushed secrets (a host without a host key), as root: the record of
+    /// pushed files, then each file's path, owner, group, mode and length are arguments of the
+    /// fixed script, the values its standard input, in that order (`remote::PUSH`).
     pub fn push_secrets(&self, host: &Host, files: &[PushedFile]) -> Result<Cmd, DeployError> {
         let specs: Vec<[String; 5]> = files
             .iter()
             .map(|f| [f.path.clone(), f.owner.clone(), f.group.clone(), format!("{:04o}", f.mode), f.len.to_string()])
             .collect();
-        let mut words = vec!["/bin/sh", "-c", remote::PUSH, "iac-push-secrets"];
+        let mut words = vec!["/bin/sh", "-c", remote::PUSH, "iac-push-secrets", remote::PUSHED_RECORD];
         words.extend(specs.iter().flatten().map(String::as_str));
+        self.ssh(host, true, &words)
+    }
+
+    /// Once the new system is confirmed: remove the files iac pushed earlier that the host no
+    /// longer reads (`remote::PRUNE`). `pushed` are the paths this deploy pushed (the new
+    /// record), `kept` the host's other secret files, which are never removed.
+    pub fn prune_secrets(&self, host: &Host, pushed: &[&str], kept: &[&str]) -> Result<Cmd, DeployError> {
+        let mut words = vec!["/bin/sh", "-c", remote::PRUNE, "iac-prune-secrets", remote::PUSHED_RECORD];
+        words.extend(pushed);
+        words.push("--");
+        words.extend(kept);
         self.ssh(host, true, &words)
     }
 
@@ -297,7 +308,6 @@ impl Plan {
         self.ssh_to(builder, None, false, &words.into_iter().map(Word::Literal).collect::<Vec<_>>())
     }
 
-    /// What the host runs now.
     /// What the host runs now.
     pub fn current_system(&self, host: &Host) -> Result<Cmd, DeployError> {
         self.ssh(host, false, &["readlink", "-f", remote::CURRENT_SYSTEM])
@@ -455,7 +465,9 @@ mod tests {
         let file = PushedFile { path: "/s/a".into(), owner: "root".into(), group: "kafka".into(), mode: 0o440, len: 32 };
         assert_eq!(
             p.push_secrets(&host("deploy"), &[file]).unwrap().show(),
-            format!("{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c <script> iac-push-secrets /s/a root kafka 0440 32")
+            format!(
+                "{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c <script> iac-push-secrets /var/lib/iac/pushed-secrets /s/a root kafka 0440 32"
+            )
         );
         assert_eq!(
             p.current_system(&host("deploy")).unwrap().display(),
@@ -468,6 +480,12 @@ mod tests {
             format!("{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c <script> iac-wait {state} 60 1 iac-deploy")
         );
         assert!(p.confirm(&host("deploy")).unwrap().display().starts_with(&format!("{SSH} deploy@172.22.0.134 sudo -n -- /bin/sh -c ")));
+        assert_eq!(
+            p.prune_secrets(&host("root"), &["/s/a", "/s/b"], &["/run/secrets/c"]).unwrap().show(),
+            format!(
+                "{SSH} root@172.22.0.134 /bin/sh -c <script> iac-prune-secrets /var/lib/iac/pushed-secrets /s/a /s/b -- /run/secrets/c"
+            )
+        );
         assert!(p.confirm(&host("root")).unwrap().display().ends_with(&format!(" iac-confirm {state}")));
         assert!(!p.confirm(&host("root")).unwrap().display().contains("sudo"));
     }
@@ -483,6 +501,7 @@ mod tests {
         for cmd in [
             p.preflight(&h, &["/s"]).unwrap(),
             p.push_secrets(&h, &[file]).unwrap(),
+            p.prune_secrets(&h, &["/s/a"], &[]).unwrap(),
             p.activate(&h, &sys, &sys).unwrap(),
             p.wait(&h, Duration::from_secs(1), false).unwrap(),
             p.confirm(&h).unwrap(),

@@ -61,7 +61,8 @@ pub fn summary(names: &[&str], outcomes: &[Outcome]) -> String {
         s.push('\n');
     }
     for (n, o) in names.iter().zip(outcomes) {
-        let mut lines: Vec<String> = o.warnings.iter().map(|w| format!("warning: {w}")).collect();
+        let mut lines: Vec<String> = o.removed.iter().map(|p| format!("removed the stale secret file {p}")).collect();
+        lines.extend(o.warnings.iter().map(|w| format!("warning: {w}")));
         if !matches!(o.result, HostResult::Ok(_)) && !o.detail.is_empty() {
             lines.push(o.detail.clone());
         }

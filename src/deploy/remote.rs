@@ -219,42 +219,9 @@ pub fn ssh_connection(output: &str) -> Option<&str> {
     output.lines().find_map(|l| l.strip_prefix("ssh-connection:")).map(str::trim)
 }
 
-/// `iac-push-secrets [DEST OWNER GROUP MODE LENGTH]...`: the values arrive on stdin, one after
-/// the other, LENGTH bytes each (never on a command line, where `ps` would show them). Each is
-/// written atomically: a temporary file in DEST's directory (created 0751 when missing; it
-/// must be owned by root and writable by root only), owner and mode set, renamed over DEST.
-/// One line per secret, `ok: DEST`, `unsafe-directory: DEST` or `failed: DEST`; exits 1 when
-/// any failed. `dd bs=1` reads exactly LENGTH bytes of the pipe (POSIX has no `head -c`).
-pub const PUSH: &str = r#"PATH="/run/current-system/sw/bin:${PATH:-/usr/bin:/bin}"; export PATH
-set -u
-umask 077
-failed=0
-while [ "$#" -ge 5 ]; do
-  dest=$1 owner=$2 group=$3 mode=$4 len=$5
-  shift 5
-  dir=${dest%/*}
-  if [ -z "$dir" ]; then dir=/; fi
-  if [ ! -e "$dir" ]; then
-    (umask 022 && mkdir -p "$dir") && chmod 0751 "$dir"
-  fi
-  if [ ! -d "$dir" ] || [ -z "$(find "$dir" -prune -user 0 ! -perm -g+w ! -perm -o+w)" ]; then
-    dd bs=1 count="$len" of=/dev/null 2>/dev/null
-    echo "unsafe-directory: $dest"
-    failed=1
-    continue
-  fi
-  tmp=$(mktemp "$dir/.iac-secret.XXXXXXXX") || { dd bs=1 count="$len" of=/dev/null 2>/dev/null; echo "failed: $dest"; failed=1; continue; }
-  if dd bs=1 count="$len" of="$tmp" 2>/dev/null && [ "$(($(wc -c < "$tmp")))" -eq "$len" ] &&
-    chown "$owner:$group" "$tmp" && chmod "$mode" "$tmp" && mv -f "$tmp" "$dest"; then
-    echo "ok: $dest"
-  else
-    rm -f "$tmp"
-    echo "failed: $dest"
-    failed=1
-  fi
-done
-exit "$failed"
-"#;
+// The scripts that write a host's pushed secrets and remove the stale ones live in `push.rs`;
+// they are on-target scripts like the others, so they are named here too.
+pub use super::push::{PRUNE, PUSH, PUSHED_RECORD, pruned};
 
 /// sudo's own refusal in the standard error of a command run through `sudo -n`: the first line
 /// sudo wrote, which it prefixes with its name (`sudo: a password is required`, `sudo: deploy
@@ -352,7 +319,7 @@ mod tests {
     /// tools first itself.
     #[test]
     fn every_root_script_sets_its_own_path() {
-        for script in [PREFLIGHT, PUSH, WAIT, CONFIRM] {
+        for script in [PREFLIGHT, PUSH, PRUNE, WAIT, CONFIRM] {
             assert!(script.starts_with(SYSTEM_PATH), "{script}");
         }
         assert!(GUARD.contains("PATH=\"$new/sw/bin:/run/current-system/sw/bin:"));

@@ -96,11 +96,13 @@ nth_after() { # name offset words...
   done
 }
 case "$remote" in
-  *" iac-preflight "*|*" iac-push-secrets "*)
-    # The host's key file is the simulation's; the values of a push arrive on stdin.
+  *" iac-preflight "*|*" iac-push-secrets "*|*" iac-prune-secrets "*)
+    # The host's key file and its record of pushed secrets are the simulation's; the values of
+    # a push arrive on stdin.
     line="$*"
     line=${line//\/etc\/ssh\/ssh_host_ed25519_key.pub/$sim/host_key.pub}
-    sh -c "${line#sudo -n -- }" | sed "s|$sim/host_key.pub|/etc/ssh/ssh_host_ed25519_key.pub|"
+    line=${line//\/var\/lib\/iac\/pushed-secrets/$sim/iac/pushed-secrets}
+    sh -c "${line#sudo -n -- }" | sed -e "s|$sim/host_key.pub|/etc/ssh/ssh_host_ed25519_key.pub|" -e "s|$sim/iac/pushed-secrets|/var/lib/iac/pushed-secrets|"
     exit "${PIPESTATUS[0]}" ;;
   *"/systemd-run "*)
     nth_after iac-activate 7 "$@" > "$sim/guard"
@@ -385,6 +387,16 @@ fn confirm(host: &str) -> Vec<String> {
     ssh(host, &["/bin/sh", "-c", remote::CONFIRM, "iac-confirm", "/run/iac-deploy/RUN"])
 }
 
+/// The last command of a confirmed (or up-to-date) host: remove the secret files iac pushed
+/// earlier that it no longer reads.
+fn prune(host: &str, pushed: &[&str], kept: &[&str]) -> Vec<String> {
+    let mut words = vec!["/bin/sh", "-c", remote::PRUNE, "iac-prune-secrets", remote::PUSHED_RECORD];
+    words.extend(pushed);
+    words.push("--");
+    words.extend(kept);
+    ssh(host, &words)
+}
+
 /// The first wait's limit is the switch limit, unless the clock ticked a second.
 fn assert_wait(got: &[String], host: &str, limit_near: u64, through: &str) {
     let limit: u64 = got[got.len() - 3].parse().unwrap();
@@ -400,7 +412,7 @@ fn success_switches_and_confirms_over_a_new_connection() {
     let (out, _) = env.deploy(&["alpha"], 0);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let log = env.log("alpha");
-    assert_eq!(log.len(), 7, "{log:#?}");
+    assert_eq!(log.len(), 8, "{log:#?}");
     assert_eq!(log[0], reach("alpha"));
     assert_eq!(log[1], build(&env, "alpha"));
     assert_eq!(log[2], current("alpha"));
@@ -408,6 +420,8 @@ fn success_switches_and_confirms_over_a_new_connection() {
     assert_eq!(log[4], activate("alpha", "1"));
     assert_wait(&log[5], "alpha", 1800, "0");
     assert_eq!(log[6], confirm("alpha"));
+    // Once confirmed: the cleanup of stale pushed secrets (none were ever pushed here).
+    assert_eq!(log[7], prune("alpha", &[], &[]));
     // Root-only steps were elevated, the others not.
     assert!(log[4].contains(&"sudo".to_string()) && !log[2].contains(&"sudo".to_string()));
     let table = stdout(&out);
@@ -436,7 +450,7 @@ fn unreachable_host_fails_the_preflight_and_others_go_on() {
     let (out, _) = env.deploy(&["--all"], 0);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     assert_eq!(env.log("gamma"), [reach("gamma")]);
-    assert_eq!(env.log("beta").len(), 7, "beta deployed all the same");
+    assert_eq!(env.log("beta").len(), 8, "beta deployed all the same");
     let table = stdout(&out);
     assert!(
         table.contains("gamma  check   FAILED: unreachable over SSH (ssh: connect to host 10.9.0.3 port 22: Connection timed out)"),
@@ -471,7 +485,7 @@ fn a_host_whose_new_firewall_would_cut_this_machine_stops_in_the_preflight() {
         "{table}"
     );
     for host in ["alpha", "gamma"] {
-        assert_eq!(env.log(host).len(), 7, "{host} deployed all the same");
+        assert_eq!(env.log(host).len(), 8, "{host} deployed all the same");
         assert!(table.contains(&format!("{host:<5}  switch  ok: switched, confirmed")), "{table}");
     }
 }
@@ -484,7 +498,7 @@ fn allow_lockout_deploys_with_a_warning() {
     let (out, _) = env.deploy(&["beta", "--allow-lockout"], 0);
     let (table, log) = (stdout(&out), stderr(&out));
     assert_eq!(code(&out), 0, "{table}{log}");
-    assert_eq!(env.log("beta").len(), 7, "{:#?}", env.log("beta"));
+    assert_eq!(env.log("beta").len(), 8, "{:#?}", env.log("beta"));
     let warning = "warning: --allow-lockout: the new firewall of beta does not admit SSH from 10.8.0.5 (how it sees this machine); \
                    the confirmation will fail and the host roll back";
     assert!(table.contains(&format!("beta:\n  {warning}\n")), "{table}");
@@ -512,7 +526,7 @@ fn no_ssh_connection_on_the_host_warns_that_iac_cannot_tell() {
     let (out, _) = env.deploy(&["gamma"], 0);
     let (table, log) = (stdout(&out), stderr(&out));
     assert_eq!(code(&out), 0, "{table}{log}");
-    assert_eq!(env.log("gamma").len(), 7);
+    assert_eq!(env.log("gamma").len(), 8);
     assert!(
         table.contains(
             "gamma:\n  warning: cannot tell whether the new firewall of gamma admits SSH from this machine: the host reported no \
@@ -528,7 +542,8 @@ fn host_already_on_the_built_system_is_skipped() {
     env.set("beta", "current", &(store_path('b', "beta") + "\n"));
     let (out, _) = env.deploy(&["beta"], 0);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(env.log("beta"), [reach("beta"), build(&env, "beta"), current("beta")]);
+    // Up to date: nothing to roll back, so the stale pushed secrets go at once.
+    assert_eq!(env.log("beta"), [reach("beta"), build(&env, "beta"), current("beta"), prune("beta", &[], &[])]);
     assert!(stdout(&out).contains("beta  skip    ok: up to date"), "{}", stdout(&out));
 }
 
@@ -553,7 +568,8 @@ fn failed_confirmation_reports_the_targets_rollback() {
     assert_eq!(log[..5], [reach("beta"), build(&env, "beta"), current("beta"), copy("beta"), activate("beta", "1")]);
     assert_wait(&log[5], "beta", 1800, "0");
     assert_eq!(log[6], confirm("beta"));
-    // After the failed confirmation: wait (new connection) through the confirmation window.
+    // After the failed confirmation: wait (new connection) through the confirmation window;
+    // rolled back, so no cleanup of stale secrets (the 8 calls end with the wait).
     assert_wait(&log[7], "beta", 30 + 600, "1");
     let table = stdout(&out);
     assert!(table.contains("beta  switch  ROLLED BACK: no confirmation within 30s"), "{table}");
@@ -568,7 +584,7 @@ fn a_connection_dropped_during_the_switch_is_replaced_by_a_new_one() {
     let (out, took) = env.deploy(&["beta"], 0);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let log = env.log("beta");
-    assert_eq!(log.len(), 8, "{log:#?}");
+    assert_eq!(log.len(), 9, "{log:#?}");
     assert_wait(&log[5], "beta", 1800, "0");
     // The second wait, on a new connection, may wait out the rest of the switch and rollback time.
     assert_wait(&log[6], "beta", 1800 + 30 + 600 - 2, "0");
@@ -583,8 +599,9 @@ fn no_rollback_switches_without_a_confirmation() {
     let (out, _) = env.deploy(&["beta", "--no-rollback"], 0);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let log = env.log("beta");
-    assert_eq!(log.len(), 6, "no confirm step: {log:#?}");
+    assert_eq!(log.len(), 7, "no confirm step: {log:#?}");
     assert_eq!(log[4], activate("beta", "0"));
+    assert_eq!(log[6], prune("beta", &[], &[]));
     assert!(stdout(&out).contains("ok: switched (no rollback guard)"));
 }
 
@@ -599,7 +616,7 @@ fn all_hosts_deploy_in_parallel() {
     assert!(took >= Duration::from_secs(2), "{took:?}");
     assert!(took < Duration::from_secs(4), "hosts did not switch in parallel: {took:?}");
     for host in ["alpha", "beta", "gamma"] {
-        assert_eq!(env.log(host).len(), 7, "{host}");
+        assert_eq!(env.log(host).len(), 8, "{host}");
     }
     // Plain progress lines, one per step, when stderr is not a terminal.
     let progress = stderr(&out);
@@ -643,8 +660,20 @@ fn dry_run_prints_every_command_and_runs_none() {
     assert!(text.contains("-p 22 -- root@10.9.0.2 /bin/sh -c <script> iac-confirm /run/iac-deploy/"), "{text}");
     assert!(text.contains("-p 2222 -- deploy@10.9.0.1 sudo -n -- /run/current-system/sw/bin/systemd-run --unit=iac-deploy"), "{text}");
     assert!(
-        text.contains(remote::PREFLIGHT) && text.contains(remote::GUARD) && text.contains(remote::WAIT) && text.contains(remote::CONFIRM),
+        text.contains(remote::PREFLIGHT)
+            && text.contains(remote::GUARD)
+            && text.contains(remote::WAIT)
+            && text.contains(remote::CONFIRM)
+            && text.contains(remote::PRUNE),
         "scripts printed"
+    );
+    // The cleanup of stale pushed secrets, last, after the confirmation.
+    assert!(
+        text.contains(
+            "-p 22 -- root@10.9.0.2 /bin/sh -c <script> iac-prune-secrets /var/lib/iac/pushed-secrets --    # once confirmed (or up to date): \
+             remove the files /var/lib/iac/pushed-secrets lists that the host no longer reads\n"
+        ),
+        "{text}"
     );
     assert!(!text.contains("# gamma"), "{text}");
     // The lockout check needs the host's answer: the dry run says it runs at deploy time.
@@ -729,7 +758,7 @@ fn build_host_builds_remotely_and_copies_from_the_builder_to_the_target() {
         .chain([format!("{}.drvPath", attr(&env, "beta"))])
         .collect();
     let log = env.log("beta");
-    assert_eq!(log.len(), 7, "{log:#?}");
+    assert_eq!(log.len(), 8, "{log:#?}");
     assert_eq!(log[..3], [reach("beta"), eval, current("beta")]);
     // The target's copy came from the builder (recorded by the fake as `copied-from builder`).
     assert_eq!(log[3], ["copied-from", "builder"]);
@@ -865,7 +894,7 @@ impl Estate {
 }
 
 fn push(host: &str, files: &[(&str, &str, &str, &str, usize)]) -> Vec<String> {
-    let mut words: Vec<String> = ["/bin/sh", "-c", remote::PUSH, "iac-push-secrets"].map(String::from).to_vec();
+    let mut words: Vec<String> = ["/bin/sh", "-c", remote::PUSH, "iac-push-secrets", remote::PUSHED_RECORD].map(String::from).to_vec();
     for (path, owner, group, mode, len) in files {
         words.extend([path.to_string(), owner.to_string(), group.to_string(), mode.to_string(), len.to_string()]);
     }
@@ -888,13 +917,18 @@ fn pushed_secrets_are_written_before_the_switch_with_owner_and_mode() {
     ] {
         let path = env.on(host).join(file);
         let log = env.log(host);
-        // Preflight, build, the push, then the switch as before.
-        assert_eq!(log.len(), 8, "{host}: {log:#?}");
+        // Preflight, build, the push, then the switch as before, and the cleanup once confirmed.
+        assert_eq!(log.len(), 9, "{host}: {log:#?}");
         assert_eq!(log[0], preflight(host, "", &[&env.on(host).display().to_string()]));
         assert_eq!(log[1], build(&env, host));
         let mode_text = format!("{mode:04o}");
         assert_eq!(log[2], push(host, &[(&path.display().to_string(), "root", group, &mode_text, value.len())]));
         assert_eq!(log[3], current(host));
+        assert_eq!(log[8], prune(host, &[&path.display().to_string()], &[]));
+        // The record lists exactly the pushed file, root's and 0600.
+        let record = env.sim(host).join("iac/pushed-secrets");
+        assert_eq!(fs::read_to_string(&record).unwrap(), format!("{}\n", path.display()), "{host}");
+        assert_eq!(fs::metadata(&record).unwrap().permissions().mode() & 0o7777, 0o600);
         // The value arrived whole, with its owner, group and mode, in a directory of its own.
         assert_eq!(&fs::read(&path).unwrap(), value, "{host}");
         let meta = fs::metadata(&path).unwrap();
@@ -912,6 +946,72 @@ fn pushed_secrets_are_written_before_the_switch_with_owner_and_mode() {
         assert!(!text.contains(std::str::from_utf8(&token).unwrap()) && !text.contains(std::str::from_utf8(&password).unwrap()));
     }
     assert!(stderr(&out).contains("beta   writing 1 secret(s) over SSH"), "{}", stderr(&out));
+}
+
+/// A secret a host no longer reads (gamma left the cluster: it reads no pushed secret at all;
+/// beta's password moved to another path) stays while a switch is rolled back, since the
+/// previous system may still read it, and is removed by the next confirmed deploy, which names
+/// it. The new file is written (and recorded) before the switch either way.
+#[test]
+fn a_secret_the_host_no_longer_reads_is_removed_once_the_new_system_is_confirmed() {
+    let env = secrets_estate();
+    let (out, _) = env.deploy(&["--all", "--identity", &env.identity()], 0);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let (old_password, token) = (env.on("beta").join("app-password"), env.on("gamma").join("k3s-token"));
+    let new_password = env.on("beta").join("app-password-2");
+    assert!(old_password.exists() && token.exists());
+    assert!(!stdout(&out).contains("removed the stale secret file"), "{}", stdout(&out));
+
+    let inventory = env.flake().join("hosts/inventory.toml");
+    let text = fs::read_to_string(&inventory).unwrap();
+    let gamma_token = format!(", {{ host = \"gamma\", path = \"{}\" }}", token.display());
+    let edited = text
+        .replace("address = \"10.9.0.3\"\nroles = [\"k3s-agent\"]", "address = \"10.9.0.3\"\nroles = []")
+        .replace(&gamma_token, "")
+        .replace(&old_password.display().to_string(), &new_password.display().to_string());
+    assert!(edited != text && !edited.contains(&token.display().to_string()) && !edited.contains("app-password\""));
+    fs::write(&inventory, edited).unwrap();
+    let render = iac().args(["render", "--inventory"]).arg(&inventory).arg("--out").arg(env.flake().join("generated")).output().unwrap();
+    assert!(render.status.success(), "{}", stderr(&render));
+    for host in ["beta", "gamma"] {
+        env.set(host, "new", &store_path('c', host));
+        env.set(host, "mode", "confirm-fails");
+        fs::remove_file(env.sim(host).join("log")).unwrap();
+    }
+
+    // Rolled back: the old files stay, for the system the hosts went back to.
+    let (out, _) = env.deploy(&["beta", "gamma", "--identity", &env.identity()], 0);
+    assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
+    assert!(old_password.exists() && token.exists() && new_password.exists());
+    for host in ["beta", "gamma"] {
+        assert!(!env.log(host).iter().any(|c| c.iter().any(|w| w.contains("iac-prune-secrets"))), "{host}: {:#?}", env.log(host));
+    }
+    // beta's record lists the old file and the new one: whichever the next deploy keeps, the
+    // other can go.
+    let record = fs::read_to_string(env.sim("beta").join("iac/pushed-secrets")).unwrap();
+    assert_eq!(record, format!("{}\n{}\n", old_password.display(), new_password.display()));
+
+    // Confirmed: each host's stale file goes, and the summary names it.
+    for host in ["beta", "gamma"] {
+        env.set(host, "mode", "ok");
+        fs::remove_file(env.sim(host).join("log")).unwrap();
+    }
+    let (out, _) = env.deploy(&["beta", "gamma", "--identity", &env.identity()], 0);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(!old_password.exists() && !token.exists(), "stale files left");
+    assert_eq!(fs::read(&new_password).unwrap(), env.value("app-db"));
+    let beta = env.log("beta");
+    assert_eq!(beta.last().unwrap(), &prune("beta", &[&new_password.display().to_string()], &[]), "{beta:#?}");
+    // gamma reads no pushed secret any more: its cleanup runs with the empty set.
+    let gamma = env.log("gamma");
+    assert!(!gamma.iter().any(|c| c.iter().any(|w| w.contains("iac-push-secrets"))), "{gamma:#?}");
+    assert_eq!(gamma.last().unwrap(), &prune("gamma", &[], &[]), "{gamma:#?}");
+    assert_eq!(fs::read_to_string(env.sim("gamma").join("iac/pushed-secrets")).unwrap(), "");
+    let table = stdout(&out);
+    assert!(table.contains(&format!("\nbeta:\n  removed the stale secret file {}\n", old_password.display())), "{table}");
+    assert!(table.contains(&format!("\ngamma:\n  removed the stale secret file {}\n", token.display())), "{table}");
+    assert!(stderr(&out).contains(&format!("gamma  removed the stale secret file {}", token.display())), "{}", stderr(&out));
+    assert!(table.contains("beta   switch  ok: switched, confirmed"), "{table}");
 }
 
 #[test]
@@ -1324,6 +1424,7 @@ fn preflight_script_judges_real_directories_and_the_host_key() {
 
 /// The push script as the host runs it: values of any bytes, read from stdin by length,
 /// written atomically with owner, group and mode; an unsafe directory skips its value only.
+/// Every path is added to the record of pushed files first, after what it listed.
 #[test]
 fn push_script_writes_each_value_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -1336,7 +1437,10 @@ fn push_script_writes_each_value_exactly() {
         let paths = [base.join("a/one"), unsafe_dir.join("two"), base.join("b/c/three"), base.join("a/four")];
         fs::create_dir_all(base.join("a")).unwrap();
         fs::write(&paths[0], "old value").unwrap();
-        let mut args: Vec<String> = Vec::new();
+        let record = base.join("iac/pushed-secrets");
+        fs::create_dir_all(base.join("iac")).unwrap();
+        fs::write(&record, format!("/earlier/file\n{}\n", paths[3].display())).unwrap();
+        let mut args: Vec<String> = vec![record.display().to_string()];
         for (p, v) in paths.iter().zip(values) {
             args.extend([p.display().to_string(), "root".into(), "daemon".into(), "0440".into(), v.len().to_string()]);
         }
@@ -1356,7 +1460,11 @@ fn push_script_writes_each_value_exactly() {
         let lines = stdout(&out);
         assert_eq!(out.status.code(), Some(1), "{shell}: the unsafe directory fails the run: {lines}{}", stderr(&out));
         let p = |i: usize| paths[i].display().to_string();
-        assert_eq!(lines, format!("ok: {}\nunsafe-directory: {}\nok: {}\nok: {}\n", p(0), p(1), p(2), p(3)), "{shell}");
+        let r = record.display();
+        assert_eq!(lines, format!("ok: {r}\nok: {}\nunsafe-directory: {}\nok: {}\nok: {}\n", p(0), p(1), p(2), p(3)), "{shell}");
+        assert_eq!(fs::read_to_string(&record).unwrap(), format!("/earlier/file\n{}\n{}\n{}\n{}\n", p(3), p(0), p(1), p(2)), "{shell}");
+        assert_eq!(fs::metadata(&record).unwrap().permissions().mode() & 0o7777, 0o600);
+        assert_eq!(fs::read_dir(base.join("iac")).unwrap().count(), 1, "{shell}: no temporary record left");
         for i in [0, 2, 3] {
             assert_eq!(fs::read(&paths[i]).unwrap(), values[i], "{shell}: {}", p(i));
             let meta = fs::metadata(&paths[i]).unwrap();
@@ -1370,6 +1478,116 @@ fn push_script_writes_each_value_exactly() {
     }
 }
 
+/// A push whose record is not root's alone writes nothing: the record decides what root
+/// deletes later.
+#[test]
+fn push_script_refuses_an_unsafe_record() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in SHELLS {
+        let base = dir.path().join(shell.replace('/', "_"));
+        fs::create_dir_all(base.join("iac")).unwrap();
+        fs::set_permissions(base.join("iac"), fs::Permissions::from_mode(0o777)).unwrap();
+        let record = base.join("iac/pushed-secrets").display().to_string();
+        let dest = base.join("s/one");
+        let out = Command::new(shell)
+            .args(["-c", remote::PUSH, "iac-push-secrets", &record, &dest.display().to_string(), "root", "root", "0400", "3"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{shell}");
+        assert_eq!(stdout(&out), format!("unsafe-record: {record}\n"), "{shell}");
+        assert!(!dest.exists() && !Path::new(&record).exists(), "{shell}");
+    }
+}
+
+/// The cleanup as the host runs it, under dash and bash, against a temp root: of the paths the
+/// old record lists, a stale regular file is removed; a symlink (and the file it points to) and
+/// a directory are left alone and forgotten; a file the host still reads (pushed now, or
+/// decrypted at activation) stays; a file in a directory others may write to stays and stays
+/// listed; lines that are not absolute normalised paths are ignored; a file the record never
+/// listed is never touched. The record is rewritten to the pushed set (plus what could not go).
+#[test]
+fn prune_script_removes_only_stale_regular_files_it_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in SHELLS {
+        let base = fs::canonicalize(dir.path()).unwrap().join(shell.replace('/', "_"));
+        let s = base.join("s");
+        let open = base.join("open");
+        fs::create_dir_all(&s).unwrap();
+        fs::create_dir_all(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let p = |name: &str| s.join(name).display().to_string();
+        for name in ["pushed", "stale", "activation", "never-listed"] {
+            fs::write(s.join(name), name).unwrap();
+        }
+        let victim = base.join("victim");
+        fs::write(&victim, "not iac's").unwrap();
+        symlink(&victim, s.join("link")).unwrap();
+        fs::create_dir(s.join("dir")).unwrap();
+        fs::write(s.join("dir/inside"), "x").unwrap();
+        fs::write(open.join("exposed"), "x").unwrap();
+        let exposed = open.join("exposed").display().to_string();
+        let record = base.join("iac/pushed-secrets");
+        fs::create_dir_all(base.join("iac")).unwrap();
+        fs::set_permissions(base.join("iac"), fs::Permissions::from_mode(0o700)).unwrap();
+        let listed = [
+            p("pushed"),
+            p("stale"),
+            p("link"),
+            p("dir"),
+            p("activation"),
+            p("gone"),
+            exposed.clone(),
+            "relative/never-listed".into(),
+            format!("{}/../s/never-listed", p("dir")),
+            String::new(),
+        ];
+        fs::write(&record, listed.join("\n") + "\n").unwrap();
+        let record_arg = record.display().to_string();
+        let out = Command::new(shell)
+            .args(["-c", remote::PRUNE, "iac-prune-secrets", &record_arg, &p("pushed"), &p("new"), "--", &p("activation")])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{shell}: the exposed file fails the run: {}{}", stdout(&out), stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            format!("removed: {}\nnot-a-file: {}\nnot-a-file: {}\nunsafe-directory: {exposed}\n", p("stale"), p("link"), p("dir")),
+            "{shell}"
+        );
+        assert!(!s.join("stale").exists(), "{shell}");
+        for kept in ["pushed", "activation", "never-listed", "dir/inside"] {
+            assert!(s.join(kept).exists(), "{shell}: {kept}");
+        }
+        assert!(fs::symlink_metadata(s.join("link")).unwrap().file_type().is_symlink(), "{shell}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "not iac's", "{shell}");
+        assert!(Path::new(&exposed).exists(), "{shell}");
+        assert_eq!(fs::read_to_string(&record).unwrap(), format!("{}\n{}\n{exposed}\n", p("pushed"), p("new")), "{shell}");
+        assert_eq!(fs::metadata(&record).unwrap().permissions().mode() & 0o7777, 0o600);
+        assert_eq!(fs::read_dir(base.join("iac")).unwrap().count(), 1, "{shell}: no temporary record left");
+
+        // Once the directory is safe again, the next run removes it; nothing pushed now.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        let out = Command::new(shell).args(["-c", remote::PRUNE, "iac-prune-secrets", &record_arg, "--"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        assert_eq!(stdout(&out), format!("removed: {}\nremoved: {exposed}\n", p("pushed")), "{shell}");
+        assert_eq!(fs::read_to_string(&record).unwrap(), "", "{shell}");
+
+        // A record someone else could have written is not read, and nothing is removed.
+        fs::write(&record, format!("{}\n", p("activation"))).unwrap();
+        fs::set_permissions(&record, fs::Permissions::from_mode(0o666)).unwrap();
+        let out = Command::new(shell).args(["-c", remote::PRUNE, "iac-prune-secrets", &record_arg, "--"]).output().unwrap();
+        assert_eq!((out.status.code(), stdout(&out)), (Some(1), format!("unsafe-record: {record_arg}\n")), "{shell}");
+        assert!(s.join("activation").exists());
+
+        // No record and nothing pushed (a host iac never pushed to): nothing to do, nothing made.
+        let none = base.join("none/pushed-secrets").display().to_string();
+        let out = Command::new(shell).args(["-c", remote::PRUNE, "iac-prune-secrets", &none, "--", &p("activation")]).output().unwrap();
+        assert_eq!((out.status.code(), stdout(&out)), (Some(0), String::new()), "{shell}");
+        assert!(!base.join("none").exists(), "{shell}");
+    }
+}
+
 #[test]
 fn docs_quote_the_scripts_exactly() {
     let doc = fs::read_to_string(repo().join("docs/deploy.md")).unwrap();
@@ -1379,6 +1597,7 @@ fn docs_quote_the_scripts_exactly() {
         ("GUARD", remote::GUARD),
         ("WAIT", remote::WAIT),
         ("CONFIRM", remote::CONFIRM),
+        ("PRUNE", remote::PRUNE),
     ] {
         assert!(doc.contains(&format!("```sh\n{script}```")), "docs/deploy.md does not show {name} as the code has it");
     }

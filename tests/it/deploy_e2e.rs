@@ -32,6 +32,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use iac::deploy::plan::quote;
+use iac::deploy::remote;
+
 use crate::support::{self, IAC, repo, text};
 
 /// The deployer's address on the lab's bridge.
@@ -751,13 +754,14 @@ fn a_good_generation_is_switched_and_confirmed_over_a_new_connection() {
     assert!(t.journal().contains("iac-activate: confirmed"), "{state}");
 
     // One SSH connection per command, none shared: preflight, readlink, nix copy, systemd-run,
-    // wait, confirm; each a login of its own, from a port of its own.
+    // wait, confirm, and the cleanup of stale pushed secrets; each a login of its own, from a
+    // port of its own.
     let logins = t.logins();
-    assert_eq!(logins.len(), 6, "{state}");
+    assert_eq!(logins.len(), 7, "{state}");
     let mut ports = logins.clone();
     ports.sort();
     ports.dedup();
-    assert_eq!(ports.len(), 6, "{state}");
+    assert_eq!(ports.len(), 7, "{state}");
     // Built once, copied once, over the same SSH options.
     let nix = lab.nix_calls();
     assert_eq!(nix.len(), 2, "{nix:?}");
@@ -1040,7 +1044,8 @@ fn a_control_master_in_the_users_ssh_config_is_not_reused_for_the_confirmation()
 /// A host without a host key gets its secret from `iac deploy` over the deploy connection
 /// (issue 17): the value on the real ssh's stdin, written by the push script into the target's
 /// own `/var/lib/secrets` with its mode, before the switch; no value in iac's output, in sshd's
-/// log or in the target's journal.
+/// log or in the target's journal. Then the secret moves to another path: the next deploy
+/// writes it there and, confirmed, removes the old file from the target (and says so).
 #[test]
 fn a_pushed_secret_reaches_the_target_over_real_ssh() {
     let Some(lab) = Lab::new(&["alpha"], "") else { return };
@@ -1082,11 +1087,42 @@ fn a_pushed_secret_reaches_the_target_over_real_ssh() {
     assert_eq!(fs::metadata(t.dir.join("var/lib/secrets")).unwrap().permissions().mode() & 0o777, 0o751);
     // One more login than case 1: the push has its own connection, after the build and before
     // the switch.
-    assert_eq!(t.logins().len(), 7, "{state}");
+    assert_eq!(t.logins().len(), 8, "{state}");
     for text in [run.stdout(), run.stderr(), t.sshd_log(), t.journal()] {
         assert!(!text.contains(&value), "the value in an output or log:\n{text}");
     }
+    // The target's record of pushed files: root's alone.
+    let record = t.dir.join("var/lib/iac/pushed-secrets");
+    assert_eq!(fs::read_to_string(&record).unwrap(), "/var/lib/secrets/app-token\n", "{state}");
+    assert_eq!(fs::metadata(&record).unwrap().permissions().mode() & 0o7777, 0o600);
+    assert_eq!(fs::metadata(t.dir.join("var/lib/iac")).unwrap().permissions().mode() & 0o7777, 0o700);
     println!("case 7: a pushed secret reached the target in {:.2} s", run.took.as_secs_f64());
+
+    // The secret moves: the old file goes once the deploy is confirmed (or up to date).
+    let moved = secrets.replace("mode = \"0440\"", "mode = \"0440\", path = \"/var/lib/secrets/app-token-2\"");
+    assert_ne!(moved, secrets);
+    lab.render(&(inventory(&["alpha"], ADMIN, 3) + &moved));
+    let run = lab.deploy(&["alpha", "--identity", &identity]);
+    let state = lab.state(&run);
+    assert_eq!(run.code(), 0, "{state}");
+    assert!(run.row("alpha").starts_with("alpha switch ok: switched, confirmed "), "{state}");
+    assert!(!file.exists(), "{state}");
+    assert_eq!(fs::read_to_string(t.dir.join("var/lib/secrets/app-token-2")).unwrap(), value, "{state}");
+    assert_eq!(fs::read_to_string(&record).unwrap(), "/var/lib/secrets/app-token-2\n", "{state}");
+    assert!(run.stdout().contains("\nalpha:\n  removed the stale secret file /var/lib/secrets/app-token\n"), "{state}");
+    assert!(run.stderr().contains("alpha  removed the stale secret file /var/lib/secrets/app-token\n"), "{state}");
+    // What the cleanup adds to a deploy: one login running the script (nothing left to remove).
+    let prune = [remote::PRUNE, "iac-prune-secrets", remote::PUSHED_RECORD, "/var/lib/secrets/app-token-2", "--"];
+    let line = format!("/bin/sh -c {}", prune.iter().map(|w| quote(w).unwrap().into_owned()).collect::<Vec<_>>().join(" "));
+    let start = Instant::now();
+    let out = lab.ssh(&[], "alpha", &line);
+    let took = start.elapsed();
+    assert!(out.status.success() && out.stdout.is_empty(), "{}{}", text(&out.stdout), text(&out.stderr));
+    println!(
+        "case 7: the secret moved, the old file removed after the confirmation, in {:.2} s; the cleanup step alone (one ssh login) {:.3} s",
+        run.took.as_secs_f64(),
+        took.as_secs_f64()
+    );
 }
 
 // ---- 8-10. a non-root ssh_user with sudo ----------------------------------------------------
@@ -1165,12 +1201,12 @@ fn as_a_sudo_user_a_good_generation_and_a_pushed_secret_are_confirmed_and_drift_
     let meta = fs::metadata(&file).unwrap();
     assert_eq!((meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777), (DEPLOY_ID, DEPLOY_ID + 1, 0o440));
 
-    // Seven logins, all as deploy (sshd refuses root); every root step went through sudo, as
-    // root, each its own command line: preflight, push, systemd-run, wait, confirm.
-    assert_eq!(t.logins().len(), 7, "{state}");
+    // Eight logins, all as deploy (sshd refuses root); every root step went through sudo, as
+    // root, each its own command line: preflight, push, systemd-run, wait, confirm, cleanup.
+    assert_eq!(t.logins().len(), 8, "{state}");
     assert!(!t.sshd_log().contains("Accepted publickey for root"), "{state}");
     let commands = sudo_commands(&t.sudo_log());
-    let steps = ["iac-preflight", "iac-push-secrets", "--unit=iac-deploy", "iac-wait", "iac-confirm"];
+    let steps = ["iac-preflight", "iac-push-secrets", "--unit=iac-deploy", "iac-wait", "iac-confirm", "iac-prune-secrets"];
     assert_eq!(commands.len(), steps.len(), "{state}");
     for (command, step) in commands.iter().zip(steps) {
         assert!(command.contains(step), "{command} is not the {step} step: {state}");

@@ -480,7 +480,10 @@ fn a_fresh_clone_goes_from_init_to_a_deploy_plan_with_no_value_typed() {
         plan_text.contains("# secret k3s-token -> /run/secrets/k3s-token (root:root 0400), read by the cluster token (k3s agent: services.k3s.tokenFile): decrypted at activation by iac-secrets.service"),
         "{plan_text}"
     );
-    assert_eq!(plan_text.matches("iac-push-secrets /var/lib/secrets/").count(), 2, "{plan_text}");
+    assert_eq!(plan_text.matches("iac-push-secrets /var/lib/iac/pushed-secrets /var/lib/secrets/").count(), 2, "{plan_text}");
+    // Every host gets the cleanup once confirmed; hamal's decrypted file is kept, never removed.
+    assert_eq!(plan_text.matches(" iac-prune-secrets /var/lib/iac/pushed-secrets ").count(), 3, "{plan_text}");
+    assert!(plan_text.contains(" iac-prune-secrets /var/lib/iac/pushed-secrets -- /run/secrets/k3s-token "), "{plan_text}");
     // hamal's module carries the unit and points k3s at the decrypted file; the others read
     // the pushed paths.
     let hamal = fs::read_to_string(p.path("generated/hamal/default.nix")).unwrap();

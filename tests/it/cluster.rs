@@ -834,15 +834,7 @@ async fn apply_takes_the_password_from_the_declared_secret() {
     std::fs::write(&key, id.to_string().expose_secret()).unwrap();
     let secrets = e.dir.path().join("secrets");
     let value = "declared-pw-Vt4\n";
-    let mut set = support::iac();
-    set.args(["secrets", "set", "kafka-db", "--inventory"])
-        .arg(&e.inventory)
-        .arg("--secrets-dir")
-        .arg(&secrets)
-        .stdin(std::process::Stdio::piped());
-    let mut child = set.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), value.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    secrets_set(&e.inventory, &secrets, "kafka-db", value);
 
     let generated = e.generated.to_str().unwrap().to_owned();
     let args = [
@@ -912,6 +904,15 @@ async fn a_missing_kubeconfig_is_named_once() {
     cmd.args(["pipeline", "status", "--inventory"]).arg(&e.inventory).env("KUBECONFIG", &missing);
     let out = cmd.output().await.unwrap();
     assert!(stderr(&out).starts_with(&format!("error: cannot read the kubeconfig {}:", missing.display())), "{}", stderr(&out));
+}
+
+/// `iac secrets set NAME` for `inventory` into `dir`, the value on stdin as a user types it.
+fn secrets_set(inventory: &std::path::Path, dir: &std::path::Path, name: &str, value: &str) {
+    let mut set = support::iac();
+    set.args(["secrets", "set", name, "--inventory"]).arg(inventory).arg("--secrets-dir").arg(dir).stdin(std::process::Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), value.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
 }
 
 // ---------------------------------------------------------------- pipeline status
@@ -1024,15 +1025,7 @@ async fn pipeline_status_counts_rows_with_the_declared_secret() {
     e.render(&inventory);
     let password = "Status-secret-7f3a9c";
     let secrets = keys.path().join("secrets");
-    let mut set = support::iac();
-    set.args(["secrets", "set", "kafka-db", "--inventory"])
-        .arg(&e.inventory)
-        .arg("--secrets-dir")
-        .arg(&secrets)
-        .stdin(std::process::Stdio::piped());
-    let mut child = set.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), password.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    secrets_set(&e.inventory, &secrets, "kafka-db", password);
     pg.psql("postgres", &format!("ALTER ROLE {} PASSWORD '{password}'", db.user));
     pg.psql(
         &db.name,

@@ -172,14 +172,9 @@ fn declared_secret(settings: &Settings, defaults: &Defaults, flags: &Flags) -> R
 mod tests {
     use super::*;
     use crate::query::settings::resolve;
+    use crate::query::settings::tests::env;
     use crate::reporter::Silent;
-    use std::collections::HashMap;
     use std::path::Path;
-
-    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| map.get(k).cloned()
-    }
 
     fn inventory() -> Defaults {
         Defaults {

@@ -225,11 +225,12 @@ pub fn resolve(defaults: &Defaults, env: &dyn Fn(&str) -> Option<String>, flags:
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    /// A process environment of `vars` only (also for `credential`'s tests).
+    pub(in crate::query) fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }

@@ -348,7 +348,10 @@ fn check_package_tests(o: &serde_json::Value) {
         let lines: Vec<&str> = src.lines().map(str::trim).collect();
         for (at, _) in lines.iter().enumerate().filter(|(_, l)| **l == "#[cfg(test)]") {
             let next = lines.get(at + 1).copied().unwrap_or_default();
-            let name = next.strip_prefix("mod ").unwrap_or_else(|| panic!("{}: #[cfg(test)] before {next:?}", file.display()));
+            // A visibility (`pub`, `pub(super)`) may come first: a test module whose helpers
+            // a sibling's tests use.
+            let item = next.strip_prefix("pub").map_or(next, |rest| rest.split_once(' ').map_or(rest, |(_, after)| after));
+            let name = item.strip_prefix("mod ").unwrap_or_else(|| panic!("{}: #[cfg(test)] before {next:?}", file.display()));
             if let Some(name) = name.strip_suffix(';') {
                 // A file module: NAME.rs next to lib.rs/main.rs/mod.rs, or under a directory named after its parent.
                 let dir = if ["lib.rs", "main.rs", "mod.rs"].iter().any(|f| file.ends_with(f)) {

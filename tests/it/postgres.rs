@@ -32,6 +32,44 @@ fn rendered_hba_lines_parse_in_postgresql() {
     assert_eq!(lines.iter().filter(|l| l.starts_with("host ")).count(), 1, "{lines:?}");
 }
 
+/// A server where the NixOS module's own ensureDatabases/ensureUsers have run (role and
+/// database `kafka`), as they do before our setup lines.
+fn kafka_server() -> PgServer {
+    let server = PgServer::builder().start();
+    server.psql("postgres", "CREATE ROLE kafka");
+    server.psql("postgres", "CREATE DATABASE kafka OWNER kafka");
+    server
+}
+
+/// The setup script as the unit runs it: bash -eu, the credential in $CREDENTIALS_DIRECTORY,
+/// the server's psql on PATH, connected as the superuser.
+fn run_setup_script(server: &PgServer, script: &str, creds: &std::path::Path) {
+    let psql = server.program("psql");
+    let bindir = std::path::Path::new(psql.get_program()).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
+    let mut cmd = Command::new("bash");
+    support::pg::clear_pg_env(&mut cmd)
+        .args(["-euc", script])
+        .env("PATH", path)
+        .env("CREDENTIALS_DIRECTORY", creds)
+        .env("PGHOST", HOST)
+        .env("PGPORT", server.port.to_string())
+        .env("PGUSER", support::pg::SUPERUSER)
+        .env("PGPASSWORD", &server.password);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+}
+
+/// `sql` run by psql logged in as `kafka` with password `pw`.
+fn login_as_kafka(server: &PgServer, pw: &str, sql: &str) -> std::process::Output {
+    let mut c = server.program("psql");
+    support::pg::clear_pg_env(&mut c)
+        .args(["-h", HOST, "-p", &server.port.to_string(), "-U", "kafka", "-d", "kafka", "-Atc", sql])
+        .env("PGPASSWORD", pw)
+        .output()
+        .unwrap()
+}
+
 /// The script `systemd.services.postgresql-setup` runs (taken from the evaluated module): with
 /// the password in $CREDENTIALS_DIRECTORY, the owner can log in with it, and only with it.
 #[test]
@@ -45,37 +83,13 @@ fn setup_script_sets_the_password_from_the_credential() {
     .unwrap();
     assert_eq!(credential, r#"["kafka-password:/var/lib/secrets/postgresql-kafka"]"#);
 
-    let server = PgServer::builder().start();
-    // What the NixOS module's own ensureDatabases/ensureUsers do before our lines run.
-    server.psql("postgres", "CREATE ROLE kafka");
-    server.psql("postgres", "CREATE DATABASE kafka OWNER kafka");
-
+    let server = kafka_server();
     let creds = tempfile::tempdir().unwrap();
     let password = "pw with 'quotes', \"doubles\" and $dollars";
     std::fs::write(creds.path().join("kafka-password"), format!("{password}\n")).unwrap();
-    let psql = server.program("psql");
-    let bindir = std::path::Path::new(psql.get_program()).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
-    let mut cmd = Command::new("bash");
-    support::pg::clear_pg_env(&mut cmd)
-        .args(["-euc", &script])
-        .env("PATH", path)
-        .env("CREDENTIALS_DIRECTORY", creds.path())
-        .env("PGHOST", HOST)
-        .env("PGPORT", server.port.to_string())
-        .env("PGUSER", support::pg::SUPERUSER)
-        .env("PGPASSWORD", &server.password);
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    run_setup_script(&server, &script, creds.path());
 
-    let login = |pw: &str| {
-        let mut c = server.program("psql");
-        support::pg::clear_pg_env(&mut c)
-            .args(["-h", HOST, "-p", &server.port.to_string(), "-U", "kafka", "-d", "kafka", "-Atc", "SELECT current_user"])
-            .env("PGPASSWORD", pw)
-            .output()
-            .unwrap()
-    };
+    let login = |pw: &str| login_as_kafka(&server, pw, "SELECT current_user");
     let ok = login(password);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     assert_eq!(text(&ok.stdout).trim(), "kafka");
@@ -93,36 +107,13 @@ fn iac_reads_a_password_file_as_the_setup_script_does() {
     let Some(script) = nix_eval("(module ./generated/alkaid/postgresql.nix).systemd.services.postgresql-setup.script") else {
         return;
     };
-    let server = PgServer::builder().start();
-    server.psql("postgres", "CREATE ROLE kafka");
-    server.psql("postgres", "CREATE DATABASE kafka OWNER kafka");
-    let psql = server.program("psql");
-    let bindir = std::path::Path::new(psql.get_program()).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bindir.display(), std::env::var("PATH").unwrap_or_default());
-    let logs_in = |pw: &str| {
-        let mut c = server.program("psql");
-        let out = support::pg::clear_pg_env(&mut c)
-            .args(["-h", HOST, "-p", &server.port.to_string(), "-U", "kafka", "-d", "kafka", "-Atc", "SELECT 1"])
-            .env("PGPASSWORD", pw)
-            .output()
-            .unwrap();
-        out.status.success()
-    };
+    let server = kafka_server();
+    let logs_in = |pw: &str| login_as_kafka(&server, pw, "SELECT 1").status.success();
     for content in ["s3cret\n", "s3cret", "s3cret\r\n", "s3cret\n\n", " s3cret \n"] {
         let creds = tempfile::tempdir().unwrap();
         let file = creds.path().join("kafka-password");
         std::fs::write(&file, content).unwrap();
-        let mut cmd = Command::new("bash");
-        support::pg::clear_pg_env(&mut cmd)
-            .args(["-euc", &script])
-            .env("PATH", &path)
-            .env("CREDENTIALS_DIRECTORY", creds.path())
-            .env("PGHOST", HOST)
-            .env("PGPORT", server.port.to_string())
-            .env("PGUSER", support::pg::SUPERUSER)
-            .env("PGPASSWORD", &server.password);
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        run_setup_script(&server, &script, creds.path());
 
         let ours = iac::password::PasswordSource::File(file).read().unwrap();
         assert!(logs_in(&ours), "{content:?}: iac read {ours:?}, which the server does not accept");

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use iac::deploy::plan::quote;
 use iac::deploy::remote;
 
-use crate::support::{code, iac, repo, stderr, stdout};
+use crate::support::{code, iac, repo, stderr, stdout, system_path};
 
 const HOSTS: [(&str, &str); 3] = [("alpha", "10.9.0.1"), ("beta", "10.9.0.2"), ("gamma", "10.9.0.3")];
 /// `--build-host builder@10.9.0.9`: its commands are logged as the host "builder".
@@ -159,10 +159,6 @@ case " $* " in
 esac
 "#;
 
-fn store_path(tag: char, host: &str) -> String {
-    format!("/nix/store/{}-nixos-system-{host}-25.05", tag.to_string().repeat(32))
-}
-
 struct Estate {
     dir: tempfile::TempDir,
 }
@@ -199,8 +195,8 @@ impl Estate {
         for (host, addr) in HOSTS {
             fs::write(sim.join("addr").join(addr), host).unwrap();
             fs::create_dir_all(sim.join(host)).unwrap();
-            fs::write(sim.join(host).join("current"), store_path('a', host) + "\n").unwrap();
-            fs::write(sim.join(host).join("new"), store_path('b', host)).unwrap();
+            fs::write(sim.join(host).join("current"), system_path('a', host) + "\n").unwrap();
+            fs::write(sim.join(host).join("new"), system_path('b', host)).unwrap();
         }
         Self { dir }
     }
@@ -347,12 +343,12 @@ fn copy(host: &str) -> Vec<String> {
         "--substitute-on-destination".into(),
         "--to".into(),
         format!("ssh://{dest}"),
-        store_path('b', host),
+        system_path('b', host),
     ]
 }
 
 fn activate(host: &str, guard: &str) -> Vec<String> {
-    let new = store_path('b', host);
+    let new = system_path('b', host);
     ssh(
         host,
         &[
@@ -371,7 +367,7 @@ fn activate(host: &str, guard: &str) -> Vec<String> {
             "/nix/var/nix/profiles/system",
             "/run/current-system",
             &new,
-            &store_path('a', host),
+            &system_path('a', host),
             "/run/iac-deploy/RUN",
             "30",
             guard,
@@ -539,7 +535,7 @@ fn no_ssh_connection_on_the_host_warns_that_iac_cannot_tell() {
 #[test]
 fn host_already_on_the_built_system_is_skipped() {
     let env = Estate::new();
-    env.set("beta", "current", &(store_path('b', "beta") + "\n"));
+    env.set("beta", "current", &(system_path('b', "beta") + "\n"));
     let (out, _) = env.deploy(&["beta"], 0);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // Up to date: nothing to roll back, so the stale pushed secrets go at once.
@@ -608,8 +604,8 @@ fn no_rollback_switches_without_a_confirmation() {
 #[test]
 fn all_hosts_deploy_in_parallel() {
     let env = Estate::new();
-    env.set("gamma", "current", &(store_path('b', "gamma") + "\n"));
-    env.set("gamma", "new", &store_path('c', "gamma"));
+    env.set("gamma", "current", &(system_path('b', "gamma") + "\n"));
+    env.set("gamma", "new", &system_path('c', "gamma"));
     let (out, took) = env.deploy(&["--all"], 2);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     println!("deploy --all, 3 hosts, each switch 2 s, --jobs 4: {:.2} s", took.as_secs_f64());
@@ -771,7 +767,7 @@ fn build_host_builds_remotely_and_copies_from_the_builder_to_the_target() {
     let (dest, port) = dest("beta");
     let sshopts = format!("NIX_SSHOPTS={SSH_OPTS} -p {port}");
     let to = format!("ssh://{dest}");
-    let new = store_path('b', "beta");
+    let new = system_path('b', "beta");
     assert_eq!(
         env.log("builder"),
         [
@@ -974,7 +970,7 @@ fn a_secret_the_host_no_longer_reads_is_removed_once_the_new_system_is_confirmed
     let render = iac().args(["render", "--inventory"]).arg(&inventory).arg("--out").arg(env.flake().join("generated")).output().unwrap();
     assert!(render.status.success(), "{}", stderr(&render));
     for host in ["beta", "gamma"] {
-        env.set(host, "new", &store_path('c', host));
+        env.set(host, "new", &system_path('c', host));
         env.set(host, "mode", "confirm-fails");
         fs::remove_file(env.sim(host).join("log")).unwrap();
     }

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::support::fake_apiserver::{Fake, Scenario};
 use crate::support::pg::{HOST, PgServer, SUPERUSER, clear_pg_env};
-use crate::support::{self, IAC, bundled_inventory, code, iac, replace_once, repo, stderr, stdout, tool};
+use crate::support::{self, IAC, bundled_inventory, code, iac, replace_once, repo, stderr, stdout, system_path, tool};
 
 /// The lines of a report that name a difference (`- `, `+ `, `~ `, `! ` after the indent).
 fn findings(out: &Output) -> Vec<String> {
@@ -207,10 +207,6 @@ echo "building '/nix/store/x-nixos-system-$host.drv'..." >&2
 cat "$FAKE_SIM/built/$host"
 "#;
 
-fn system(tag: char, host: &str) -> String {
-    format!("/nix/store/{}-nixos-system-{host}-25.05", tag.to_string().repeat(32))
-}
-
 /// A flake directory with an inventory and its render (by the binary), fakes on PATH, and a
 /// simulated host per address.
 struct Estate {
@@ -301,10 +297,16 @@ fn each_host_reports_for_itself_and_an_unreachable_one_is_an_error() {
         "alphard",
         "172.22.0.134",
         "add rule inet iac input ip saddr 10.9.9.9 tcp dport 8080 accept",
-        &system('a', "alphard"),
-        &system('a', "alphard"),
+        &system_path('a', "alphard"),
+        &system_path('a', "alphard"),
     );
-    e.host("hamal", "172.22.0.135", "delete element inet iac admin { 172.22.0.0/24 }", &system('a', "hamal"), &system('b', "hamal"));
+    e.host(
+        "hamal",
+        "172.22.0.135",
+        "delete element inet iac admin { 172.22.0.0/24 }",
+        &system_path('a', "hamal"),
+        &system_path('b', "hamal"),
+    );
     let port = closed_port();
     let pg = [("PGHOST", HOST.to_owned()), ("PGPORT", port.clone())];
     let out = e.drift(&["--all"], Some(&pg));
@@ -324,9 +326,9 @@ fn each_host_reports_for_itself_and_an_unreachable_one_is_an_error() {
            - set admin: element 172.22.0.0/24\n\
          generation: DIFFERS: running {ha}, the flake builds {hb}\n\
          drift: DRIFT: 2 of 3 host(s) differ; 1 error(s)\n",
-        a = system('a', "alphard"),
-        ha = system('a', "hamal"),
-        hb = system('b', "hamal"),
+        a = system_path('a', "alphard"),
+        ha = system_path('a', "hamal"),
+        hb = system_path('b', "hamal"),
     );
     assert_eq!(text, expected);
     // The deploy path's SSH options, one connection per reachable host, sudo for the non-root login.
@@ -371,7 +373,7 @@ fn each_host_reports_for_itself_and_an_unreachable_one_is_an_error() {
     assert_eq!(hosts[1]["source"], "ssh");
     assert_eq!(
         hosts[2]["generation"],
-        json!({"state": "differs", "running": system('a', "hamal"), "built": system('b', "hamal"), "reason": null})
+        json!({"state": "differs", "running": system_path('a', "hamal"), "built": system_path('b', "hamal"), "reason": null})
     );
 }
 
@@ -382,7 +384,7 @@ fn hosts_that_run_what_the_inventory_says_exit_0() {
     }
     let e = Estate::new(&bundled_inventory());
     for (name, addr) in [("alphard", "172.22.0.134"), ("hamal", "172.22.0.135")] {
-        e.host(name, addr, "", &system('a', name), &system('a', name));
+        e.host(name, addr, "", &system_path('a', name), &system_path('a', name));
     }
     let out = e.drift(&["alphard", "hamal"], None);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -391,15 +393,15 @@ fn hosts_that_run_what_the_inventory_says_exit_0() {
         format!(
             "== alphard (172.22.0.134)\nfirewall: in sync\ngeneration: in sync ({})\n== hamal (172.22.0.135)\nfirewall: in sync\n\
              generation: in sync ({})\ndrift: in sync: 0 of 2 host(s) differ; 0 error(s)\n",
-            system('a', "alphard"),
-            system('a', "hamal")
+            system_path('a', "alphard"),
+            system_path('a', "hamal")
         )
     );
     // --no-build builds nothing, and a generation not built is not drift.
     let out = e.drift(&["alphard", "--no-build"], None);
     assert_eq!(code(&out), 0);
     assert!(
-        stdout(&out).contains(&format!("generation: not built (--no-build); running {}\n", system('a', "alphard"))),
+        stdout(&out).contains(&format!("generation: not built (--no-build); running {}\n", system_path('a', "alphard"))),
         "{}",
         stdout(&out)
     );
@@ -437,7 +439,7 @@ impl Database {
     fn with_inventory(inventory: &str) -> Option<Self> {
         nft_tools()?;
         let estate = Estate::new(inventory);
-        estate.host("alkaid", "172.22.0.133", "", &system('a', "alkaid"), &system('a', "alkaid"));
+        estate.host("alkaid", "172.22.0.133", "", &system_path('a', "alkaid"), &system_path('a', "alkaid"));
         let site = iac::load_site(&support::bundled_inventory_path()).unwrap();
         let hba = iac::drift::postgres::expected_file(&iac::render::flows(&site), site.host("alkaid").unwrap());
         let server = PgServer::builder().hba(&hba).start();
@@ -487,7 +489,7 @@ fn postgres_as_rendered_is_in_sync() {
         format!(
             "== alkaid (172.22.0.133)\nfirewall: in sync\npostgres: in sync\ngeneration: not built (--no-build); running {}\n\
              drift: in sync: 0 of 1 host(s) differ; 0 error(s)\n",
-            system('a', "alkaid")
+            system_path('a', "alkaid")
         )
     );
 }

@@ -188,3 +188,9 @@ pub fn nix_eval(expr: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     Some(value.as_str().map_or_else(|| text(&out.stdout), String::from))
 }
+
+/// The store path of `host`'s NixOS system, tagged by a repeated character (`a…`, `b…`), as
+/// the fake `nix` of the deploy and drift tests hands them out.
+pub fn system_path(tag: char, host: &str) -> String {
+    format!("/nix/store/{}-nixos-system-{host}-25.05", tag.to_string().repeat(32))
+}

@@ -172,21 +172,17 @@ fn declared_secret(settings: &Settings, defaults: &Defaults, flags: &Flags) -> R
 mod tests {
     use super::*;
     use crate::query::settings::resolve;
-    use crate::query::settings::tests::env;
+    use crate::query::settings::tests::{self as settings_tests, env};
     use crate::reporter::Silent;
     use std::path::Path;
 
     fn inventory() -> Defaults {
         Defaults {
-            host: Some("172.22.0.133".into()),
-            port: Some(5432),
-            user: Some("kafka".into()),
-            database: Some("kafka".into()),
-            table: Some("kafka_messages".into()),
             passwords: vec![
                 DeclaredPassword { database: "kafka".into(), owner: "kafka".into(), secret: "kafka-db".into() },
                 DeclaredPassword { database: "metrics".into(), owner: "grafana".into(), secret: "metrics-db".into() },
             ],
+            ..settings_tests::inventory()
         }
     }
 

@@ -235,7 +235,8 @@ pub(super) mod tests {
         move |k| map.get(k).cloned()
     }
 
-    fn inventory() -> Defaults {
+    /// The bundled inventory's defaults, no declared password (also for `credential`'s tests).
+    pub(in crate::query) fn inventory() -> Defaults {
         Defaults {
             host: Some("172.22.0.133".into()),
             port: Some(5432),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use iac::deploy::plan::quote;
 use iac::deploy::remote;
 
-use crate::support::{code, iac, repo, stderr, stdout, system_path};
+use crate::support::{code, iac, rendered_flake, repo, stderr, stdout, system_path};
 
 const HOSTS: [(&str, &str); 3] = [("alpha", "10.9.0.1"), ("beta", "10.9.0.2"), ("gamma", "10.9.0.3")];
 /// `--build-host builder@10.9.0.9`: its commands are logged as the host "builder".
@@ -173,17 +173,7 @@ impl Estate {
     /// As `new`, with the inventory `inventory(temp dir)` gives.
     fn with_inventory(inventory: impl Fn(&Path) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let flake = dir.path().join("flake");
-        fs::create_dir_all(flake.join("hosts")).unwrap();
-        fs::write(flake.join("hosts/inventory.toml"), inventory(dir.path())).unwrap();
-        let out = iac()
-            .args(["render", "--inventory"])
-            .arg(flake.join("hosts/inventory.toml"))
-            .arg("--out")
-            .arg(flake.join("generated"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+        rendered_flake(dir.path(), &inventory(dir.path()));
         let bin = dir.path().join("bin");
         fs::create_dir_all(&bin).unwrap();
         for (name, body) in [("ssh", FAKE_SSH), ("nix", FAKE_NIX)] {

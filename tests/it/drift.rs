@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::support::fake_apiserver::{Fake, Scenario};
 use crate::support::pg::{HOST, PgServer, SUPERUSER, clear_pg_env};
-use crate::support::{self, IAC, bundled_inventory, code, iac, replace_once, repo, stderr, stdout, system_path, tool};
+use crate::support::{self, IAC, bundled_inventory, code, iac, rendered_flake, replace_once, repo, stderr, stdout, system_path, tool};
 
 /// The lines of a report that name a difference (`- `, `+ `, `~ `, `! ` after the indent).
 fn findings(out: &Output) -> Vec<String> {
@@ -216,17 +216,7 @@ struct Estate {
 impl Estate {
     fn new(inventory: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let flake = dir.path().join("flake");
-        fs::create_dir_all(flake.join("hosts")).unwrap();
-        fs::write(flake.join("hosts/inventory.toml"), inventory).unwrap();
-        let out = iac()
-            .args(["render", "--inventory"])
-            .arg(flake.join("hosts/inventory.toml"))
-            .arg("--out")
-            .arg(flake.join("generated"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+        rendered_flake(dir.path(), inventory);
         let bin = dir.path().join("bin");
         fs::create_dir_all(&bin).unwrap();
         write_exe(&bin.join("ssh"), FAKE_SSH);

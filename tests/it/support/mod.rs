@@ -194,3 +194,20 @@ pub fn nix_eval(expr: &str) -> Option<String> {
 pub fn system_path(tag: char, host: &str) -> String {
     format!("/nix/store/{}-nixos-system-{host}-25.05", tag.to_string().repeat(32))
 }
+
+/// `dir/flake/hosts/inventory.toml` holding `inventory`, rendered by the binary into
+/// `dir/flake/generated`: the flake directory deploy and drift read. Returns the flake's path.
+pub fn rendered_flake(dir: &Path, inventory: &str) -> PathBuf {
+    let flake = dir.join("flake");
+    std::fs::create_dir_all(flake.join("hosts")).unwrap();
+    std::fs::write(flake.join("hosts/inventory.toml"), inventory).unwrap();
+    let out = iac()
+        .args(["render", "--inventory"])
+        .arg(flake.join("hosts/inventory.toml"))
+        .arg("--out")
+        .arg(flake.join("generated"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    flake
+}
